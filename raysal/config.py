@@ -1,0 +1,274 @@
+"""Run configuration: frozen dataclasses loaded from TOML plus overrides, validated up front.
+
+Every field's default is visible in its class with the reason beside it. Validation happens in
+``__post_init__`` and while loading, before any Ray or TensorFlow work, and every message names
+the field (``select.budget``) and the bad value. Pure stdlib: no ``ray``, no ``tensorflow``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+SOURCE_KINDS = ("manifest", "folder", "tfds", "digits")
+MODEL_KINDS = ("small_cnn", "hub", "inception_v3")
+CRITERION_NAMES = ("least_confidence", "smallest_margin", "entropy", "random")
+
+
+class ConfigError(ValueError):
+    """A configuration that must not run; the message names the field."""
+
+
+def _check(ok: bool, where: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where a split's images come from. All kinds yield (image_id, uri or bytes, label)."""
+
+    kind: str = "manifest"  # manifest | folder | tfds | digits (the offline demo set)
+    path: str = ""  # manifest file, image folder or digits folder; relative to data.root
+    rows: str = ""  # "start:stop" slice of the source's rows in its stable order; "" = all
+    tfds_name: str = ""  # kind = tfds: dataset name, e.g. "tf_flowers"
+    tfds_split: str = ""  # kind = tfds: split with TFDS slicing, e.g. "train[:1000]"
+    data_dir: str = ""  # kind = tfds: prepared TFDS data_dir ("" = TFDS default)
+    where: str = "source"  # the field path used in error messages, set by the loader
+
+    def __post_init__(self) -> None:
+        w = self.where
+        _check(self.kind in SOURCE_KINDS, f"{w}.kind", f"{self.kind!r} is not one of {SOURCE_KINDS}")
+        if self.kind == "tfds":
+            _check(bool(self.tfds_name), f"{w}.tfds_name", "is required when kind = 'tfds'")
+            _check(bool(self.tfds_split), f"{w}.tfds_split", "is required when kind = 'tfds'")
+        else:
+            _check(bool(self.path), f"{w}.path", f"is required when kind = {self.kind!r}")
+        if self.rows:
+            row_slice(self.rows, f"{w}.rows")
+
+
+def row_slice(rows: str, where: str = "rows") -> slice:
+    """Parse "start:stop" (either side may be empty) into a slice of non-negative bounds."""
+    parts = rows.split(":")
+    _check(len(parts) == 2, where, f"{rows!r} is not of the form 'start:stop'")
+    try:
+        start, stop = (int(p) if p.strip() else None for p in parts)
+    except ValueError:
+        raise ConfigError(f"{where}: {rows!r} has a bound that is not an integer") from None
+    _check((start or 0) >= 0 and (stop is None or stop >= 0), where, f"{rows!r} has a negative bound")
+    _check(stop is None or stop > (start or 0), where, f"{rows!r} is empty")
+    return slice(start, stop)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    classes: tuple[str, ...]  # class names; a label is an index into this tuple
+    labelled: SourceConfig  # the labelled seed set the round-0 model trains on
+    val: SourceConfig  # validation during training
+    test: SourceConfig  # held-out test split
+    pool: SourceConfig  # the unlabelled pool to select from
+    root: str = ""  # base for relative source paths; "" = <state>/data
+
+    def __post_init__(self) -> None:
+        _check(len(self.classes) >= 2, "data.classes", f"needs at least 2 classes, got {list(self.classes)}")
+        dupes = sorted({c for c in self.classes if self.classes.count(c) > 1})
+        _check(not dupes, "data.classes", f"duplicate class names {dupes}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    kind: str = "small_cnn"  # small_cnn | hub (frozen feature vector + Dense) | inception_v3
+    input_size: int = 32  # square side in pixels; 299 for InceptionV3 as in the article
+    handle: str = ""  # kind = hub: TF Hub handle, local SavedModel path or cached URL
+    weights: str = ""  # kind = inception_v3: local weights file; "" = random init (no download)
+    dropout: float = 0.2  # before the Dense head
+
+    def __post_init__(self) -> None:
+        _check(self.kind in MODEL_KINDS, "model.kind", f"{self.kind!r} is not one of {MODEL_KINDS}")
+        _check(8 <= self.input_size <= 1024, "model.input_size", f"{self.input_size} is outside [8, 1024]")
+        if self.kind == "inception_v3":
+            _check(self.input_size >= 75, "model.input_size", f"InceptionV3 needs >= 75, got {self.input_size}")
+        if self.kind == "hub":
+            _check(bool(self.handle), "model.handle", "is required when model.kind = 'hub'")
+        _check(0.0 <= self.dropout < 1.0, "model.dropout", f"{self.dropout} is outside [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    num_workers: int = 2  # Ray Train workers (MultiWorkerMirroredStrategy replicas)
+    cpus_per_worker: float = 0.5  # fractional: whole CPUs per worker starve Ray Data on small nodes
+    gpus_per_worker: float = 0.0  # 1 on GPU nodes
+    batch_size: int = 32  # per worker
+    head_epochs: int = 3  # backbone frozen, as in the article
+    finetune_epochs: int = 2  # whole model trainable, as in the article
+    head_learning_rate: float = 1e-3  # Adam
+    finetune_learning_rate: float = 1e-5  # small, so fine-tuning does not wreck the backbone
+
+    def __post_init__(self) -> None:
+        _check(self.num_workers >= 1, "train.num_workers", f"must be >= 1, got {self.num_workers}")
+        _check(self.cpus_per_worker > 0, "train.cpus_per_worker", f"must be > 0, got {self.cpus_per_worker}")
+        _check(self.gpus_per_worker >= 0, "train.gpus_per_worker", f"must be >= 0, got {self.gpus_per_worker}")
+        _check(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.head_epochs >= 0, "train.head_epochs", f"must be >= 0, got {self.head_epochs}")
+        _check(self.finetune_epochs >= 0, "train.finetune_epochs", f"must be >= 0, got {self.finetune_epochs}")
+        _check(self.head_epochs + self.finetune_epochs >= 1, "train", "head_epochs + finetune_epochs must be >= 1")
+        for name in ("head_learning_rate", "finetune_learning_rate"):
+            value = getattr(self, name)
+            _check(0 < value < 1, f"train.{name}", f"{value} is outside (0, 1)")
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    batch_size: int = 64  # images per model call; fixed so the tf.function traces once
+    min_actors: int = 1  # actor pool lower bound
+    max_actors: int = 1  # actor pool upper bound: the autoscaler adds actors up to this
+    cpus_per_actor: float = 0.5  # leave CPUs for the decode tasks, or the pipeline stalls
+    gpus_per_actor: float = 0.0  # 1 on GPU nodes
+    decode_cpus: float = 0.5  # per decode task
+    top_probs: int = 5  # top classes/probabilities kept per image in the scores file
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, "score.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.min_actors >= 1, "score.min_actors", f"must be >= 1, got {self.min_actors}")
+        _check(self.max_actors >= self.min_actors, "score.max_actors",
+               f"{self.max_actors} is below score.min_actors = {self.min_actors}")
+        _check(self.cpus_per_actor > 0, "score.cpus_per_actor", f"must be > 0, got {self.cpus_per_actor}")
+        _check(self.gpus_per_actor >= 0, "score.gpus_per_actor", f"must be >= 0, got {self.gpus_per_actor}")
+        _check(self.decode_cpus > 0, "score.decode_cpus", f"must be > 0, got {self.decode_cpus}")
+        _check(self.top_probs >= 1, "score.top_probs", f"must be >= 1, got {self.top_probs}")
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    budget: int = 500  # images to label per round, as in the article
+    criterion: str = "least_confidence"  # the article's choice
+
+    def __post_init__(self) -> None:
+        _check(self.budget >= 1, "select.budget", f"must be >= 1, got {self.budget}")
+        _check(self.criterion in CRITERION_NAMES, "select.criterion",
+               f"{self.criterion!r} is not one of {CRITERION_NAMES}")
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig  # required: there is no sensible default data set outside the presets
+    name: str = "custom"  # shown in summaries and stored with each round
+    seed: int = 0  # weight init, shuffling and the random baseline
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples as lists), round-trippable through ``config_from_dict``."""
+
+        def strip(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: strip(v) for k, v in value.items() if k != "where"}
+            if isinstance(value, tuple):
+                return list(value)
+            return value
+
+        return strip(dataclasses.asdict(self))
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in resources.files("raysal.presets").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def _read_toml(name_or_path: str) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if name_or_path in preset_names():
+        text = resources.files("raysal.presets").joinpath(f"{name_or_path}.toml").read_text()
+    elif path.suffix == ".toml" and path.is_file():
+        text = path.read_text()
+    else:
+        raise ConfigError(f"config: {name_or_path!r} is neither a preset ({', '.join(preset_names())}) "
+                          "nor an existing .toml file")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config: {name_or_path!r} is not valid TOML: {exc}") from None
+
+
+def parse_override(assignment: str) -> tuple[str, Any]:
+    """'select.budget=100' -> ('select.budget', 100); a value that is not TOML stays a string."""
+    key, sep, raw = assignment.partition("=")
+    _check(bool(sep) and bool(key.strip()), "--set", f"{assignment!r} is not of the form key=value")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.strip(), value
+
+
+def _apply_override(table: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = table
+    for part in parents:
+        node = node.setdefault(part, {})
+        _check(isinstance(node, dict), dotted, f"{part!r} is not a table")
+    node[leaf] = value
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        _check(isinstance(value, dict), where, f"must be a table, got {value!r}")
+        return _build(hint, value, where)
+    if typing.get_origin(hint) is tuple:
+        _check(isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value), where,
+               f"must be a list of strings, got {value!r}")
+        return tuple(value)
+    if hint is float:
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), where,
+               f"must be a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), where, f"must be an integer, got {value!r}")
+        return value
+    if hint is str:
+        _check(isinstance(value, str), where, f"must be a string, got {value!r}")
+        return value
+    raise TypeError(f"{where}: unsupported field type {hint!r}")  # a bug in this module, not in the config
+
+
+def _build(cls: type, table: Mapping[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "where"}
+    unknown = sorted(set(table) - names)
+    prefix = f"{where}." if where else ""
+    _check(not unknown, f"{prefix}{unknown[0]}" if unknown else where,
+           f"unknown key; {cls.__name__} has {sorted(names)}")
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in table]
+    _check(not missing, f"{prefix}{missing[0]}" if missing else where, "is required but missing")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in table.items()}
+    if "where" in {f.name for f in dataclasses.fields(cls)}:
+        kwargs["where"] = where
+    return cls(**kwargs)
+
+
+def config_from_dict(table: Mapping[str, Any]) -> Config:
+    """Build and validate a Config from a nested dict (a parsed TOML file)."""
+    return _build(Config, table, "")
+
+
+def load_config(name_or_path: str = "demo", overrides: Mapping[str, Any] | None = None) -> Config:
+    """Load a preset name or a TOML file, apply dotted-key overrides, validate.
+
+    Args:
+        name_or_path: a preset (``demo``, ``flowers``) or a path to a ``.toml`` file.
+        overrides: e.g. ``{"select.budget": 100}``; unknown keys are refused like file keys.
+    """
+    table = _read_toml(name_or_path)
+    for dotted, value in (overrides or {}).items():
+        _apply_override(table, dotted, value)
+    return config_from_dict(table)

@@ -1,0 +1,162 @@
+"""The Ray Data pipeline of a round: decode, score with an actor pool, select exactly.
+
+Lazy dataset in, lazy dataset out; the caller decides when to write or materialise. Decoding
+runs in CPU tasks, scoring in an actor pool that loads the model once per actor, and selection
+keeps each block's best k before a bounded merge on the driver: no global sort.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray
+import ray.data
+from numpy.typing import NDArray
+
+from raysal import keras_env, storage
+from raysal.config import Config
+from raysal.images import UndecodableImage, decode_image
+from raysal.topk import merge_top_k, top_k_indices
+
+log = logging.getLogger(__name__)
+
+SCORE_COLUMNS = ("image_id", "uri", "label", "score", "predicted", "top_classes", "top_probs", "error")
+
+
+def decode_batch(batch: dict[str, NDArray], size: int) -> dict[str, NDArray]:
+    """Read and decode each image; a failure becomes a non-empty ``error`` and a blank image.
+
+    Rows are never dropped here, so every image ends up either scored or in the skipped report.
+    """
+    n = len(batch["image_id"])
+    images = np.zeros((n, size, size, 3), dtype=np.uint8)  # [n, s, s, 3]
+    errors = np.full(n, "", dtype=object)
+    inline = batch.get("image_bytes")
+    for i in range(n):
+        try:
+            data = inline[i] if inline is not None and inline[i] is not None else storage.read_bytes(batch["uri"][i])
+            images[i] = decode_image(data, size)
+        except UndecodableImage as exc:
+            errors[i] = str(exc)
+        except OSError as exc:  # missing file, permission, network: the image is unreadable, not the job
+            errors[i] = f"unreadable: {exc}"
+    return {"image_id": batch["image_id"], "uri": batch["uri"], "label": batch["label"],
+            "image": images, "error": errors}
+
+
+def decode(ds: ray.data.Dataset, cfg: Config) -> ray.data.Dataset:
+    return ds.map_batches(decode_batch, fn_kwargs={"size": cfg.model.input_size}, batch_size=cfg.score.batch_size,
+                          batch_format="numpy", num_cpus=cfg.score.decode_cpus,
+                          runtime_env={"env_vars": keras_env.worker_env()})
+
+
+class Scorer:
+    """Holds one model per actor; ``__call__`` scores one batch of decoded images."""
+
+    def __init__(self, model_dir: str, criterion: str, seed: int, batch_size: int, top_probs: int) -> None:
+        keras_env.use_legacy_keras()
+        import tensorflow as tf
+
+        from raysal import criteria, models
+
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(gpu, True)
+        self.model, model_cfg, self.classes = models.load_checkpoint(model_dir)
+        self.criterion = criteria.get_criterion(criterion, seed)
+        self.batch_size = batch_size
+        self.top = min(top_probs, len(self.classes))
+        size = model_cfg.input_size
+        spec = tf.TensorSpec([batch_size, size, size, 3], tf.uint8)  # fixed: traced once, XLA-friendly
+        self._predict = tf.function(lambda images: self.model(images, training=False), input_signature=[spec])
+
+    def probs(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
+        n = len(images)
+        out = []
+        for start in range(0, n, self.batch_size):
+            chunk = images[start:start + self.batch_size]
+            pad = self.batch_size - len(chunk)
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.uint8)])
+            out.append(self._predict(chunk).numpy()[: self.batch_size - pad])
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)  # [n, c]
+
+    def __call__(self, batch: dict[str, NDArray]) -> dict[str, NDArray]:
+        n = len(batch["image_id"])
+        ok = batch["error"] == ""  # [n]
+        scores = np.full(n, np.nan)  # [n], NaN = skipped, never selected
+        predicted = np.full(n, -1, dtype=np.int64)
+        top_classes = np.full((n, self.top), -1, dtype=np.int64)  # [n, k]
+        top_probs = np.zeros((n, self.top), dtype=np.float32)  # [n, k]
+        if ok.any():
+            probs = self.probs(batch["image"][ok])  # [m, c]
+            scores[ok] = self.criterion(probs, batch["image_id"][ok].astype(np.int64))
+            order = np.argsort(-probs, axis=1, kind="stable")[:, : self.top]  # [m, k]
+            predicted[ok] = order[:, 0]
+            top_classes[ok] = order
+            top_probs[ok] = np.take_along_axis(probs, order, axis=1)
+        return {"image_id": batch["image_id"], "uri": batch["uri"], "label": batch["label"], "score": scores,
+                "predicted": predicted, "top_classes": top_classes, "top_probs": top_probs, "error": batch["error"]}
+
+
+def score(decoded: ray.data.Dataset, model_dir: str, cfg: Config) -> ray.data.Dataset:
+    """Score decoded images with an actor pool; columns ``SCORE_COLUMNS``."""
+    s = cfg.score
+    return decoded.map_batches(
+        Scorer,
+        fn_constructor_kwargs={"model_dir": model_dir, "criterion": cfg.select.criterion, "seed": cfg.seed,
+                               "batch_size": s.batch_size, "top_probs": s.top_probs},
+        batch_size=s.batch_size, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(min_size=s.min_actors, max_size=s.max_actors),
+        num_cpus=s.cpus_per_actor, num_gpus=s.gpus_per_actor or None,
+        runtime_env={"env_vars": keras_env.worker_env()},
+    )
+
+
+def _block_top_k(batch: dict[str, NDArray], k: int, exclude_ref: ray.ObjectRef) -> dict[str, NDArray]:
+    keep = top_k_indices(batch["score"], batch["image_id"], k, ray.get(exclude_ref))
+    return {name: column[keep] for name, column in batch.items()}
+
+
+def select_top_k(scored: ray.data.Dataset, k: int, exclude_ids: NDArray[np.int64] | None = None,
+                 columns: tuple[str, ...] = ("image_id", "uri", "score", "predicted")) -> dict[str, NDArray]:
+    """Exact top-k rows of ``scored`` by (score desc, image_id asc), never an excluded id.
+
+    Each block keeps its own best k (``argpartition``), then the survivors stream to the driver
+    and merge into a running top-k, so the driver holds at most ~2k rows plus one batch.
+    """
+    exclude = np.unique(np.asarray(exclude_ids if exclude_ids is not None else [], dtype=np.int64))
+    exclude_ref = ray.put(exclude)  # stored once; tasks fetch it instead of each carrying a copy
+    survivors = scored.select_columns(list(columns)).map_batches(
+        _block_top_k, fn_kwargs={"k": k, "exclude_ref": exclude_ref},
+        batch_size=None, batch_format="numpy")
+    best: dict[str, NDArray] = {}
+    for batch in survivors.iter_batches(batch_size=max(k, 4096), batch_format="numpy"):
+        best = merge_top_k([best, batch] if best else [batch], k)
+    return best or {c: np.empty(0) for c in columns}
+
+
+# Small per-batch transforms of a round, kept here so Ray workers import no TensorFlow for them.
+def drop_ids(batch: dict[str, NDArray], ids_ref: ray.ObjectRef) -> dict[str, NDArray]:
+    keep = ~np.isin(batch["image_id"], ray.get(ids_ref))
+    return {name: column[keep] for name, column in batch.items()}
+
+
+def labelled_images(batch: dict[str, NDArray]) -> dict[str, NDArray]:
+    keep = (batch["error"] == "") & ~np.isnan(batch["label"].astype(np.float64))
+    return {"image": batch["image"][keep], "label": batch["label"][keep].astype(np.int64)}
+
+
+def score_stats(batch: dict[str, NDArray]) -> dict[str, NDArray]:
+    valid = batch["score"][batch["error"] == ""]
+    return {"rows": np.array([len(batch["score"])]), "skipped": np.array([len(batch["score"]) - len(valid)]),
+            "min": np.array([valid.min() if len(valid) else np.inf]),
+            "max": np.array([valid.max() if len(valid) else -np.inf])}
+
+
+def skipped_rows(batch: dict[str, NDArray]) -> dict[str, NDArray]:
+    bad = batch["error"] != ""
+    return {"image_id": batch["image_id"][bad], "uri": batch["uri"][bad], "reason": batch["error"][bad]}

@@ -1,0 +1,120 @@
+"""Training across Ray Train workers: ``TensorflowTrainer`` + ``MultiWorkerMirroredStrategy``.
+
+Two phases, as in the article: the head with the backbone frozen, then the whole model
+fine-tuned at a lower learning rate. Every rank saves the weights (the strategy's collective ops
+need all ranks); rank 0's copy is reported as the Ray Train checkpoint and returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from raysal import keras_env  # noqa: I001  (before anything that may import TensorFlow)
+
+import ray.data
+import ray.train
+from ray.train import Checkpoint, RunConfig, ScalingConfig
+from ray.train.tensorflow import TensorflowTrainer
+from raysal.config import Config, ModelConfig, TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_dir: str  # the checkpoint folder (model.json + weights.h5)
+    metrics: dict[str, float]  # the last epoch's loss/accuracy and val_loss/val_accuracy
+
+
+def _phases(train: TrainConfig) -> list[tuple[str, bool, float, int]]:
+    """(name, backbone trainable, learning rate, epochs) for each phase that has epochs."""
+    phases = [("head", False, train.head_learning_rate, train.head_epochs),
+              ("finetune", True, train.finetune_learning_rate, train.finetune_epochs)]
+    return [p for p in phases if p[3] > 0]
+
+
+def _train_loop(loop_config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker."""
+    keras_env.use_legacy_keras()
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from raysal import models
+
+    model_cfg = ModelConfig(**loop_config["model"])
+    train_cfg = TrainConfig(**loop_config["train"])
+    classes = loop_config["classes"]
+    keras.utils.set_random_seed(loop_config["seed"])  # this worker process only
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    with strategy.scope():
+        model = models.build_model(model_cfg, len(classes))
+        if loop_config["init_dir"]:
+            model.load_weights(os.path.join(loop_config["init_dir"], models.WEIGHTS_FILE))
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF  # Ray shards
+
+    def shard(name: str, shuffle: bool) -> tf.data.Dataset:
+        ds = ray.train.get_dataset_shard(name).to_tf(
+            "image", "label", batch_size=train_cfg.batch_size,
+            local_shuffle_buffer_size=4 * train_cfg.batch_size if shuffle else None,
+            local_shuffle_seed=loop_config["seed"] if shuffle else None)
+        return ds.with_options(options)
+
+    epoch = 0
+    for phase, trainable, learning_rate, epochs in _phases(train_cfg):
+        with strategy.scope():
+            models.set_backbone_trainable(model, trainable)
+            model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        for _ in range(epochs):
+            epoch += 1
+            history = model.fit(shard("train", shuffle=True), validation_data=shard("val", shuffle=False),
+                                epochs=1, verbose=0)
+            metrics = {k: float(v[-1]) for k, v in history.history.items()}
+            metrics.update(epoch=epoch, phase=phase)
+            if epoch < loop_config["total_epochs"]:
+                ray.train.report(metrics)
+    # Every rank must save (collective ops); only rank 0's copy becomes the checkpoint.
+    with tempfile.TemporaryDirectory() as tmp:
+        models.save_checkpoint(model, tmp, model_cfg, classes)
+        rank0 = ray.train.get_context().get_world_rank() == 0
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp) if rank0 else None)
+
+
+def train_model(cfg: Config, train_ds: ray.data.Dataset, val_ds: ray.data.Dataset, output_dir: str,
+                storage_path: str, run_name: str, init_dir: str | None = None) -> TrainResult:
+    """Train (or continue training from ``init_dir``) and copy the final checkpoint to ``output_dir``.
+
+    Args:
+        train_ds, val_ds: decoded datasets with an ``image`` [s, s, 3] uint8 and a ``label`` column.
+        storage_path: Ray Train's storage (shared by all nodes on a cluster).
+    """
+    t = cfg.train
+    phases = _phases(t)
+    resources = {"CPU": t.cpus_per_worker, **({"GPU": t.gpus_per_worker} if t.gpus_per_worker else {})}
+    trainer = TensorflowTrainer(
+        _train_loop,
+        train_loop_config={"model": asdict(cfg.model), "train": asdict(t), "classes": list(cfg.data.classes),
+                           "seed": cfg.seed, "init_dir": init_dir,
+                           "total_epochs": sum(p[3] for p in phases)},
+        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.gpus_per_worker > 0,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=run_name, storage_path=storage_path,
+                             worker_runtime_env={"env_vars": keras_env.worker_env()}),
+        datasets={"train": train_ds, "val": val_ds},
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training run {run_name} finished without a checkpoint")
+    tmp_dir = f"{output_dir}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    result.checkpoint.to_directory(tmp_dir)
+    shutil.rmtree(output_dir, ignore_errors=True)
+    os.replace(tmp_dir, output_dir)  # the model folder appears whole
+    return TrainResult(model_dir=output_dir, metrics=dict(result.metrics or {}))
