@@ -24,7 +24,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in _HIGH_BIT_DEPTH or img.mode in ("I", "F"):
         values = np.asarray(img, dtype=np.float64)
         top = _HIGH_BIT_DEPTH.get(img.mode) or (65535.0 if values.max(initial=0) > 255 else 255.0)
-        img = Image.fromarray(np.clip(values * (255.0 / top), 0, 255).astype(np.uint8), mode="L")
+        img = Image.fromarray(np.clip(values * (255.0 / top), 0, 255).astype(np.uint8))
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")  # palette transparency must go through RGBA to convert cleanly
     return img if img.mode == "RGB" else img.convert("RGB")

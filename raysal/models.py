@@ -71,7 +71,7 @@ def _backbone(cfg: ModelConfig) -> tuple[keras.layers.Layer, float, float]:
     cnn = keras.Sequential([
         layers.Conv2D(16, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
         layers.Conv2D(32, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
-        layers.Conv2D(64, 3, padding="same", activation="relu"), layers.GlobalAveragePooling2D(),
+        layers.Conv2D(64, 3, padding="same", activation="relu"), layers.MaxPooling2D(), layers.Flatten(),
     ], name=BACKBONE)
     return cnn, 1 / 255.0, 0.0
 

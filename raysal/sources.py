@@ -156,7 +156,7 @@ def ensure_digits(folder: str) -> str:
         uri = os.path.join(images_dir, f"{i:04d}.png")
         pixels = (digits.images[i] * (255.0 / 16.0)).round().astype(np.uint8)  # [8, 8], 0..16 -> 0..255
         buffer = io.BytesIO()
-        Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+        Image.fromarray(pixels).save(buffer, format="PNG")
         Path(uri).write_bytes(buffer.getvalue())
         uris.append(uri)
     table = pa.table({"image_id": pa.array(order, pa.int64()), "uri": pa.array(uris, pa.string()),

@@ -66,20 +66,30 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
             local_shuffle_seed=loop_config["seed"] if shuffle else None)
         return ds.with_options(options)
 
-    epoch = 0
+    total = loop_config["total_epochs"]
+    train_ds, val_ds = shard("train", shuffle=True), shard("val", shuffle=False)  # re-iterated each epoch
+    metrics: dict[str, Any] = {}
+
+    class ReportEpoch(keras.callbacks.Callback):
+        def __init__(self, phase: str) -> None:
+            super().__init__()
+            self.phase = phase
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            metrics.clear()
+            metrics.update({k: float(v) for k, v in (logs or {}).items()}, epoch=epoch + 1, phase=self.phase)
+            if epoch + 1 < total:  # the last epoch is reported below, with the checkpoint
+                ray.train.report(dict(metrics))
+
+    done = 0
     for phase, trainable, learning_rate, epochs in _phases(train_cfg):
         with strategy.scope():
             models.set_backbone_trainable(model, trainable)
             model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                           loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        for _ in range(epochs):
-            epoch += 1
-            history = model.fit(shard("train", shuffle=True), validation_data=shard("val", shuffle=False),
-                                epochs=1, verbose=0)
-            metrics = {k: float(v[-1]) for k, v in history.history.items()}
-            metrics.update(epoch=epoch, phase=phase)
-            if epoch < loop_config["total_epochs"]:
-                ray.train.report(metrics)
+        model.fit(train_ds, validation_data=val_ds, initial_epoch=done, epochs=done + epochs, verbose=0,
+                  callbacks=[ReportEpoch(phase)])
+        done += epochs
     # Every rank must save (collective ops); only rank 0's copy becomes the checkpoint.
     with tempfile.TemporaryDirectory() as tmp:
         models.save_checkpoint(model, tmp, model_cfg, classes)

@@ -1,0 +1,77 @@
+"""Shared fixtures: one small local Ray session for the whole test run, tiny models and images."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import raysal.keras_env  # noqa: F401  (before anything imports TensorFlow)
+
+import numpy as np
+import pytest
+from PIL import Image
+
+RAY_CPUS = 2
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray with the CPUs of a small CI machine; shut down at the end of the session."""
+    import ray
+
+    from raysal.keras_env import worker_env
+
+    ray.init(num_cpus=RAY_CPUS, include_dashboard=False, runtime_env={"env_vars": worker_env()},
+             log_to_driver=False, configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> str:
+    """A random-init small CNN (16x16 input, 3 classes) saved as a raysal checkpoint."""
+    import tf_keras as keras
+
+    from raysal import models
+    from raysal.config import ModelConfig
+
+    keras.utils.set_random_seed(1)
+    cfg = ModelConfig(kind="small_cnn", input_size=16)
+    model = models.build_model(cfg, num_classes=3)
+    directory = str(tmp_path_factory.mktemp("tiny_model"))
+    models.save_checkpoint(model, directory, cfg, ["a", "b", "c"])
+    return directory
+
+
+@pytest.fixture()
+def image_folder(tmp_path) -> tuple[str, dict[str, str]]:
+    """Class subfolders with good images in many modes and a set of broken files.
+
+    Returns the folder and, per relative path, "ok" or a fragment of the expected skip reason.
+    """
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
+    files: dict[str, tuple[bytes, str]] = {}
+
+    def save(img: Image.Image, fmt: str, **kw) -> bytes:
+        buffer = io.BytesIO()
+        img.save(buffer, format=fmt, **kw)
+        return buffer.getvalue()
+
+    files["a/rgb.jpg"] = (save(Image.fromarray(rgb), "JPEG"), "ok")
+    files["a/gray.png"] = (save(Image.fromarray(rgb[..., 0]), "PNG"), "ok")
+    files["b/rgba.png"] = (save(Image.fromarray(np.dstack([rgb, rgb[..., :1]])), "PNG"), "ok")
+    files["b/cmyk.jpg"] = (save(Image.fromarray(rgb).convert("CMYK"), "JPEG"), "ok")
+    files["c/palette.png"] = (save(Image.fromarray(rgb).convert("P"), "PNG"), "ok")
+    files["c/sixteen.png"] = (save(Image.fromarray(rgb[..., 0].astype(np.uint16) * 257), "PNG"), "ok")
+    good_jpeg = save(Image.fromarray(rgb), "JPEG")
+    files["a/truncated.jpg"] = (good_jpeg[: len(good_jpeg) // 2], "corrupt or truncated")
+    files["b/empty.png"] = (b"", "empty file")
+    files["c/notes.txt"] = (b"these are not pixels\n" * 10, "not an image")
+    files["c/garbage.jpg"] = (bytes(rng.integers(0, 255, 500, dtype=np.uint8)), "not an image")
+    for rel, (data, _) in files.items():
+        path = tmp_path / "images" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return str(tmp_path / "images"), {rel: outcome for rel, (_, outcome) in files.items()}

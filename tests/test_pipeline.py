@@ -1,0 +1,104 @@
+"""The Ray Data pipeline against the same work done in one process, on real Ray and real models."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from raysal import criteria, pipeline, sources
+from raysal.config import load_config
+from raysal.images import decode_image
+from raysal.topk import top_k_indices
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def folder_config(root: str, criterion: str = "entropy"):
+    return load_config("demo", {
+        "data.classes": ["a", "b", "c"], "data.pool.kind": "folder", "data.pool.path": root, "data.pool.rows": "",
+        "model.input_size": 16, "select.criterion": criterion, "score.batch_size": 4})
+
+
+def score_folder(root: str, checkpoint: str, criterion: str) -> dict[int, dict]:
+    cfg = folder_config(root, criterion)
+    ds = sources.read_source(cfg.data.pool, cfg.data.classes, root)
+    rows = pipeline.score(pipeline.decode(ds, cfg), checkpoint, cfg).take_all()
+    return {int(r["image_id"]): r for r in rows}
+
+
+def test_folder_with_broken_files_scores_good_and_reports_bad(ray_session, image_folder, tiny_checkpoint):
+    root, expected = image_folder
+    rows = score_folder(root, tiny_checkpoint, "entropy")
+    by_path = {os.path.relpath(r["uri"], root): r for r in rows.values()}
+    assert set(by_path) == set(expected)  # nothing lost: every file is scored or reported
+    for rel, outcome in expected.items():
+        row = by_path[rel]
+        if outcome == "ok":
+            assert row["error"] == "", rel
+            assert np.isfinite(row["score"]) and 0 <= row["predicted"] < 3, rel
+        else:
+            assert outcome in row["error"], (rel, row["error"])
+            assert np.isnan(row["score"]) and row["predicted"] == -1, rel
+    labels = {rel: by_path[rel]["label"] for rel in expected}
+    assert labels["a/rgb.jpg"] == 0 and labels["b/rgba.png"] == 1 and labels["c/sixteen.png"] == 2
+    skipped = pipeline.skipped_rows({k: np.array([r[k] for r in rows.values()], dtype=object)
+                                     for k in ("image_id", "uri", "error")})
+    assert sorted(os.path.relpath(u, root) for u in skipped["uri"]) == sorted(
+        rel for rel, outcome in expected.items() if outcome != "ok")
+
+
+@pytest.mark.parametrize("criterion", ["least_confidence", "smallest_margin", "entropy", "random"])
+def test_ray_scores_equal_single_process_scores(ray_session, image_folder, tiny_checkpoint, criterion):
+    from raysal import models
+
+    root, expected = image_folder
+    rows = score_folder(root, tiny_checkpoint, criterion)
+    cfg = folder_config(root, criterion)
+    table = sources.list_folder(root, cfg.data.classes, "data.pool")
+    good = [i for i, uri in enumerate(table["uri"].to_pylist()) if expected[os.path.relpath(uri, root)] == "ok"]
+    ids = table["image_id"].to_numpy()[good]
+    images = np.stack([decode_image(open(table["uri"][i].as_py(), "rb").read(), 16) for i in good])
+    model, _, _ = models.load_checkpoint(tiny_checkpoint)
+    probs = models.predict_probs(model, images)  # [n, 3]
+    want = criteria.get_criterion(criterion, cfg.seed)(probs, ids)
+    got = np.array([rows[int(i)]["score"] for i in ids])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_array_equal([rows[int(i)]["predicted"] for i in ids], probs.argmax(axis=1))
+    np.testing.assert_allclose(np.stack([rows[int(i)]["top_probs"] for i in ids]),
+                               -np.sort(-probs, axis=1), atol=1e-5)
+
+
+@pytest.mark.timeout(300)
+def test_distributed_top_k_equals_numpy_at_one_million_rows(ray_session):
+    import ray.data
+
+    rng = np.random.default_rng(7)
+    n, k = 1_200_000, 5_000
+    image_ids = rng.permutation(n * 3)[:n].astype(np.int64)
+    scores = np.round(rng.random(n), 3)  # ~1,000 distinct values: many ties across blocks
+    scores[rng.choice(n, 1_000, replace=False)] = np.nan  # skipped images
+    exclude = image_ids[np.argsort(-np.nan_to_num(scores, nan=-1))[:3_000:3]]  # some of the best are labelled
+    table = pa.table({"image_id": image_ids, "uri": image_ids.astype(str), "score": scores,
+                      "predicted": np.zeros(n, np.int64)})
+    ds = ray.data.from_arrow([table.slice(i, 100_000) for i in range(0, n, 100_000)])
+    got = pipeline.select_top_k(ds, k, exclude)
+    want = top_k_indices(scores, image_ids, k, exclude)
+    np.testing.assert_array_equal(got["image_id"], image_ids[want])
+    np.testing.assert_array_equal(got["score"], scores[want])
+    assert not np.isin(got["image_id"], exclude).any()
+    # Cross-check the reference with a full sort: score descending, then image_id ascending.
+    eligible = ~np.isnan(scores) & ~np.isin(image_ids, exclude)
+    order = np.lexsort((image_ids[eligible], -scores[eligible]))[:k]
+    np.testing.assert_array_equal(got["image_id"], image_ids[eligible][order])
+
+
+def test_top_k_budget_above_what_is_left_selects_everything_left(ray_session):
+    import ray.data
+
+    table = pa.table({"image_id": np.arange(10, dtype=np.int64), "uri": [str(i) for i in range(10)],
+                      "score": np.linspace(0, 1, 10), "predicted": np.zeros(10, np.int64)})
+    got = pipeline.select_top_k(ray.data.from_arrow(table), 50, np.array([9, 8]))
+    assert got["image_id"].tolist() == [7, 6, 5, 4, 3, 2, 1, 0]

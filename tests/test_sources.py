@@ -1,0 +1,355 @@
+"""raysal.sources and raysal.preflight on data made here: folders, manifests, TFDS, digits. No Ray.
+
+TFDS is never downloaded: splits come from ``tfds.testing.mock_data`` over a data_dir holding the
+dataset's metadata (what a prepared data_dir has besides the records), or from a tiny builder
+prepared here from in-memory examples.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+
+import raysal.keras_env  # noqa: F401  (before TensorFlow)
+from raysal import preflight, sources
+from raysal.config import SourceConfig, load_config
+from raysal.images import decode_image
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+FLOWERS = ["dandelion", "daisy", "tulips", "sunflowers", "roses"]  # tf_flowers label order
+TINY_TFDS = "raysal_tiny_flowers"
+TINY_TFDS_EXAMPLES = 12
+SPLITS = ("labelled", "val", "test", "pool")
+
+tfds.disable_progress_bar()
+
+
+def _png(value: int, size: tuple[int, int] = (5, 4)) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((*size, 3), value, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _write(root, rel: str, data: bytes = b"") -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data or _png(len(rel)))
+
+
+def _write_tfds_metadata(name: str, data_dir: str) -> None:
+    """The metadata files of a prepared dataset (dataset_info.json, features.json, labels), no records."""
+    builder = tfds.builder(name, data_dir=data_dir)
+    os.makedirs(builder.data_dir)
+    builder.info.write_to_directory(builder.data_dir)
+
+
+class RaysalTinyFlowers(tfds.core.GeneratorBasedBuilder):
+    """A 12-example, tf_flowers-shaped dataset prepared offline from in-memory images."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(None, None, 3)),
+            "label": tfds.features.ClassLabel(names=FLOWERS),
+        }))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i in range(TINY_TFDS_EXAMPLES):
+            yield i, {"image": np.full((6, 4, 3), i * 20, np.uint8), "label": i % len(FLOWERS)}
+
+
+@pytest.fixture(scope="module")
+def flowers_metadata_dir(tmp_path_factory) -> str:
+    data_dir = str(tmp_path_factory.mktemp("tfds_meta"))
+    _write_tfds_metadata("tf_flowers", data_dir)
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_tfds_dir(tmp_path_factory) -> str:
+    data_dir = str(tmp_path_factory.mktemp("tfds_tiny"))
+    builder = tfds.builder(TINY_TFDS, data_dir=data_dir)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        compute_stats=tfds.download.ComputeStatsMode.SKIP))
+    return data_dir
+
+
+@pytest.fixture()
+def no_tfds_download(monkeypatch):
+    """Fail the test if anything asks TFDS to download and prepare."""
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError(f"download_and_prepare called for {self.name}")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", refuse)
+
+
+@pytest.fixture(scope="module")
+def digits_root(tmp_path_factory):
+    """A data root whose ``digits`` folder was written once by ensure_digits."""
+    root = tmp_path_factory.mktemp("data")
+    sources.ensure_digits(str(root / "digits"))
+    return root
+
+
+# --- TFDS -----------------------------------------------------------------------------------
+
+
+def test_tfds_split_under_mock_data(flowers_metadata_dir):
+    cfg = SourceConfig(kind="tfds", tfds_name="tf_flowers", tfds_split="train[2:7]",
+                       data_dir=flowers_metadata_dir, where="data.pool")
+    with tfds.testing.mock_data(num_examples=10, data_dir=flowers_metadata_dir):
+        first = sources.source_table(cfg, FLOWERS, root="/unused")
+        second = sources.read_tfds_table(cfg, FLOWERS)
+
+    assert first.column_names == ["image_id", "uri", "label", "image_bytes"]
+    assert first.schema.field("image_id").type == pa.int64() and first.schema.field("label").type == pa.int64()
+    # mock_data yields num_examples rows whatever the slice (its documented behaviour)
+    assert first.num_rows == 10
+    ids = first["image_id"].to_pylist()
+    assert len(set(ids)) == len(ids) and all(i >= 0 for i in ids)
+    assert ids == second["image_id"].to_pylist()
+    assert all(uri.startswith("tfds://tf_flowers/") for uri in first["uri"].to_pylist())
+    assert all(0 <= label < len(FLOWERS) for label in first["label"].to_pylist())
+    for data in first["image_bytes"].to_pylist():
+        assert decode_image(data, 12).shape == (12, 12, 3)
+
+
+def test_tfds_prepared_split_slices_with_stable_ids(tiny_tfds_dir, no_tfds_download):
+    def read(split: str):
+        return sources.read_tfds_table(SourceConfig(kind="tfds", tfds_name=TINY_TFDS, tfds_split=split,
+                                                    data_dir=tiny_tfds_dir), FLOWERS)
+
+    whole, part = read("train"), read("train[2:7]")
+    assert whole.num_rows == TINY_TFDS_EXAMPLES and part.num_rows == 5
+    # an example keeps its id whichever slice reads it
+    assert part.select(["image_id", "uri", "label"]) == whole.slice(2, 5).select(["image_id", "uri", "label"])
+    assert len(set(whole["image_id"].to_pylist())) == TINY_TFDS_EXAMPLES
+    # the bytes are the stored PNGs: example i is a flat image of value 20 * i, label i % 5
+    for data, label in zip(whole["image_bytes"].to_pylist(), whole["label"].to_pylist()):
+        pixels = decode_image(data, 4)
+        value = int(pixels[0, 0, 0])
+        assert np.all(pixels == value) and value % 20 == 0 and label == (value // 20) % len(FLOWERS)
+
+
+def test_tfds_classes_must_match_the_dataset_labels(tiny_tfds_dir):
+    cfg = SourceConfig(kind="tfds", tfds_name=TINY_TFDS, tfds_split="train", data_dir=tiny_tfds_dir,
+                       where="data.val")
+    with pytest.raises(sources.SourceError, match="data.val: data.classes"):
+        sources.read_tfds_table(cfg, list(reversed(FLOWERS)))
+
+
+@pytest.mark.timeout(60)
+def test_unprepared_tfds_fails_fast_without_downloading(tmp_path, no_tfds_download):
+    empty = tmp_path / "tfds"
+    empty.mkdir()
+    cfg = SourceConfig(kind="tfds", tfds_name="tf_flowers", tfds_split="train[:5]", data_dir=str(empty),
+                       where="data.pool")
+    with pytest.raises(sources.SourceError, match="tfds build tf_flowers") as info:
+        sources.source_table(cfg, FLOWERS, root=str(tmp_path))
+    assert "data.pool" in str(info.value) and str(empty) in str(info.value)
+
+    config = load_config("flowers", {f"data.{s}.data_dir": str(empty) for s in SPLITS})
+    with pytest.raises(preflight.Unavailable, match="tfds build tf_flowers") as info:
+        preflight.check(config, str(tmp_path / "state"))
+    assert str(info.value).startswith("data.labelled:")
+    assert list(empty.iterdir()) == []  # nothing was written, let alone downloaded
+
+
+# --- folders --------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    images = tmp_path / "images"
+    for rel in ("cat/a.png", "cat/b.png", "dog/c.png", "top.png",
+                ".hidden.png", "cat/.DS_Store", ".thumbs/cat.png"):
+        _write(images, rel)
+    return images
+
+
+def test_folder_labels_from_class_subfolders(folder):
+    table = sources.list_folder(str(folder), ["cat", "dog"], "data.labelled")
+    assert table.schema == sources.SOURCE_SCHEMA
+    rows = {os.path.relpath(r["uri"], folder): r["label"] for r in table.to_pylist()}
+    assert rows == {"cat/a.png": 0, "cat/b.png": 0, "dog/c.png": 1, "top.png": None}  # hidden ones ignored
+    assert table["uri"].to_pylist() == sorted(table["uri"].to_pylist())
+
+
+def test_folder_ids_depend_only_on_the_relative_path(folder, tmp_path):
+    def ids(path) -> dict[str, int]:
+        table = sources.list_folder(str(path), ["cat", "dog"], "data.pool")
+        return {os.path.relpath(r["uri"], path): r["image_id"] for r in table.to_pylist()}
+
+    before = ids(folder)
+    assert ids(folder) == before
+    assert len(set(before.values())) == len(before)
+    _write(folder, "cat/0_first.png")
+    _write(folder, "zebra.png")
+    after = ids(folder)
+    assert set(after) == set(before) | {"cat/0_first.png", "zebra.png"}
+    assert {rel: after[rel] for rel in before} == before
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(folder, moved)
+    assert ids(moved) == after
+
+
+def test_folder_rows_slice(folder):
+    whole = sources.list_folder(str(folder), ["cat", "dog"], "data.val")
+    cfg = SourceConfig(kind="folder", path="images", rows="1:3", where="data.val")
+    part = sources.source_table(cfg, ["cat", "dog"], root=str(folder.parent))
+    assert part == whole.slice(1, 2)
+    tail = sources.source_table(SourceConfig(kind="folder", path="images", rows="2:"), ["cat", "dog"],
+                                root=str(folder.parent))
+    assert tail == whole.slice(2)
+    with pytest.raises(sources.SourceError, match=r"data.val.rows: '9:12' starts past the source's 4 rows"):
+        sources.source_table(SourceConfig(kind="folder", path="images", rows="9:12", where="data.val"),
+                             ["cat", "dog"], root=str(folder.parent))
+
+
+def test_missing_folder_raises(tmp_path):
+    missing = str(tmp_path / "nowhere")
+    with pytest.raises(sources.SourceError, match="data.test: image folder") as info:
+        sources.list_folder(missing, ["cat", "dog"], "data.test")
+    assert missing in str(info.value)
+    with pytest.raises(sources.SourceError, match="image folder"):
+        sources.source_table(SourceConfig(kind="folder", path="nowhere"), ["cat", "dog"], root=str(tmp_path))
+
+
+# --- manifests ------------------------------------------------------------------------------
+
+
+def _manifest(tmp_path, **columns) -> str:
+    path = str(tmp_path / "manifest.parquet")
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def test_manifest_string_labels_map_to_indices(tmp_path):
+    path = _manifest(tmp_path, image_id=pa.array([7, 3, 9], pa.int32()), uri=["x.png", "y.png", "z.png"],
+                     label=["dog", None, "cat"])
+    table = sources.read_manifest_table(path, ["cat", "dog"], "data.pool")
+    assert table.schema == sources.SOURCE_SCHEMA
+    assert table.to_pylist() == [{"image_id": 7, "uri": "x.png", "label": 1},
+                                 {"image_id": 3, "uri": "y.png", "label": None},
+                                 {"image_id": 9, "uri": "z.png", "label": 0}]
+
+
+def test_manifest_without_labels_gets_null_labels(tmp_path):
+    path = _manifest(tmp_path, image_id=[1, 2], uri=["a", "b"])
+    table = sources.read_manifest_table(path, ["cat", "dog"], "data.pool")
+    assert table["label"].to_pylist() == [None, None] and table.schema == sources.SOURCE_SCHEMA
+
+
+@pytest.mark.parametrize(("columns", "message"), [
+    ({"image_id": [1, 2], "uri": ["a", "b"], "label": ["cat", "horse"]}, r"data.pool: labels \['horse'\] are not in"),
+    ({"image_id": [1, 2], "uri": ["a", "b"], "label": [0, 2]}, r"data.pool: label indices outside \[0, 2\)"),
+    ({"image_id": [1, 2], "label": ["cat", "dog"]}, r"data.pool: manifest lacks columns \['uri'\]"),
+    ({"image_id": [5, 6, 5], "uri": ["a", "b", "c"]}, r"data.pool: duplicate image_id values, e.g. \[5\]"),
+], ids=["unknown-class", "index-out-of-range", "no-uri", "duplicate-ids"])
+def test_bad_manifest_raises(tmp_path, columns, message):
+    path = _manifest(tmp_path, **columns)
+    with pytest.raises(sources.SourceError, match=message):
+        sources.read_manifest_table(path, ["cat", "dog"], "data.pool")
+
+
+def test_missing_manifest_raises(tmp_path):
+    with pytest.raises(sources.SourceError, match="data.test: manifest .* does not exist"):
+        sources.read_manifest_table(str(tmp_path / "absent.parquet"), ["cat", "dog"], "data.test")
+
+
+def test_manifest_source_with_rows_is_read_and_whole_manifest_is_left_to_ray(tmp_path):
+    _manifest(tmp_path, image_id=[10, 11, 12, 13], uri=["a", "b", "c", "d"], label=["cat", "dog", "dog", "cat"])
+    part = sources.source_table(SourceConfig(path="manifest.parquet", rows="1:3"), ["cat", "dog"], str(tmp_path))
+    assert part["image_id"].to_pylist() == [11, 12] and part["label"].to_pylist() == [1, 1]
+    assert sources.source_table(SourceConfig(path="manifest.parquet"), ["cat", "dog"], str(tmp_path)) is None
+
+
+# --- digits ---------------------------------------------------------------------------------
+
+
+def test_ensure_digits_writes_images_and_manifest(digits_root):
+    from sklearn.datasets import load_digits
+
+    folder = digits_root / "digits"
+    table = pq.read_table(folder / sources.DIGITS_MANIFEST)
+    assert table.num_rows == 1797
+    assert sorted(os.listdir(folder / "images")) == [f"{i:04d}.png" for i in range(1797)]
+    ids = table["image_id"].to_pylist()
+    assert sorted(ids) == list(range(1797))
+    assert set(table["label"].to_pylist()) == set(range(10))
+
+    digits = load_digits()
+    row = table.slice(5, 1).to_pylist()[0]
+    with Image.open(row["uri"]) as img:
+        pixels = np.asarray(img)
+    np.testing.assert_array_equal(pixels, (digits.images[row["image_id"]] * (255 / 16)).round())
+    assert row["label"] == digits.target[row["image_id"]]
+
+
+def test_ensure_digits_second_call_does_not_rewrite(digits_root):
+    folder = digits_root / "digits"
+    manifest = folder / sources.DIGITS_MANIFEST
+    image = folder / "images" / "0000.png"
+    old_ns = 1_000_000_000 * 10**9
+    for path in (manifest, image):
+        os.utime(path, ns=(old_ns, old_ns))
+    assert sources.ensure_digits(str(folder)) == str(manifest)
+    assert manifest.stat().st_mtime_ns == old_ns and image.stat().st_mtime_ns == old_ns
+
+
+def test_digits_source_rows(digits_root):
+    cfg = SourceConfig(kind="digits", path="digits", rows="900:", where="data.pool")
+    table = sources.source_table(cfg, [str(i) for i in range(10)], str(digits_root))
+    assert table.num_rows == 897 and table.schema == sources.SOURCE_SCHEMA
+
+
+# --- preflight ------------------------------------------------------------------------------
+
+
+def test_preflight_demo_passes_and_creates_the_state_folder(digits_root, tmp_path):
+    state = tmp_path / "state"
+    preflight.check(load_config("demo", {"data.root": str(digits_root)}), str(state))
+    assert state.is_dir()
+
+
+@pytest.mark.parametrize(("kind", "what"), [("manifest", "manifest file"), ("folder", "image folder")])
+def test_preflight_missing_pool_names_the_field(digits_root, tmp_path, kind, what):
+    config = load_config("demo", {"data.root": str(digits_root), "data.pool.kind": kind,
+                                  "data.pool.path": "missing.parquet"})
+    with pytest.raises(preflight.Unavailable, match=f"^data.pool.path: {what} ") as info:
+        preflight.check(config, str(tmp_path / "state"))
+    assert str(digits_root / "missing.parquet") in str(info.value)
+
+
+def test_preflight_missing_inception_weights_names_the_field(digits_root, tmp_path):
+    config = load_config("demo", {"data.root": str(digits_root), "model.kind": "inception_v3",
+                                  "model.input_size": 75, "model.weights": str(tmp_path / "w.h5")})
+    with pytest.raises(preflight.Unavailable, match="^model.weights: "):
+        preflight.check(config, str(tmp_path / "state"))
+
+
+@pytest.mark.timeout(60)
+def test_preflight_flowers_needs_the_hub_model(flowers_metadata_dir, tmp_path, monkeypatch, no_tfds_download):
+    cache = tmp_path / "tfhub_cache"
+    cache.mkdir()
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))
+    prepared = {f"data.{s}.data_dir": flowers_metadata_dir for s in SPLITS}
+    with pytest.raises(preflight.Unavailable, match="^model.handle: TF Hub model https://tfhub.dev/") as info:
+        preflight.check(load_config("flowers", prepared), str(tmp_path / "state"))
+    assert str(cache) in str(info.value)
+
+    local_model = tmp_path / "saved_model"
+    local_model.mkdir()
+    preflight.check(load_config("flowers", {**prepared, "model.handle": str(local_model)}), str(tmp_path / "state"))
