@@ -8,6 +8,7 @@ the field (``select.budget``) and the bad value. Pure stdlib: no ``ray``, no ``t
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -131,6 +132,8 @@ class ScoreConfig:
     cpus_per_actor: float = 0.5  # leave CPUs for the decode tasks, or the pipeline stalls
     gpus_per_actor: float = 0.0  # 1 on GPU nodes
     decode_cpus: float = 0.5  # per decode task
+    decode_threads: int = 2  # PIL releases the GIL: threads decode in parallel within one task
+    calls_per_actor: int = 2  # concurrent batches per actor: one decodes while another runs the model
     top_probs: int = 5  # top classes/probabilities kept per image in the scores file
 
     def __post_init__(self) -> None:
@@ -141,6 +144,8 @@ class ScoreConfig:
         _check(self.cpus_per_actor > 0, "score.cpus_per_actor", f"must be > 0, got {self.cpus_per_actor}")
         _check(self.gpus_per_actor >= 0, "score.gpus_per_actor", f"must be >= 0, got {self.gpus_per_actor}")
         _check(self.decode_cpus > 0, "score.decode_cpus", f"must be > 0, got {self.decode_cpus}")
+        _check(self.calls_per_actor >= 1, "score.calls_per_actor", f"must be >= 1, got {self.calls_per_actor}")
+        _check(self.decode_threads >= 1, "score.decode_threads", f"must be >= 1, got {self.decode_threads}")
         _check(self.top_probs >= 1, "score.top_probs", f"must be >= 1, got {self.top_probs}")
 
 
@@ -164,6 +169,9 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.seed < 2**32, "seed", f"must be in [0, 2**32), got {self.seed}")  # numpy's seed range
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), round-trippable through ``config_from_dict``."""
@@ -227,8 +235,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                f"must be a list of strings, got {value!r}")
         return tuple(value)
     if hint is float:
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool), where,
-               f"must be a number, got {value!r}")
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), where,
+               f"must be a finite number, got {value!r}")
         return float(value)
     if hint is int:
         _check(isinstance(value, int) and not isinstance(value, bool), where, f"must be an integer, got {value!r}")

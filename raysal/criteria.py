@@ -23,29 +23,31 @@ from scipy.special import xlogy
 Criterion = Callable[[NDArray[np.floating], NDArray[np.int64]], NDArray[np.float64]]
 
 
-def _as_probs(probs: NDArray[np.floating]) -> NDArray[np.float64]:
+def _as_probs(probs: NDArray[np.floating], image_ids: NDArray[np.int64]) -> NDArray[np.float64]:
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] < 2:
         raise ValueError(f"probs must have shape [n, c] with c >= 2, got {probs.shape}")
+    if np.shape(image_ids) != probs.shape[:1]:
+        raise ValueError(f"image_ids must have shape [{probs.shape[0]}], got {np.shape(image_ids)}")
     return probs
 
 
 def least_confidence(probs: NDArray[np.floating], image_ids: NDArray[np.int64]) -> NDArray[np.float64]:
     """1 - max_c p(c): high when even the most likely class is unlikely."""
-    probs = _as_probs(probs)  # [n, c]
+    probs = _as_probs(probs, image_ids)  # [n, c]
     return 1.0 - probs.max(axis=1)  # [n]
 
 
 def smallest_margin(probs: NDArray[np.floating], image_ids: NDArray[np.int64]) -> NDArray[np.float64]:
     """1 - (p(top1) - p(top2)): high when the two best classes are close."""
-    probs = _as_probs(probs)  # [n, c]
+    probs = _as_probs(probs, image_ids)  # [n, c]
     top2 = np.partition(probs, probs.shape[1] - 2, axis=1)[:, -2:]  # [n, 2], ascending
     return 1.0 - (top2[:, 1] - top2[:, 0])  # [n]
 
 
 def entropy(probs: NDArray[np.floating], image_ids: NDArray[np.int64]) -> NDArray[np.float64]:
     """Shannon entropy -sum_c p(c) log p(c), in nats; 0 log 0 counts as 0."""
-    probs = _as_probs(probs)  # [n, c]
+    probs = _as_probs(probs, image_ids)  # [n, c]
     return -xlogy(probs, probs).sum(axis=1)  # [n]
 
 
@@ -63,6 +65,7 @@ class RandomBaseline:
     seed: int = 0
 
     def __call__(self, probs: NDArray[np.floating], image_ids: NDArray[np.int64]) -> NDArray[np.float64]:
+        _as_probs(probs, image_ids)  # same contract as every criterion, though only ids are used
         ids = np.asarray(image_ids, dtype=np.int64).astype(np.uint64)  # [n]
         with np.errstate(over="ignore"):
             mixed = _mix64(ids ^ _mix64(np.array([self.seed], dtype=np.uint64)))  # [n]

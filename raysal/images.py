@@ -13,7 +13,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-_HIGH_BIT_DEPTH = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0}
+# Full-scale value of the integer modes Pillow opens 16-bit images as ("I" holds 16-bit PGM/TIFF).
+_FULL_SCALE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0}
 
 
 class UndecodableImage(ValueError):
@@ -21,10 +22,11 @@ class UndecodableImage(ValueError):
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode in _HIGH_BIT_DEPTH or img.mode in ("I", "F"):
+    if img.mode in _FULL_SCALE or img.mode == "F":
         values = np.asarray(img, dtype=np.float64)
-        top = _HIGH_BIT_DEPTH.get(img.mode) or (65535.0 if values.max(initial=0) > 255 else 255.0)
-        img = Image.fromarray(np.clip(values * (255.0 / top), 0, 255).astype(np.uint8))
+        # Float images are taken as [0, 1] when they fit in it, else as [0, 255].
+        top = _FULL_SCALE.get(img.mode) or (1.0 if values.max(initial=0) <= 1.0 else 255.0)
+        img = Image.fromarray(np.clip(values * (255.0 / top), 0, 255).round().astype(np.uint8))
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")  # palette transparency must go through RGBA to convert cleanly
     return img if img.mode == "RGB" else img.convert("RGB")
@@ -44,7 +46,8 @@ def decode_image(data: bytes, size: int) -> NDArray[np.uint8]:
             img = Image.open(io.BytesIO(data))
             img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale >= size, much faster
             img.load()  # force the full decode here, so truncation is caught here
-            img = ImageOps.exif_transpose(img)
+            if "exif" in img.info:  # the orientation tag lives there; parsing EXIF costs ~35 us
+                img = ImageOps.exif_transpose(img)
             rgb = _to_rgb(img).resize((size, size), Image.Resampling.BILINEAR)
     except UnidentifiedImageError:
         raise UndecodableImage("not an image (format not recognised)") from None

@@ -38,11 +38,14 @@ def hub_handle_available(handle: str) -> str | None:
     """Why ``handle`` cannot be loaded without network, or None if it can."""
     if "://" not in handle:
         return None if os.path.isdir(os.path.expanduser(handle)) else f"local SavedModel folder {handle} does not exist"
+    if not handle.startswith(("http://", "https://")):
+        return None  # gs://, file://: a SavedModel folder that TensorFlow reads directly
     import hashlib
 
     from tensorflow_hub import resolver
 
-    cache_dir = resolver.tfhub_cache_dir(use_temp=False) or os.environ.get(HUB_CACHE_ENV, "")
+    # tensorflow_hub caches a URL handle in <cache>/<sha1(handle)>, the cache defaulting to a temp folder.
+    cache_dir = resolver.tfhub_cache_dir(use_temp=True) or ""
     cached = os.path.join(cache_dir, hashlib.sha1(handle.encode()).hexdigest()) if cache_dir else ""
     if cached and os.path.isfile(os.path.join(cached, "saved_model.pb")):
         return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import posixpath
 from pathlib import Path
@@ -30,8 +31,10 @@ from raysal.config import SourceConfig, row_slice
 if TYPE_CHECKING:
     import ray.data
 
+log = logging.getLogger(__name__)
 SOURCE_SCHEMA = pa.schema([("image_id", pa.int64()), ("uri", pa.string()), ("label", pa.int64())])
 DIGITS_MANIFEST = "manifest.parquet"
+DRIVER_BLOCK_ROWS = 512  # rows per block of a source read on the driver
 
 
 class SourceError(RuntimeError):
@@ -50,6 +53,11 @@ def resolve_path(path: str, root: str) -> str:
 
 
 def _labels_to_index(labels: pa.Array, classes: Sequence[str], where: str) -> pa.Array:
+    if pa.types.is_floating(labels.type):  # pandas writes an integer column with nulls as float
+        whole = pc.fill_null(pc.equal(labels, pc.floor(labels)), True)
+        if not pc.all(whole).as_py():
+            raise SourceError(f"{where}: labels must be class indices or class names, got fractional numbers")
+        labels = labels.cast(pa.int64())
     if pa.types.is_integer(labels.type):
         bad = pc.or_(pc.less(labels, 0), pc.greater_equal(labels, len(classes)))
         if pc.any(bad).as_py():
@@ -97,6 +105,10 @@ def list_folder(path: str, classes: Sequence[str], where: str) -> pa.Table:
     rel_paths = sorted(posixpath.relpath(i.path, inner) for i in infos if i.type == pafs.FileType.File)
     rel_paths = [r for r in rel_paths if not any(part.startswith(".") for part in r.split("/"))]
     index = {name: i for i, name in enumerate(classes)}
+    unknown = sorted({r.split("/")[0] for r in rel_paths if "/" in r} - set(index))
+    if unknown:
+        log.warning("%s: subfolders %s of %s are not in data.classes: their images get no label",
+                    where, unknown[:10], path)
     prefix = path.rstrip("/")
     table = pa.table({
         "image_id": pa.array([stable_id(r) for r in rel_paths], pa.int64()),
@@ -194,7 +206,9 @@ def read_source(cfg: SourceConfig, classes: Sequence[str], root: str) -> "ray.da
 
     table = source_table(cfg, classes, root)
     if table is not None:
-        return ray.data.from_arrow(table)
+        # Many small blocks, so decode tasks run in parallel and the pipeline streams.
+        blocks = [table.slice(i, DRIVER_BLOCK_ROWS) for i in range(0, len(table), DRIVER_BLOCK_ROWS)]
+        return ray.data.from_arrow(blocks or [table])
     path = resolve_path(cfg.path, root)
     fs, inner = storage.resolve(path)
     if fs.get_file_info(inner).type == pafs.FileType.NotFound:

@@ -45,6 +45,11 @@ KNOWN_ANSWERS = [
     pytest.param([0.25, 0.5, 0.25], 0.5, 0.75, 1.5 * math.log(2), id="max-in-middle"),
     pytest.param([0.1, 0.2, 0.7], 0.3, 0.5, -(0.1 * math.log(0.1) + 0.2 * math.log(0.2) + 0.7 * math.log(0.7)),
                  id="max-last"),
+    pytest.param([0.3, 0.1, 0.6], 0.4, 0.7, -(0.3 * math.log(0.3) + 0.1 * math.log(0.1) + 0.6 * math.log(0.6)),
+                 id="runner-up-first"),
+    pytest.param([0.35, 0.05, 0.5, 0.1], 0.5, 0.85,
+                 -(0.35 * math.log(0.35) + 0.05 * math.log(0.05) + 0.5 * math.log(0.5) + 0.1 * math.log(0.1)),
+                 id="runner-up-not-adjacent"),
     pytest.param([0.4, 0.4, 0.2], 0.6, 1.0, -(2 * 0.4 * math.log(0.4) + 0.2 * math.log(0.2)), id="tied-top-two"),
     pytest.param([0.6, 0.4], 0.4, 0.8, -(0.6 * math.log(0.6) + 0.4 * math.log(0.4)), id="binary"),
 ]
@@ -178,15 +183,10 @@ def test_contract_batch_split_does_not_change_scores(name: str) -> None:
 
 
 _BAD_SHAPES = {"1-d": (4,), "one-class": (4, 1), "3-d": (2, 3, 4)}
-_RANDOM_IGNORES_PROBS = pytest.mark.xfail(
-    strict=True, raises=pytest.fail.Exception,
-    reason="bug: RandomBaseline never looks at probs, so a malformed probs array is accepted")
-
-
 @pytest.mark.parametrize(
     ("name", "shape"),
     [
-        pytest.param(name, shape, id=f"{name}-{label}", marks=[_RANDOM_IGNORES_PROBS] if name == "random" else [])
+        pytest.param(name, shape, id=f"{name}-{label}", )
         for name in sorted(CRITERIA)
         for label, shape in _BAD_SHAPES.items()
     ],

@@ -84,9 +84,6 @@ def test_uint16_gradient_keeps_its_range_and_order() -> None:
     np.testing.assert_array_equal(pixels[..., 0], pixels[..., 2])
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a 16-bit image Pillow opens as mode 'I' (e.g. a 16-bit PGM) is "
-                                       "guessed to be 8-bit when its maximum is <= 255, so a near-black image "
-                                       "decodes as bright grey, unlike the same pixels in a 16-bit PNG")
 def test_dark_uint16_decodes_the_same_from_pgm_as_from_png() -> None:
     pgm = b"P5\n24 16\n65535\n" + np.full(24 * 16, 200, ">u2").tobytes()
     png = encode(_uint16_image(200), "PNG")

@@ -1,0 +1,54 @@
+"""Benchmarks: raysal against the baselines a user would otherwise pick, measured in one run.
+
+    python jobs/bench.py --quick            # a few minutes on a laptop
+    python jobs/bench.py --out bench.json   # the full set
+    python jobs/bench.py --only scoring     # one group: scoring | topk
+
+Every figure is reported next to its baseline, measured in the same run on the same data, as a
+ratio; timings are medians of repeats. Results go to a JSON file and a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Sequence
+
+EXIT_OK = 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jobs/bench.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repeat: a few minutes")
+    parser.add_argument("--only", action="append", choices=["scoring", "topk"], help="run only these groups")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats per timing (default 3, --quick 1)")
+    parser.add_argument("--out", default="bench-results/bench.json", help="where to write the JSON results")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray")
+    args = parser.parse_args(argv)
+
+    from raysal import bench
+    from raysal.cluster import init_ray
+
+    init_ray(args.num_cpus)
+    repeats = args.repeats or (1 if args.quick else 3)
+    groups = args.only or ["scoring", "topk"]
+    rows: list[dict] = []
+    started = time.perf_counter()
+    if "scoring" in groups:
+        rows += bench.scoring_benchmarks(quick=args.quick, repeats=repeats)
+    if "topk" in groups:
+        rows += bench.topk_benchmarks(quick=args.quick, repeats=repeats)
+    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": bench.machine(),
+              "python": platform.python_version(), "quick": args.quick, "repeats": repeats,
+              "seconds": round(time.perf_counter() - started, 1), "results": rows}
+    bench.write_report(report, args.out)
+    print(bench.markdown_table(report))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
