@@ -2,7 +2,7 @@
 
     python jobs/bench.py --quick            # a few minutes on a laptop
     python jobs/bench.py --out bench.json   # the full set
-    python jobs/bench.py --only scoring     # one group: scoring | topk
+    python jobs/bench.py --only scoring     # one group: scoring | topk | memory | round
 
 Every figure is reported next to its baseline, measured in the same run on the same data, as a
 ratio; timings are medians of repeats. Results go to a JSON file and a markdown table.
@@ -19,12 +19,13 @@ from datetime import datetime, timezone
 from typing import Sequence
 
 EXIT_OK = 0
+GROUPS = ["scoring", "topk", "memory", "round"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jobs/bench.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat: a few minutes")
-    parser.add_argument("--only", action="append", choices=["scoring", "topk"], help="run only these groups")
+    parser.add_argument("--only", action="append", choices=GROUPS, help="run only these groups")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per timing (default 3, --quick 1)")
     parser.add_argument("--out", default="bench-results/bench.json", help="where to write the JSON results")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray")
@@ -33,15 +34,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from raysal import bench
     from raysal.cluster import init_ray
 
-    init_ray(args.num_cpus)
     repeats = args.repeats or (1 if args.quick else 3)
-    groups = args.only or ["scoring", "topk"]
     rows: list[dict] = []
     started = time.perf_counter()
-    if "scoring" in groups:
-        rows += bench.scoring_benchmarks(quick=args.quick, repeats=repeats)
-    if "topk" in groups:
-        rows += bench.topk_benchmarks(quick=args.quick, repeats=repeats)
+    # "round" runs first: it starts its own Ray in a subprocess, as a real job would.
+    for group in sorted(args.only or GROUPS, key=lambda g: g != "round"):
+        print(f"bench: {group} ...", flush=True)
+        if group != "round":
+            init_ray(args.num_cpus)
+        rows += getattr(bench, f"{group}_benchmarks")(quick=args.quick, repeats=repeats)
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": bench.machine(),
               "python": platform.python_version(), "quick": args.quick, "repeats": repeats,
               "seconds": round(time.perf_counter() - started, 1), "results": rows}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -127,27 +128,62 @@ def score(decoded: ray.data.Dataset, model_dir: str, cfg: Config) -> ray.data.Da
     )
 
 
-def _block_top_k(batch: dict[str, NDArray], k: int, exclude_ref: ray.ObjectRef) -> dict[str, NDArray]:
-    keep = top_k_indices(batch["score"], batch["image_id"], k, ray.get(exclude_ref))
-    return {name: column[keep] for name, column in batch.items()}
+CANDIDATE, SKIPPED, LOWEST = 0, 1, 2  # why a row survived a block, in the ``_role`` column
+
+
+def _block_survivors(batch: dict[str, NDArray], k: int, exclude_ref: ray.ObjectRef) -> dict[str, NDArray]:
+    """The rows of one block the driver needs: its top k, its skipped rows, its lowest score."""
+    scores = batch["score"]
+    skipped = np.flatnonzero(batch["error"] != "") if "error" in batch else np.empty(0, np.intp)
+    top = top_k_indices(scores, batch["image_id"], k, ray.get(exclude_ref))
+    valid = np.flatnonzero(~np.isnan(scores))
+    lowest = valid[[np.argmin(scores[valid])]] if valid.size else np.empty(0, np.intp)
+    keep = np.concatenate([top, skipped, lowest])
+    role = np.repeat([CANDIDATE, SKIPPED, LOWEST], [len(top), len(skipped), len(lowest)]).astype(np.int8)
+    return {**{name: column[keep] for name, column in batch.items()}, "_role": role}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The result of one pass over a round's scores."""
+
+    rows: dict[str, NDArray]  # the top k rows, in selection order
+    skipped: dict[str, NDArray]  # image_id, uri, reason of every image that could not be scored
+    score_min: float | None  # over every scored image
+    score_max: float | None
 
 
 def select_top_k(scored: ray.data.Dataset, k: int, exclude_ids: NDArray[np.int64] | None = None,
-                 columns: tuple[str, ...] = ("image_id", "uri", "score", "predicted")) -> dict[str, NDArray]:
+                 columns: tuple[str, ...] = ("image_id", "uri", "score", "predicted")) -> Selection:
     """Exact top-k rows of ``scored`` by (score desc, image_id asc), never an excluded id.
 
-    Each block keeps its own best k (``argpartition``), then the survivors stream to the driver
-    and merge into a running top-k, so the driver holds at most ~2k rows plus one batch.
+    One pass: each block keeps its own best k (``argpartition``) plus its skipped rows and its
+    lowest score; the survivors stream to the driver and merge into a running top-k, so the
+    driver holds ~2k rows plus one batch, and the skipped rows.
     """
     exclude = np.unique(np.asarray(exclude_ids if exclude_ids is not None else [], dtype=np.int64))
     exclude_ref = ray.put(exclude)  # stored once; tasks fetch it instead of each carrying a copy
-    survivors = scored.select_columns(list(columns)).map_batches(
-        _block_top_k, fn_kwargs={"k": k, "exclude_ref": exclude_ref},
-        batch_size=None, batch_format="numpy")
+    wanted = list(dict.fromkeys([*columns, *(["error"] if "error" in scored.columns() else [])]))
+    survivors = scored.select_columns(wanted).map_batches(
+        _block_survivors, fn_kwargs={"k": k, "exclude_ref": exclude_ref}, batch_size=None, batch_format="numpy")
     best: dict[str, NDArray] = {}
+    skipped: list[dict[str, NDArray]] = []
+    lowest = np.inf
     for batch in survivors.iter_batches(batch_size=max(k, 4096), batch_format="numpy"):
-        best = merge_top_k([best, batch] if best else [batch], k)
-    return best or {c: np.empty(0) for c in columns}
+        role = batch.pop("_role")
+        candidates = {name: column[role == CANDIDATE] for name, column in batch.items() if name in columns}
+        best = merge_top_k([best, candidates] if best else [candidates], k)
+        if (role == SKIPPED).any():
+            skipped.append({"image_id": batch["image_id"][role == SKIPPED], "uri": batch["uri"][role == SKIPPED],
+                            "reason": batch["error"][role == SKIPPED]})
+        if (role == LOWEST).any():
+            lowest = min(lowest, float(batch["score"][role == LOWEST].min()))
+    rows = best or {c: np.empty(0) for c in columns}
+    skipped_columns = {c: np.concatenate([s[c] for s in skipped]) if skipped else np.empty(0, dtype=object)
+                       for c in ("image_id", "uri", "reason")}
+    # The highest score of all is the first selected one unless every top row was excluded.
+    return Selection(rows=rows, skipped=skipped_columns, score_min=None if np.isinf(lowest) else lowest,
+                     score_max=float(rows["score"][0]) if len(rows["score"]) else None)
 
 
 # Small per-batch transforms of a round, kept here so Ray workers import no TensorFlow for them.
@@ -159,15 +195,3 @@ def drop_ids(batch: dict[str, NDArray], ids_ref: ray.ObjectRef) -> dict[str, NDA
 def labelled_images(batch: dict[str, NDArray]) -> dict[str, NDArray]:
     keep = (batch["error"] == "") & ~np.isnan(batch["label"].astype(np.float64))
     return {"image": batch["image"][keep], "label": batch["label"][keep].astype(np.int64)}
-
-
-def score_stats(batch: dict[str, NDArray]) -> dict[str, NDArray]:
-    valid = batch["score"][batch["error"] == ""]
-    return {"rows": np.array([len(batch["score"])]), "skipped": np.array([len(batch["score"]) - len(valid)]),
-            "min": np.array([valid.min() if len(valid) else np.inf]),
-            "max": np.array([valid.max() if len(valid) else -np.inf])}
-
-
-def skipped_rows(batch: dict[str, NDArray]) -> dict[str, NDArray]:
-    bad = batch["error"] != ""
-    return {"image_id": batch["image_id"][bad], "uri": batch["uri"][bad], "reason": batch["error"][bad]}

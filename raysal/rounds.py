@@ -100,33 +100,27 @@ def run_round(cfg: Config, state_dir: str) -> RoundSummary:
     scored = ray.data.read_parquet(scores_dir)
 
     with _stage("select", seconds):
-        stats = scored.select_columns(["score", "error"]).map_batches(pipeline.score_stats, batch_size=None,
-                                                                       batch_format="numpy").take_all()
-        pool_size = int(sum(s["rows"] for s in stats))
-        skipped = int(sum(s["skipped"] for s in stats))
-        eligible = pool_size - skipped
+        pool_size = scored.count()  # from Parquet metadata
+        selection_result = pipeline.select_top_k(scored, cfg.select.budget, excluded)
+        best, skipped_rows = selection_result.rows, selection_result.skipped
+        skipped = len(skipped_rows["image_id"])
         budget = cfg.select.budget
-        if budget > eligible:
-            log.warning("budget %d exceeds the %d images left to select: selecting all of them", budget, eligible)
-        best = pipeline.select_top_k(scored, budget, excluded)
+        if budget > pool_size - skipped:
+            log.warning("budget %d exceeds the %d images left to select: selected all of them",
+                        budget, pool_size - skipped)
         selection = pa.table({"image_id": pa.array(best["image_id"], pa.int64()), "uri": pa.array(best["uri"], pa.string()),
                               "score": pa.array(best["score"], pa.float64()),
                               "predicted": pa.array(best["predicted"], pa.int64()),
                               "rank": pa.array(np.arange(1, len(best["image_id"]) + 1), pa.int64())})
         state.write_table(os.path.join(out_dir, state.SELECTION_FILE), selection)
-        skipped_rows = scored.select_columns(["image_id", "uri", "error"]).map_batches(
-            pipeline.skipped_rows, batch_format="numpy").take_all()
         state.write_table(os.path.join(out_dir, state.SKIPPED_FILE), pa.table({
-            "image_id": pa.array([r["image_id"] for r in skipped_rows], pa.int64()),
-            "uri": pa.array([r["uri"] for r in skipped_rows], pa.string()),
-            "reason": pa.array([r["reason"] for r in skipped_rows], pa.string())}))
+            "image_id": pa.array(skipped_rows["image_id"], pa.int64()),
+            "uri": pa.array(skipped_rows["uri"], pa.string()),
+            "reason": pa.array(skipped_rows["reason"], pa.string())}))
 
-    valid_min = min((float(s["min"]) for s in stats), default=np.inf)
-    valid_max = max((float(s["max"]) for s in stats), default=-np.inf)
     summary = RoundSummary(
         round=number, pool_size=pool_size, skipped=skipped, selected=len(selection),
-        score_min=valid_min if np.isfinite(valid_min) else None,
-        score_max=valid_max if np.isfinite(valid_max) else None,
+        score_min=selection_result.score_min, score_max=selection_result.score_max,
         selection_path=os.path.join(out_dir, state.SELECTION_FILE), model_dir=model_dir,
         stage_seconds=seconds, train_metrics=train_metrics)
     state.write_json(os.path.join(out_dir, state.ROUND_FILE), {

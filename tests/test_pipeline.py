@@ -44,10 +44,16 @@ def test_folder_with_broken_files_scores_good_and_reports_bad(ray_session, image
             assert np.isnan(row["score"]) and row["predicted"] == -1, rel
     labels = {rel: by_path[rel]["label"] for rel in expected}
     assert labels["a/rgb.jpg"] == 0 and labels["b/rgba.png"] == 1 and labels["c/sixteen.png"] == 2
-    skipped = pipeline.skipped_rows({k: np.array([r[k] for r in rows.values()], dtype=object)
-                                     for k in ("image_id", "uri", "error")})
-    assert sorted(os.path.relpath(u, root) for u in skipped["uri"]) == sorted(
-        rel for rel, outcome in expected.items() if outcome != "ok")
+    import ray.data
+
+    scored = ray.data.from_items(list(rows.values()))
+    selection = pipeline.select_top_k(scored, 3)
+    bad = sorted(rel for rel, outcome in expected.items() if outcome != "ok")
+    assert sorted(os.path.relpath(u, root) for u in selection.skipped["uri"]) == bad
+    assert all(reason for reason in selection.skipped["reason"])
+    good_scores = [r["score"] for r in rows.values() if r["error"] == ""]
+    assert selection.score_min == min(good_scores) and selection.score_max == max(good_scores)
+    assert list(selection.rows["score"]) == sorted(good_scores, reverse=True)[:3]
 
 
 @pytest.mark.parametrize("criterion", ["least_confidence", "smallest_margin", "entropy", "random"])
@@ -84,7 +90,7 @@ def test_distributed_top_k_equals_numpy_at_one_million_rows(ray_session):
     table = pa.table({"image_id": image_ids, "uri": image_ids.astype(str), "score": scores,
                       "predicted": np.zeros(n, np.int64)})
     ds = ray.data.from_arrow([table.slice(i, 100_000) for i in range(0, n, 100_000)])
-    got = pipeline.select_top_k(ds, k, exclude)
+    got = pipeline.select_top_k(ds, k, exclude).rows
     want = top_k_indices(scores, image_ids, k, exclude)
     np.testing.assert_array_equal(got["image_id"], image_ids[want])
     np.testing.assert_array_equal(got["score"], scores[want])
@@ -100,5 +106,5 @@ def test_top_k_budget_above_what_is_left_selects_everything_left(ray_session):
 
     table = pa.table({"image_id": np.arange(10, dtype=np.int64), "uri": [str(i) for i in range(10)],
                       "score": np.linspace(0, 1, 10), "predicted": np.zeros(10, np.int64)})
-    got = pipeline.select_top_k(ray.data.from_arrow(table), 50, np.array([9, 8]))
+    got = pipeline.select_top_k(ray.data.from_arrow(table), 50, np.array([9, 8])).rows
     assert got["image_id"].tolist() == [7, 6, 5, 4, 3, 2, 1, 0]
