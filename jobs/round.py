@@ -1,12 +1,14 @@
-"""Run one active-learning round: score the pool, select the most uncertain images.
+"""Run one active-learning round: score the pool, select, label, retrain, evaluate.
 
     python jobs/round.py                                # the offline demo, state in .raysal/demo
     python jobs/round.py --config flowers --state runs/flowers --budget 500
     python jobs/round.py --state .raysal/demo --status --json
+    python jobs/round.py --config my.toml --import-labels labels.csv   # human labels arrived
     ray job submit --working-dir . -- python jobs/round.py --config demo --state /shared/runs/demo
 
-Exit codes: 0 done, 1 the round failed, 2 bad arguments or config (nothing was started),
-3 data or model missing (nothing was started).
+A round interrupted by a crash is resumed at its first stage not yet committed.
+Exit codes: 0 done (or waiting for human labels), 1 the round failed, 2 bad arguments or config,
+3 data or model missing, 4 the state is locked by another round (2-4: nothing was changed).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import logging
 import sys
 from typing import Sequence
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_MISSING = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_MISSING, EXIT_LOCKED = 0, 1, 2, 3, 4
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -25,22 +27,37 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
     parser = argparse.ArgumentParser(prog="jobs/round.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="demo", help=f"a preset ({', '.join(preset_names())}) or a .toml file")
-    parser.add_argument("--state", default=None, help="the run's state folder (default: .raysal/<config name>)")
+    parser.add_argument("--state", default=None,
+                        help="the run's state: a folder or a pyarrow.fs URI (default: .raysal/<config name>)")
     parser.add_argument("--budget", type=int, help="images to select this round (select.budget)")
     parser.add_argument("--criterion", help="least_confidence | smallest_margin | entropy | random")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config field, e.g. --set score.max_actors=4 (repeatable)")
+    parser.add_argument("--import-labels", metavar="FILE", help="human labels for the waiting round (CSV/Parquet)")
+    parser.add_argument("--break-lock", action="store_true", help="take over a lock whose holder is gone for good")
     parser.add_argument("--status", action="store_true", help="print the run's state and exit")
     parser.add_argument("--json", action="store_true", help="with --status: machine-readable output")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (ignored on a cluster)")
     return parser.parse_args(argv)
 
 
+def print_status(report: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"state {report['state']}: {len(report['rounds'])} round(s), latest model {report['latest_model']}")
+    for r in report["rounds"]:
+        line = f"  round {r['round']}: {r['state']}, selected {r.get('selected')}"
+        if r["state"] == "done":
+            line += (f", test accuracy {r['test_accuracy_before']:.4f} -> {r['test_accuracy_after']:.4f}, "
+                     f"on the selection before retraining {r['selection_accuracy_before']:.4f}")
+        print(line)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s raysal %(message)s", datefmt="%H:%M:%S")
     from raysal import config as config_lib
-    from raysal import state
 
     overrides = dict(config_lib.parse_override(o) for o in args.overrides) if args.overrides else {}
     if args.budget is not None:
@@ -52,30 +69,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     except config_lib.ConfigError as exc:
         print(f"error: bad config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    state_dir = args.state or f".raysal/{cfg.name}"
+    state_root = args.state or f".raysal/{cfg.name}"
+
+    from raysal import rounds
 
     if args.status:
-        report = state.status(state_dir)
-        if args.json:
-            print(json.dumps(report, indent=2))
-        else:
-            print(f"state {report['state']}: {len(report['rounds'])} round(s), model {report['latest_model']}")
-            for r in report["rounds"]:
-                print(f"  round {r['round']}: selected {r['selected']} of {r['pool_size']} "
-                      f"({r['criterion']}), {r['skipped']} skipped -> {r['selection']}")
+        print_status(rounds.status(state_root), args.json)
         return EXIT_OK
 
-    from raysal import preflight, rounds
+    from raysal import labels, preflight
     from raysal.cluster import init_ray
+    from raysal.state import Locked, StateError
 
     try:
-        preflight.check(cfg, state_dir)
+        preflight.check(cfg, state_root)
     except preflight.Unavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_MISSING
     init_ray(args.num_cpus)
-    summary = rounds.run_round(cfg, state_dir)
-    print(rounds.format_summary(summary))
+    try:
+        outcome = rounds.run_round(cfg, state_root, label_file=args.import_labels, break_lock=args.break_lock)
+    except Locked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    except labels.LabelFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(rounds.format_outcome(outcome))
     return EXIT_OK
 
 

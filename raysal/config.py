@@ -160,6 +160,17 @@ class SelectConfig:
                f"{self.criterion!r} is not one of {CRITERION_NAMES}")
 
 
+LABEL_MODES = ("oracle", "human")
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    mode: str = "oracle"  # oracle: labels already in the pool source (the article); human: import a file
+
+    def __post_init__(self) -> None:
+        _check(self.mode in LABEL_MODES, "label.mode", f"{self.mode!r} is not one of {LABEL_MODES}")
+
+
 @dataclass(frozen=True)
 class Config:
     data: DataConfig  # required: there is no sensible default data set outside the presets
@@ -169,6 +180,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
+    label: LabelConfig = field(default_factory=LabelConfig)
 
     def __post_init__(self) -> None:
         _check(0 <= self.seed < 2**32, "seed", f"must be in [0, 2**32), got {self.seed}")  # numpy's seed range

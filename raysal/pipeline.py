@@ -75,7 +75,7 @@ class Scorer:
 
         for gpu in tf.config.list_physical_devices("GPU"):
             tf.config.experimental.set_memory_growth(gpu, True)
-        self.model, model_cfg, self.classes = models.load_checkpoint(model_dir)
+        self.model, model_cfg, self.classes = models.load_checkpoint(storage.localize_dir(model_dir))
         self.criterion = criteria.get_criterion(criterion, seed)
         self.batch_size = batch_size
         self.top = min(top_probs, len(self.classes))
@@ -195,3 +195,10 @@ def drop_ids(batch: dict[str, NDArray], ids_ref: ray.ObjectRef) -> dict[str, NDA
 def labelled_images(batch: dict[str, NDArray]) -> dict[str, NDArray]:
     keep = (batch["error"] == "") & ~np.isnan(batch["label"].astype(np.float64))
     return {"image": batch["image"][keep], "label": batch["label"][keep].astype(np.int64)}
+
+
+def keep_ids(batch: pa.Table, ids_ref: ray.ObjectRef) -> pa.Table:
+    """Rows whose image_id is in the sorted id array behind ``ids_ref``."""
+    import pyarrow.compute as pc
+
+    return batch.filter(pc.is_in(batch["image_id"], value_set=pa.array(ray.get(ids_ref))))

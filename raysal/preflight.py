@@ -58,6 +58,8 @@ def check(cfg: Config, state_dir: str) -> None:
         if problem:
             field = "model.handle" if cfg.model.kind == "hub" else "model.weights"
             raise Unavailable(f"{field}: {problem}")
+    if storage.is_uri(state_dir):
+        return
     try:
         os.makedirs(state_dir, exist_ok=True)
     except OSError as exc:

@@ -1,12 +1,16 @@
-"""One active-learning round, end to end: bootstrap model, score the pool, select, report.
+"""One active-learning round as a sequence of committed stages: score, select, label, train, evaluate.
 
-This is the library function that ``jobs/round.py`` calls; it assumes Ray is initialised.
+``run_round`` takes the state's lock, bootstraps the round-0 model if there is none, then runs
+the current round from its first stage not yet committed: a round interrupted by a crash is
+resumed, not restarted, and ends in the state an uninterrupted round would have reached. It
+assumes Ray is initialised (``raysal.cluster.init_ray``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,24 +23,25 @@ import ray
 import ray.data
 from numpy.typing import NDArray
 
-from raysal import pipeline, sources, state
-from raysal.config import Config
+from raysal import labels as labels_lib
+from raysal import pipeline, sources
+from raysal.config import Config, SourceConfig, config_from_dict
+from raysal.metrics import accuracy_report
+from raysal.plots import learning_curve_png
+from raysal.state import STAGES, RunState, StateError
 
 log = logging.getLogger(__name__)
 
+DONE, WAITING = "done", "waiting for labels"
+
 
 @dataclass
-class RoundSummary:
+class RoundOutcome:
     round: int
-    pool_size: int
-    skipped: int
-    selected: int
-    score_min: float | None
-    score_max: float | None
-    selection_path: str
-    model_dir: str
+    status: str  # DONE or WAITING
+    record: dict[str, Any] = field(default_factory=dict)  # round.json once done
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    train_metrics: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
 
 
 @contextmanager
@@ -48,101 +53,332 @@ def _stage(name: str, seconds: dict[str, float]) -> Iterator[None]:
     log.info("stage %s: done in %.1f s", name, seconds[name])
 
 
-def data_root(cfg: Config, state_dir: str) -> str:
-    return cfg.data.root or os.path.join(state_dir, "data")
+def _keep_labelled(batch: dict[str, NDArray], labels_ref: ray.ObjectRef) -> dict[str, NDArray]:
+    """Rows whose id has a label, with that label (pool rows labelled in earlier rounds)."""
+    ids, values = ray.get(labels_ref)  # sorted ids, their labels
+    pos = np.clip(np.searchsorted(ids, batch["image_id"]), 0, max(len(ids) - 1, 0))
+    keep = (ids[pos] == batch["image_id"]) if len(ids) else np.zeros(len(batch["image_id"]), bool)
+    out = {name: column[keep] for name, column in batch.items()}
+    out["label"] = values[pos[keep]]
+    return out
 
 
-def training_dataset(cfg: Config, source: Any, root: str) -> ray.data.Dataset:
-    """A labelled split, decoded, as ``image`` + ``label`` rows (undecodable images dropped)."""
-    decoded = pipeline.decode(sources.read_source(source, cfg.data.classes, root), cfg)
-    return decoded.map_batches(pipeline.labelled_images, batch_format="numpy")
+@dataclass
+class _Round:
+    """What every stage of one round needs."""
+
+    state: RunState
+    cfg: Config
+    number: int
+    seconds: dict[str, float]
+
+    @property
+    def key(self) -> str:
+        return self.state.round_key(self.number)
+
+    @property
+    def data_root(self) -> str:
+        return self.cfg.data.root or self.state.uri("data")
+
+    def source(self, source: SourceConfig) -> ray.data.Dataset:
+        return sources.read_source(source, self.cfg.data.classes, self.data_root)
+
+    def model_uri(self, number: int) -> str:
+        return self.state.uri(self.state.model_key(number))
 
 
-def bootstrap_model(cfg: Config, state_dir: str, seconds: dict[str, float]) -> tuple[str, dict[str, Any]]:
-    """The round-0 model: reuse the stored one, or train it on the labelled seed set."""
-    latest = state.latest_model(state_dir)
-    if latest:
-        return latest, {}
-    root = data_root(cfg, state_dir)
+# --- round 0 ---------------------------------------------------------------------------------
+
+def _train(r: _Round, train_ds: ray.data.Dataset, init_model: int | None, output_model: int) -> dict[str, Any]:
     from raysal import train  # TensorFlow and Ray Train load only when a model is trained
 
-    with _stage("train", seconds):
-        # Decoded once and held in the object store, not re-decoded every epoch.
-        train_ds = training_dataset(cfg, cfg.data.labelled, root).materialize()
-        val_ds = training_dataset(cfg, cfg.data.val, root).materialize()
+    val_ds = pipeline.decode(r.source(r.cfg.data.val), r.cfg).map_batches(pipeline.labelled_images,
+                                                                            batch_format="numpy")
+    with tempfile.TemporaryDirectory(prefix="raysal-model-") as tmp:
         result = train.train_model(
-            cfg, train_ds, val_ds,
-            output_dir=state.model_dir(state_dir, 0), storage_path=os.path.abspath(os.path.join(state_dir, "train")),
-            run_name="round-0000")
-    log.info("round-0 model: %s", {k: v for k, v in result.metrics.items() if k in ("accuracy", "val_accuracy")})
-    return result.model_dir, result.metrics
+            r.cfg, train_ds.materialize(), val_ds.materialize(),  # decoded once, not once per epoch
+            output_dir=os.path.join(tmp, "model"), storage_path=r.state.uri("train"),
+            run_name=f"model-{output_model:04d}",
+            init_dir=None if init_model is None else r.state.local_dir(r.state.model_key(init_model)))
+        r.state.publish_dir(result.model_dir, r.state.model_key(output_model))
+    return result.metrics
 
 
-def run_round(cfg: Config, state_dir: str) -> RoundSummary:
-    """Score the pool with the latest model, select ``select.budget`` images, commit the round."""
-    seconds: dict[str, float] = {}
-    number = len(state.committed_rounds(state_dir)) + 1
-    out_dir = state.round_dir(state_dir, number)
-    model_dir, train_metrics = bootstrap_model(cfg, state_dir, seconds)
-    root = data_root(cfg, state_dir)
+def _seed_images(r: _Round) -> ray.data.Dataset:
+    return pipeline.decode(r.source(r.cfg.data.labelled), r.cfg).map_batches(pipeline.labelled_images,
+                                                                                batch_format="numpy")
 
-    excluded = state.selected_ids(state_dir)
-    excluded_ref = ray.put(excluded)
-    pool = sources.read_source(cfg.data.pool, cfg.data.classes, root)
+
+def bootstrap(r: _Round) -> None:
+    """Round 0: train the first model on the labelled seed set, unless it exists."""
+    if r.state.latest_model() is not None:
+        return
+    with _stage("bootstrap", r.seconds):
+        metrics = _train(r, _seed_images(r), init_model=None, output_model=0)
+    log.info("round-0 model: val_accuracy %.4f", metrics.get("val_accuracy", float("nan")))
+
+
+# --- the stages ------------------------------------------------------------------------------
+
+def stage_score(r: _Round, label_file: str | None) -> str:
+    excluded = r.state.selected_ids(before=r.number)
+    pool = r.source(r.cfg.data.pool)
     if len(excluded):
-        pool = pool.map_batches(pipeline.drop_ids, fn_kwargs={"ids_ref": excluded_ref}, batch_format="numpy")
-
-    scores_dir = os.path.join(out_dir, state.SCORES_DIR)
-    with _stage("score", seconds):
-        tmp_dir = f"{scores_dir}.tmp-{os.getpid()}"
-        pipeline.score(pipeline.decode(pool, cfg), model_dir, cfg).write_parquet(tmp_dir)
-        state.replace_dir(tmp_dir, scores_dir)
-    scored = ray.data.read_parquet(scores_dir)
-
-    with _stage("select", seconds):
-        pool_size = scored.count()  # from Parquet metadata
-        selection_result = pipeline.select_top_k(scored, cfg.select.budget, excluded)
-        best, skipped_rows = selection_result.rows, selection_result.skipped
-        skipped = len(skipped_rows["image_id"])
-        budget = cfg.select.budget
-        if budget > pool_size - skipped:
-            log.warning("budget %d exceeds the %d images left to select: selected all of them",
-                        budget, pool_size - skipped)
-        selection = pa.table({"image_id": pa.array(best["image_id"], pa.int64()), "uri": pa.array(best["uri"], pa.string()),
-                              "score": pa.array(best["score"], pa.float64()),
-                              "predicted": pa.array(best["predicted"], pa.int64()),
-                              "rank": pa.array(np.arange(1, len(best["image_id"]) + 1), pa.int64())})
-        state.write_table(os.path.join(out_dir, state.SELECTION_FILE), selection)
-        state.write_table(os.path.join(out_dir, state.SKIPPED_FILE), pa.table({
-            "image_id": pa.array(skipped_rows["image_id"], pa.int64()),
-            "uri": pa.array(skipped_rows["uri"], pa.string()),
-            "reason": pa.array(skipped_rows["reason"], pa.string())}))
-
-    summary = RoundSummary(
-        round=number, pool_size=pool_size, skipped=skipped, selected=len(selection),
-        score_min=selection_result.score_min, score_max=selection_result.score_max,
-        selection_path=os.path.join(out_dir, state.SELECTION_FILE), model_dir=model_dir,
-        stage_seconds=seconds, train_metrics=train_metrics)
-    state.write_json(os.path.join(out_dir, state.ROUND_FILE), {
-        "round": number, "criterion": cfg.select.criterion, "budget": budget, "selected": summary.selected,
-        "pool_size": pool_size, "skipped": skipped, "score_min": summary.score_min, "score_max": summary.score_max,
-        "model": model_dir, "stage_seconds": seconds, "train_metrics": train_metrics, "config": cfg.to_dict(),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    return summary
+        pool = pool.map_batches(pipeline.drop_ids, fn_kwargs={"ids_ref": ray.put(excluded)}, batch_format="numpy")
+    scores_key = f"{r.key}/scores"
+    r.state.delete_dir(scores_key)  # a partial write by a crashed run
+    pipeline.score(pipeline.decode(pool, r.cfg), r.model_uri(r.number - 1), r.cfg).write_parquet(
+        r.state.uri(scores_key))
+    r.state.commit_stage(r.number, "score", {"model": r.number - 1, "excluded": int(len(excluded))})
+    return DONE
 
 
-def format_summary(s: RoundSummary) -> str:
+def _scores(r: _Round) -> ray.data.Dataset:
+    return ray.data.read_parquet(r.state.uri(f"{r.key}/scores"))
+
+
+def stage_select(r: _Round, label_file: str | None) -> str:
+    scored = _scores(r)
+    pool_size = scored.count()  # from Parquet metadata
+    result = pipeline.select_top_k(scored, r.cfg.select.budget, r.state.selected_ids(before=r.number))
+    best, skipped = result.rows, result.skipped
+    left = pool_size - len(skipped["image_id"])
+    if r.cfg.select.budget > left:
+        log.warning("budget %d exceeds the %d images left to select: selected all of them", r.cfg.select.budget, left)
+    r.state.write_table(f"{r.key}/selection.parquet", pa.table({
+        "image_id": pa.array(best["image_id"], pa.int64()), "uri": pa.array(best["uri"], pa.string()),
+        "score": pa.array(best["score"], pa.float64()), "predicted": pa.array(best["predicted"], pa.int64()),
+        "rank": pa.array(np.arange(1, len(best["image_id"]) + 1), pa.int64())}))
+    r.state.write_table(f"{r.key}/skipped.parquet", pa.table({
+        "image_id": pa.array(skipped["image_id"], pa.int64()), "uri": pa.array(skipped["uri"], pa.string()),
+        "reason": pa.array(skipped["reason"], pa.string())}))
+    r.state.commit_stage(r.number, "select", {
+        "pool_size": int(pool_size), "skipped": int(len(skipped["image_id"])), "selected": int(len(best["image_id"])),
+        "score_min": result.score_min, "score_max": result.score_max})
+    return DONE
+
+
+def _selection(r: _Round) -> pa.Table:
+    table = r.state.read_table(f"{r.key}/selection.parquet")
+    if table is None:
+        raise StateError(f"round {r.number}: selection.parquet is missing though the select stage is committed")
+    return table
+
+
+def stage_label(r: _Round, label_file: str | None) -> str:
+    selection = _selection(r)
+    selected = selection["image_id"].to_numpy()
+    if r.cfg.label.mode == "oracle":
+        found = _scores(r).select_columns(["image_id", "label"]).map_batches(
+            pipeline.keep_ids, fn_kwargs={"ids_ref": ray.put(np.sort(selected))}, batch_format="pyarrow").take_all()
+        by_id = {int(row["image_id"]): row["label"] for row in found}
+        missing = [int(i) for i in selected if by_id.get(int(i)) is None or np.isnan(float(by_id[int(i)]))]
+        if missing:
+            raise StateError(f"round {r.number}: oracle labelling needs labels in the pool source, but "
+                             f"{len(missing)} selected images have none (e.g. {missing[:5]}); "
+                             "set label.mode = 'human' and import a label file")
+        table = pa.table({"image_id": pa.array(selected, pa.int64()),
+                          "label": pa.array([int(by_id[int(i)]) for i in selected], pa.int64())})
+        source = "oracle"
+    elif label_file is None:
+        if not r.state.exists(f"{r.key}/to_label.csv"):
+            csv = "image_id,uri\n" + "".join(f"{i},{u}\n" for i, u in zip(selected, selection["uri"].to_pylist()))
+            r.state._write_bytes(f"{r.key}/to_label.csv", csv.encode())
+        return WAITING
+    else:
+        pool_ids = _scores(r).select_columns(["image_id"]).to_pandas()["image_id"].to_numpy()
+        table = labels_lib.validate_labels(labels_lib.read_label_file(label_file), selected, pool_ids,
+                                           r.cfg.data.classes, r.number)
+        source = label_file
+    r.state.write_table(f"{r.key}/labels.parquet", table)
+    r.state.commit_stage(r.number, "label", {"labelled": int(len(table)), "source": source})
+    return DONE
+
+
+def stage_train(r: _Round, label_file: str | None) -> str:
+    labelled = r.state.labels(up_to=r.number)
+    order = np.argsort(labelled["image_id"].to_numpy())
+    ids_and_labels = (labelled["image_id"].to_numpy()[order], labelled["label"].to_numpy()[order])
+    pool_labelled = r.source(r.cfg.data.pool).map_batches(
+        _keep_labelled, fn_kwargs={"labels_ref": ray.put(ids_and_labels)}, batch_format="numpy")
+    train_ds = _seed_images(r).union(pipeline.decode(pool_labelled, r.cfg).map_batches(
+        pipeline.labelled_images, batch_format="numpy"))
+    metrics = _train(r, train_ds, init_model=r.number - 1, output_model=r.number)
+    r.state.commit_stage(r.number, "train", {"model": r.number, "train_size": int(train_ds.count()),
+                                             "metrics": metrics})
+    return DONE
+
+
+def test_accuracy(r: _Round, model: int) -> dict[str, Any]:
+    """Accuracy of model ``model`` on the test split; computed once and kept with the model."""
+    key = f"{r.state.model_key(model)}/test_metrics.json"
+    cached = r.state.read_json(key)
+    if cached is not None:
+        return cached
+    rows = pipeline.score(pipeline.decode(r.source(r.cfg.data.test), r.cfg), r.model_uri(model), r.cfg) \
+        .select_columns(["predicted", "label", "error"]).to_pandas()
+    rows = rows[(rows["error"] == "") & rows["label"].notna()]
+    report = accuracy_report(rows["predicted"].to_numpy(), rows["label"].to_numpy(), r.cfg.data.classes)
+    r.state.write_json(key, report)
+    return report
+
+
+def stage_evaluate(r: _Round, label_file: str | None) -> str:
+    selection = _selection(r).to_pandas()
+    labelled = r.state.read_table(f"{r.key}/labels.parquet").to_pandas()
+    joined = selection.merge(labelled, on="image_id")
+    on_selection = accuracy_report(joined["predicted"].to_numpy(), joined["label"].to_numpy(), r.cfg.data.classes)
+    before, after = test_accuracy(r, r.number - 1), test_accuracy(r, r.number)
+    metrics = {"test_before": before, "test_after": after, "selection_before": on_selection}
+    r.state.write_json(f"{r.key}/metrics.json", metrics)
+    r.state.commit_stage(r.number, "evaluate", {"test_accuracy_before": before["accuracy"],
+                                                "test_accuracy_after": after["accuracy"],
+                                                "selection_accuracy_before": on_selection["accuracy"]})
+    return DONE
+
+
+STAGE_FUNCTIONS = {"score": stage_score, "select": stage_select, "label": stage_label, "train": stage_train,
+                   "evaluate": stage_evaluate}
+assert tuple(STAGE_FUNCTIONS) == STAGES
+
+
+# --- the round -------------------------------------------------------------------------------
+
+RUN_IDENTITY = ("classes", "pool", "model")
+
+
+def _identity(cfg: Config) -> dict[str, Any]:
+    """What must stay the same for every round of a run."""
+    data = cfg.to_dict()
+    return {"classes": data["data"]["classes"], "pool": data["data"]["pool"],
+            "model": {"kind": cfg.model.kind, "input_size": cfg.model.input_size}}
+
+
+def check_compatible(state: RunState, cfg: Config) -> None:
+    """Refuse a config whose pool, classes or model shape differ from the run's."""
+    stored = state.read_json("run.json")
+    if stored is None:
+        state.write_json("run.json", _identity(cfg))
+        return
+    mine = _identity(cfg)
+    changed = [k for k in RUN_IDENTITY if stored.get(k) != mine[k]]
+    if changed:
+        details = "; ".join(f"{k}: run has {stored.get(k)}, config has {mine[k]}" for k in changed)
+        raise StateError(f"config changes what a run cannot change ({details}). Keep the run's config, "
+                         f"or start a new run with another --state")
+
+
+def current_round(state: RunState) -> int:
+    """The round to work on: an unfinished one, else the next."""
+    rounds = state.rounds()
+    unfinished = [n for n in rounds if state.round_record(n) is None and state.exists(f"{state.round_key(n)}/config.json")]
+    if unfinished:
+        return unfinished[0]
+    return (rounds[-1] + 1) if rounds else 1
+
+
+def history(state: RunState) -> list[dict[str, Any]]:
+    out = []
+    for number in state.rounds():
+        record = state.round_record(number)
+        if record:
+            out.append({k: record[k] for k in ("round", "selected", "labelled_total", "test_accuracy_before",
+                                               "test_accuracy_after", "selection_accuracy_before")})
+    return out
+
+
+def _redraw(state: RunState, cfg: Config) -> None:
+    rows = history(state)
+    state.write_json("history.json", rows)
+    if rows:
+        xs = [rows[0]["labelled_total"] - rows[0]["selected"]] + [h["labelled_total"] for h in rows]
+        ys = [rows[0]["test_accuracy_before"]] + [h["test_accuracy_after"] for h in rows]
+        state._write_bytes("learning_curve.png", learning_curve_png(xs, ys, f"raysal: {cfg.name}"))
+
+
+def run_round(cfg: Config, state_root: str, label_file: str | None = None, break_lock: bool = False) -> RoundOutcome:
+    """Run (or resume) one round to the end, or until it waits for human labels."""
+    state = RunState(state_root)
+    seconds: dict[str, float] = {}
+    with state.lock(break_lock=break_lock):
+        check_compatible(state, cfg)
+        number = current_round(state)
+        stored = state.read_json(f"{state.round_key(number)}/config.json")
+        if stored is None:
+            state.write_json(f"{state.round_key(number)}/config.json", cfg.to_dict())
+        else:
+            cfg = config_from_dict(stored)  # a resumed round finishes with the config it started with
+            log.info("round %d: resuming at stage %s", number, state.next_stage(number))
+        r = _Round(state, cfg, number, seconds)
+        bootstrap(_Round(state, cfg, 0, seconds))
+        while (stage := state.next_stage(number)) is not None:
+            with _stage(stage, seconds):
+                status = STAGE_FUNCTIONS[stage](r, label_file)
+            if status == WAITING:
+                return RoundOutcome(number, WAITING, stage_seconds=seconds, message=(
+                    f"round {number} is waiting for labels: label the images in "
+                    f"{state.uri(r.key, 'to_label.csv')}, then run again with --import-labels FILE "
+                    "(CSV or Parquet with image_id,label)"))
+        record = _finish(r)
+        _redraw(state, cfg)
+    return RoundOutcome(number, DONE, record=record, stage_seconds=seconds)
+
+
+def _finish(r: _Round) -> dict[str, Any]:
+    st = r.state
+    select, evaluate = st.stage_done(r.number, "select"), st.stage_done(r.number, "evaluate")
+    record = {
+        "round": r.number, "criterion": r.cfg.select.criterion, "budget": r.cfg.select.budget,
+        "selected": select["selected"], "pool_size": select["pool_size"], "skipped": select["skipped"],
+        "score_min": select["score_min"], "score_max": select["score_max"],
+        "labelled_total": st.stage_done(r.number, "train")["train_size"],  # seed set + every label so far
+        "model_before": st.model_key(r.number - 1), "model_after": st.model_key(r.number),
+        **{k: evaluate[k] for k in ("test_accuracy_before", "test_accuracy_after", "selection_accuracy_before")},
+        "selection": st.uri(r.key, "selection.parquet"), "skipped_report": st.uri(r.key, "skipped.parquet"),
+        "stage_seconds": dict(r.seconds),  # this run's stages only, when the round was resumed
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    st.write_json(f"{r.key}/round.json", record)
+    return record
+
+
+def status(state_root: str) -> dict[str, Any]:
+    """The state as plain data, for ``--status --json``."""
+    state = RunState(state_root)
+    rounds = []
+    for number in state.rounds():
+        record = state.round_record(number)
+        key = state.round_key(number)
+        if record:
+            rounds.append({**record, "state": DONE})
+            continue
+        next_stage = state.next_stage(number)
+        select = state.stage_done(number, "select") or {}
+        waiting = next_stage == "label" and state.exists(f"{key}/to_label.csv")
+        rounds.append({"round": number, "selected": select.get("selected"),
+                       "selection": state.uri(key, "selection.parquet") if select else None,
+                       "state": WAITING if waiting else f"incomplete: next stage {next_stage}"})
+    lock = state.read_json("lock.json")
+    latest = state.latest_model()
+    return {"state": state.root, "rounds": rounds, "locked_by": lock,
+            "latest_model": None if latest is None else state.uri(state.model_key(latest)),
+            "history": state.uri("history.json"), "learning_curve": state.uri("learning_curve.png")}
+
+
+def format_outcome(outcome: RoundOutcome) -> str:
     """The human summary printed at the end of a round."""
-    score_range = "n/a" if s.score_min is None else f"{s.score_min:.4f} .. {s.score_max:.4f}"
-    stages = ", ".join(f"{name} {sec:.1f} s" for name, sec in s.stage_seconds.items())
-    lines = [
-        f"round {s.round}: selected {s.selected} of {s.pool_size} pool images ({s.skipped} skipped)",
-        f"  scores: {score_range}",
-        f"  selection: {s.selection_path}",
-        f"  model: {s.model_dir}",
-        f"  wall time: {stages}",
-    ]
-    if s.train_metrics:
-        shown = {k: round(float(v), 4) for k, v in s.train_metrics.items() if k in ("accuracy", "val_accuracy")}
-        lines.append(f"  round-0 model: {shown}")
-    return "\n".join(lines)
+    if outcome.status == WAITING:
+        return outcome.message
+    rec = outcome.record
+    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    stages = ", ".join(f"{name} {sec:.1f} s" for name, sec in outcome.stage_seconds.items())
+    return "\n".join([
+        f"round {rec['round']}: selected {rec['selected']} of {rec['pool_size']} pool images "
+        f"({rec['skipped']} skipped), {rec['labelled_total']} labelled in all",
+        f"  scores: {fmt(rec['score_min'])} .. {fmt(rec['score_max'])} ({rec['criterion']})",
+        f"  test accuracy: {fmt(rec['test_accuracy_before'])} before retraining, "
+        f"{fmt(rec['test_accuracy_after'])} after",
+        f"  accuracy on the selected images before retraining: {fmt(rec['selection_accuracy_before'])}",
+        f"  selection: {rec['selection']}",
+        f"  wall time: {stages or 'nothing left to do'}",
+    ])

@@ -1,102 +1,241 @@
-"""The run's state on disk: what each round selected, its reports, and the model checkpoints.
+"""The run's state: what each round selected and labelled, its metrics, and the models.
 
-Layout under the state root::
+The state root is a local folder or any ``pyarrow.fs`` URI. Layout::
 
-    models/0000/              round-0 model trained on the labelled seed set
-    rounds/0001/scores/       every pool image's score (Parquet, written by Ray)
-    rounds/0001/selection.parquet   image_id, uri, score, predicted, rank
-    rounds/0001/skipped.parquet     image_id, uri, reason
-    rounds/0001/round.json    written last: a round is committed once this file exists
-    train/                    Ray Train's run storage
+    run.json                      what must not change between rounds (classes, pool, model shape)
+    lock.json                     held while a round runs
+    models/0000/                  round-0 model (model.json + weights.h5), trained on the seed set
+    models/000r/                  the model retrained at the end of round r
+    rounds/000r/config.json       the config the round started with (a resumed round keeps it)
+    rounds/000r/scores/           every pool image's score (Parquet, written by Ray)
+    rounds/000r/selection.parquet image_id, uri, score, predicted, rank
+    rounds/000r/skipped.parquet   image_id, uri, reason
+    rounds/000r/to_label.csv      human labelling: the tasks to hand out
+    rounds/000r/labels.parquet    image_id, label: the selection, labelled
+    rounds/000r/metrics.json      evaluation of the round
+    rounds/000r/stages/<stage>.json   commit marker of each stage, written after its outputs
+    rounds/000r/round.json        written last: the round is done
+    history.json, learning_curve.png  redrawn after each round
 
-Every file is written to a temporary name and renamed, so it is either whole or absent.
+A stage's outputs are written first and its marker last, so a crash leaves either a committed
+stage or one that is redone from scratch. Every single file is written whole or not at all.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import posixpath
 import shutil
-from typing import Any
+import socket
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-ROUND_FILE = "round.json"
-SELECTION_FILE = "selection.parquet"
-SKIPPED_FILE = "skipped.parquet"
-SCORES_DIR = "scores"
+from raysal import storage
+
+STAGES = ("score", "select", "label", "train", "evaluate")
 
 
-def round_dir(state: str, number: int) -> str:
-    return os.path.join(state, "rounds", f"{number:04d}")
+class StateError(RuntimeError):
+    """A state that refuses the requested transition; the message says why."""
 
 
-def model_dir(state: str, number: int) -> str:
-    return os.path.join(state, "models", f"{number:04d}")
+class Locked(StateError):
+    """Another round holds the state's lock."""
 
 
-def _tmp(path: str) -> str:
-    return f"{path}.tmp-{os.getpid()}"
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
-def write_json(path: str, data: dict[str, Any]) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(_tmp(path), "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(_tmp(path), path)
+class RunState:
+    """A run's state root and the named transitions on it."""
 
+    def __init__(self, root: str) -> None:
+        self.root = root.rstrip("/") if storage.is_uri(root) else os.path.abspath(os.path.expanduser(root))
+        self.fs, self.base = storage.resolve(self.root)
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
 
-def write_table(path: str, table: pa.Table) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    pq.write_table(table, _tmp(path))
-    os.replace(_tmp(path), path)
+    # --- paths ---------------------------------------------------------------------------
+    def uri(self, *parts: str) -> str:
+        """A path Ray and pyarrow can open: a local path, or the root URI joined with parts."""
+        return posixpath.join(self.root, *parts) if not self.local else os.path.join(self.root, *parts)
 
+    def _path(self, *parts: str) -> str:
+        return posixpath.join(self.base, *parts)
 
-def replace_dir(tmp_dir: str, final_dir: str) -> None:
-    """Move a fully written folder into place, replacing any stale partial one."""
-    shutil.rmtree(final_dir, ignore_errors=True)
-    os.replace(tmp_dir, final_dir)
+    @staticmethod
+    def round_key(number: int) -> str:
+        return f"rounds/{number:04d}"
 
+    @staticmethod
+    def model_key(number: int) -> str:
+        return f"models/{number:04d}"
 
-def committed_rounds(state: str) -> list[dict[str, Any]]:
-    """The ``round.json`` of every committed round, in round order."""
-    rounds_root = os.path.join(state, "rounds")
-    if not os.path.isdir(rounds_root):
-        return []
-    out = []
-    for name in sorted(os.listdir(rounds_root)):
-        path = os.path.join(rounds_root, name, ROUND_FILE)
-        if name.isdigit() and os.path.isfile(path):
-            with open(path) as f:
-                out.append(json.load(f))
-    return out
+    # --- primitives ----------------------------------------------------------------------
+    def exists(self, key: str) -> bool:
+        return self.fs.get_file_info(self._path(key)).type != pafs.FileType.NotFound
 
+    def _write_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        self.fs.create_dir(posixpath.dirname(path), recursive=True)
+        if not self.local:  # an object store PUT is atomic by itself
+            with self.fs.open_output_stream(path) as out:
+                out.write(data)
+            return
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
-def latest_model(state: str) -> str | None:
-    root = os.path.join(state, "models")
-    if not os.path.isdir(root):
-        return None
-    done = sorted(n for n in os.listdir(root) if n.isdigit() and os.path.isfile(os.path.join(root, n, "model.json")))
-    return os.path.join(root, done[-1]) if done else None
+    def read_bytes(self, key: str) -> bytes | None:
+        if not self.exists(key):
+            return None
+        with self.fs.open_input_stream(self._path(key)) as stream:
+            return stream.read()
 
+    def write_json(self, key: str, data: Any) -> None:
+        self._write_bytes(key, json.dumps(data, indent=2, sort_keys=True).encode())
 
-def selected_ids(state: str) -> NDArray[np.int64]:
-    """Every image_id selected by a committed round: never to be selected again."""
-    parts = [pq.read_table(os.path.join(round_dir(state, r["round"]), SELECTION_FILE), columns=["image_id"])
-             ["image_id"].to_numpy() for r in committed_rounds(state)]
-    return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+    def read_json(self, key: str) -> Any:
+        data = self.read_bytes(key)
+        return None if data is None else json.loads(data)
 
+    def write_table(self, key: str, table: pa.Table) -> None:
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        self._write_bytes(key, sink.getvalue().to_pybytes())
 
-def status(state: str) -> dict[str, Any]:
-    """The state as plain data, for ``--status --json``."""
-    rounds = [{"round": r["round"], "criterion": r["criterion"], "budget": r["budget"], "selected": r["selected"],
-               "pool_size": r["pool_size"], "skipped": r["skipped"], "model": r["model"],
-               "selection": os.path.join(round_dir(state, r["round"]), SELECTION_FILE),
-               "skipped_report": os.path.join(round_dir(state, r["round"]), SKIPPED_FILE),
-               "finished_at": r["finished_at"]} for r in committed_rounds(state)]
-    return {"state": os.path.abspath(state), "rounds": rounds, "latest_model": latest_model(state)}
+    def read_table(self, key: str, columns: list[str] | None = None) -> pa.Table | None:
+        if not self.exists(key):
+            return None
+        return pq.read_table(self._path(key), filesystem=self.fs, columns=columns)
+
+    def delete_dir(self, key: str) -> None:
+        if self.exists(key):
+            self.fs.delete_dir(self._path(key))
+
+    def publish_dir(self, local_dir: str, key: str) -> None:
+        """Copy a finished local folder to ``key``, replacing what was there."""
+        self.delete_dir(key)
+        if self.local:
+            os.makedirs(os.path.dirname(self._path(key)), exist_ok=True)
+            tmp = f"{self._path(key)}.tmp-{uuid.uuid4().hex[:8]}"
+            shutil.copytree(local_dir, tmp)
+            os.replace(tmp, self._path(key))
+        else:
+            pafs.copy_files(local_dir, self._path(key), source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=self.fs)
+
+    def local_dir(self, key: str) -> str:
+        """A local folder holding ``key``: the folder itself, or a fresh download of it."""
+        return storage.localize_dir(self.uri(key))
+
+    def list_numbers(self, key: str) -> list[int]:
+        if not self.exists(key):
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(self._path(key)))
+        return sorted(int(i.base_name) for i in infos if i.type == pafs.FileType.Directory and i.base_name.isdigit())
+
+    # --- the lock --------------------------------------------------------------------------
+    @contextmanager
+    def lock(self, break_lock: bool = False) -> Iterator[None]:
+        """Hold ``lock.json`` while a round runs; a lock left by a dead local process is taken over."""
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        key = "lock.json"
+        if self.local:
+            path = self._path(key)
+            os.makedirs(self.root, exist_ok=True)
+            for _ in range(2):
+                try:
+                    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                except FileExistsError:
+                    holder = self.read_json(key) or {}
+                    stale = holder.get("host") == me["host"] and not _pid_alive(int(holder.get("pid", -1)))
+                    if stale or break_lock:
+                        os.unlink(path)  # the holder is gone (or the user said so): take over
+                        continue
+                    raise Locked(
+                        f"state {self.root} is locked by pid {holder.get('pid')} on {holder.get('host')} since "
+                        f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('since', 0)))}: another "
+                        "round is running. If that process is gone for good, rerun with --break-lock") from None
+                with os.fdopen(fd, "w") as f:
+                    json.dump(me, f)
+                break
+        else:
+            holder = self.read_json(key)
+            if holder and not break_lock:
+                raise Locked(f"state {self.root} is locked by pid {holder.get('pid')} on {holder.get('host')}; "
+                             "rerun with --break-lock if that round is gone for good")
+            self.write_json(key, me)  # not atomic on object stores: see README, "State"
+        try:
+            yield
+        finally:
+            if self.local:
+                try:
+                    os.unlink(self._path(key))
+                except FileNotFoundError:
+                    pass
+            else:
+                self.fs.delete_file(self._path(key))
+
+    # --- rounds ----------------------------------------------------------------------------
+    def rounds(self) -> list[int]:
+        return self.list_numbers("rounds")
+
+    def round_record(self, number: int) -> dict[str, Any] | None:
+        return self.read_json(f"{self.round_key(number)}/round.json")
+
+    def stage_done(self, number: int, stage: str) -> dict[str, Any] | None:
+        return self.read_json(f"{self.round_key(number)}/stages/{stage}.json")
+
+    def commit_stage(self, number: int, stage: str, record: dict[str, Any]) -> None:
+        if stage not in STAGES:
+            raise StateError(f"unknown stage {stage!r}")
+        earlier = STAGES[: STAGES.index(stage)]
+        missing = [s for s in earlier if not self.stage_done(number, s)]
+        if missing:
+            raise StateError(f"round {number}: cannot commit {stage} before {missing}")
+        self.write_json(f"{self.round_key(number)}/stages/{stage}.json", {**record, "stage": stage})
+
+    def next_stage(self, number: int) -> str | None:
+        return next((s for s in STAGES if not self.stage_done(number, s)), None)
+
+    def latest_model(self) -> int | None:
+        done = [n for n in self.list_numbers("models") if self.exists(f"{self.model_key(n)}/model.json")]
+        return done[-1] if done else None
+
+    def selected_ids(self, before: int | None = None) -> NDArray[np.int64]:
+        """Every id selected by a round (before round ``before``): never to be selected again."""
+        parts = []
+        for number in self.rounds():
+            if before is not None and number >= before:
+                continue
+            table = self.read_table(f"{self.round_key(number)}/selection.parquet", ["image_id"])
+            if table is not None:
+                parts.append(table["image_id"].to_numpy())
+        return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+
+    def labels(self, up_to: int) -> pa.Table:
+        """``image_id, label`` of every pool image labelled in rounds 1..up_to."""
+        tables = [t for n in self.rounds() if n <= up_to
+                  for t in [self.read_table(f"{self.round_key(n)}/labels.parquet")] if t is not None]
+        schema = pa.schema([("image_id", pa.int64()), ("label", pa.int64())])
+        return pa.concat_tables([t.select(["image_id", "label"]).cast(schema) for t in tables]) if tables \
+            else schema.empty_table()

@@ -34,3 +34,15 @@ def read_bytes(uri: str) -> bytes:
     fs, path = resolve(uri)
     with fs.open_input_stream(path) as stream:
         return stream.read()
+
+
+def localize_dir(uri: str) -> str:
+    """A local folder with the contents of ``uri``: the path itself when local, else a download."""
+    if not is_uri(uri) or uri.startswith("file://"):
+        return resolve(uri)[1]
+    import tempfile
+
+    fs, inner = resolve(uri)
+    target = tempfile.mkdtemp(prefix="raysal-")
+    pafs.copy_files(inner, target, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    return target
