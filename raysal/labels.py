@@ -9,7 +9,6 @@ from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -89,7 +88,3 @@ def validate_labels(table: pa.Table, selected_ids: np.ndarray, pool_ids: np.ndar
     if problems:
         raise LabelFileError("label file refused, nothing applied: " + "; ".join(problems))
     return pa.table({"image_id": pa.array(ids, pa.int64()), "label": pa.array(labels, pa.int64())})
-
-
-def null_count(table: pa.Table, column: str) -> int:
-    return int(pc.sum(pc.is_null(table[column])).as_py() or 0)

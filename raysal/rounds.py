@@ -183,7 +183,7 @@ def stage_label(r: _Round, label_file: str | None) -> str:
     elif label_file is None:
         if not r.state.exists(f"{r.key}/to_label.csv"):
             csv = "image_id,uri\n" + "".join(f"{i},{u}\n" for i, u in zip(selected, selection["uri"].to_pylist()))
-            r.state._write_bytes(f"{r.key}/to_label.csv", csv.encode())
+            r.state.write_bytes(f"{r.key}/to_label.csv", csv.encode())
         return WAITING
     else:
         pool_ids = _scores(r).select_columns(["image_id"]).to_pandas()["image_id"].to_numpy()
@@ -293,7 +293,7 @@ def _redraw(state: RunState, cfg: Config) -> None:
     if rows:
         xs = [rows[0]["labelled_total"] - rows[0]["selected"]] + [h["labelled_total"] for h in rows]
         ys = [rows[0]["test_accuracy_before"]] + [h["test_accuracy_after"] for h in rows]
-        state._write_bytes("learning_curve.png", learning_curve_png(xs, ys, f"raysal: {cfg.name}"))
+        state.write_bytes("learning_curve.png", learning_curve_png(xs, ys, f"raysal: {cfg.name}"))
 
 
 def run_round(cfg: Config, state_root: str, label_file: str | None = None, break_lock: bool = False) -> RoundOutcome:

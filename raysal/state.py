@@ -90,7 +90,7 @@ class RunState:
     def exists(self, key: str) -> bool:
         return self.fs.get_file_info(self._path(key)).type != pafs.FileType.NotFound
 
-    def _write_bytes(self, key: str, data: bytes) -> None:
+    def write_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
         self.fs.create_dir(posixpath.dirname(path), recursive=True)
         if not self.local:  # an object store PUT is atomic by itself
@@ -111,7 +111,7 @@ class RunState:
             return stream.read()
 
     def write_json(self, key: str, data: Any) -> None:
-        self._write_bytes(key, json.dumps(data, indent=2, sort_keys=True).encode())
+        self.write_bytes(key, json.dumps(data, indent=2, sort_keys=True).encode())
 
     def read_json(self, key: str) -> Any:
         data = self.read_bytes(key)
@@ -120,7 +120,7 @@ class RunState:
     def write_table(self, key: str, table: pa.Table) -> None:
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
-        self._write_bytes(key, sink.getvalue().to_pybytes())
+        self.write_bytes(key, sink.getvalue().to_pybytes())
 
     def read_table(self, key: str, columns: list[str] | None = None) -> pa.Table | None:
         if not self.exists(key):
