@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 import ray.data
 from numpy.typing import NDArray
@@ -20,7 +21,7 @@ from numpy.typing import NDArray
 from raysal import keras_env, storage
 from raysal.config import Config
 from raysal.images import UndecodableImage, decode_image
-from raysal.topk import merge_top_k, top_k_indices
+from raysal.topk import top_k_indices
 
 log = logging.getLogger(__name__)
 
@@ -131,16 +132,21 @@ def score(decoded: ray.data.Dataset, model_dir: str, cfg: Config) -> ray.data.Da
 CANDIDATE, SKIPPED, LOWEST = 0, 1, 2  # why a row survived a block, in the ``_role`` column
 
 
-def _block_survivors(batch: dict[str, NDArray], k: int, exclude_ref: ray.ObjectRef) -> dict[str, NDArray]:
+def _column(table: pa.Table, name: str) -> NDArray:
+    return table[name].to_numpy()  # numeric columns: zero-copy when there is one chunk
+
+
+def _block_survivors(block: pa.Table, k: int, exclude_ref: ray.ObjectRef) -> pa.Table:
     """The rows of one block the driver needs: its top k, its skipped rows, its lowest score."""
-    scores = batch["score"]
-    skipped = np.flatnonzero(batch["error"] != "") if "error" in batch else np.empty(0, np.intp)
-    top = top_k_indices(scores, batch["image_id"], k, ray.get(exclude_ref))
+    scores = _column(block, "score")
+    skipped = (np.flatnonzero(pc.not_equal(block["error"], "").to_numpy(zero_copy_only=False))
+               if "error" in block.column_names else np.empty(0, np.intp))
+    top = top_k_indices(scores, _column(block, "image_id"), k, ray.get(exclude_ref))
     valid = np.flatnonzero(~np.isnan(scores))
     lowest = valid[[np.argmin(scores[valid])]] if valid.size else np.empty(0, np.intp)
     keep = np.concatenate([top, skipped, lowest])
     role = np.repeat([CANDIDATE, SKIPPED, LOWEST], [len(top), len(skipped), len(lowest)]).astype(np.int8)
-    return {**{name: column[keep] for name, column in batch.items()}, "_role": role}
+    return block.take(keep).append_column("_role", pa.array(role))
 
 
 @dataclass(frozen=True)
@@ -158,29 +164,31 @@ def select_top_k(scored: ray.data.Dataset, k: int, exclude_ids: NDArray[np.int64
     """Exact top-k rows of ``scored`` by (score desc, image_id asc), never an excluded id.
 
     One pass: each block keeps its own best k (``argpartition``) plus its skipped rows and its
-    lowest score; the survivors stream to the driver and merge into a running top-k, so the
-    driver holds ~2k rows plus one batch, and the skipped rows.
+    lowest score; the survivors stream to the driver as Arrow batches and merge into a running
+    top-k, so the driver holds ~2k rows plus one batch, and the skipped rows.
     """
     exclude = np.unique(np.asarray(exclude_ids if exclude_ids is not None else [], dtype=np.int64))
     exclude_ref = ray.put(exclude)  # stored once; tasks fetch it instead of each carrying a copy
     wanted = list(dict.fromkeys([*columns, *(["error"] if "error" in scored.columns() else [])]))
     survivors = scored.select_columns(wanted).map_batches(
-        _block_survivors, fn_kwargs={"k": k, "exclude_ref": exclude_ref}, batch_size=None, batch_format="numpy")
-    best: dict[str, NDArray] = {}
-    skipped: list[dict[str, NDArray]] = []
+        _block_survivors, fn_kwargs={"k": k, "exclude_ref": exclude_ref}, batch_size=None, batch_format="pyarrow")
+    best: pa.Table | None = None
+    skipped: list[pa.Table] = []
     lowest = np.inf
-    for batch in survivors.iter_batches(batch_size=max(k, 4096), batch_format="numpy"):
-        role = batch.pop("_role")
-        candidates = {name: column[role == CANDIDATE] for name, column in batch.items() if name in columns}
-        best = merge_top_k([best, candidates] if best else [candidates], k)
+    for batch in survivors.iter_batches(batch_size=max(k, 4096), batch_format="pyarrow"):
+        role = _column(batch, "_role")
+        candidates = batch.filter(pa.array(role == CANDIDATE)).select(list(columns))
+        merged = (candidates if best is None else pa.concat_tables([best, candidates])).combine_chunks()
+        best = merged.take(top_k_indices(_column(merged, "score"), _column(merged, "image_id"), k))
         if (role == SKIPPED).any():
-            skipped.append({"image_id": batch["image_id"][role == SKIPPED], "uri": batch["uri"][role == SKIPPED],
-                            "reason": batch["error"][role == SKIPPED]})
+            rows = batch.filter(pa.array(role == SKIPPED))
+            skipped.append(pa.table({"image_id": rows["image_id"], "uri": rows["uri"], "reason": rows["error"]}))
         if (role == LOWEST).any():
-            lowest = min(lowest, float(batch["score"][role == LOWEST].min()))
-    rows = best or {c: np.empty(0) for c in columns}
-    skipped_columns = {c: np.concatenate([s[c] for s in skipped]) if skipped else np.empty(0, dtype=object)
-                       for c in ("image_id", "uri", "reason")}
+            lowest = min(lowest, float(_column(batch, "score")[role == LOWEST].min()))
+    rows = {c: (best[c].to_numpy(zero_copy_only=False) if best is not None else np.empty(0)) for c in columns}
+    skipped_table = pa.concat_tables(skipped) if skipped else None
+    skipped_columns = {c: (skipped_table[c].to_numpy(zero_copy_only=False) if skipped_table is not None
+                           else np.empty(0, dtype=object)) for c in ("image_id", "uri", "reason")}
     # The highest score of all is the first selected one unless every top row was excluded.
     return Selection(rows=rows, skipped=skipped_columns, score_min=None if np.isinf(lowest) else lowest,
                      score_max=float(rows["score"][0]) if len(rows["score"]) else None)
@@ -199,6 +207,4 @@ def labelled_images(batch: dict[str, NDArray]) -> dict[str, NDArray]:
 
 def keep_ids(batch: pa.Table, ids_ref: ray.ObjectRef) -> pa.Table:
     """Rows whose image_id is in the sorted id array behind ``ids_ref``."""
-    import pyarrow.compute as pc
-
     return batch.filter(pc.is_in(batch["image_id"], value_set=pa.array(ray.get(ids_ref))))
