@@ -12,7 +12,7 @@ import pyarrow.fs as pafs
 
 from raysal import storage
 from raysal.config import Config, SourceConfig
-from raysal.sources import ensure_digits, resolve_path
+from raysal.sources import SourceError, ensure_digits, resolve_path
 
 
 class Unavailable(RuntimeError):
@@ -34,7 +34,10 @@ def _check_source(cfg: SourceConfig, root: str) -> None:
         return
     path = resolve_path(cfg.path, root)
     if cfg.kind == "digits":
-        ensure_digits(path)
+        try:
+            ensure_digits(path)
+        except SourceError as exc:
+            raise Unavailable(f"{cfg.where}.path: {exc}") from None
         return
     fs, inner = storage.resolve(path)
     kind = fs.get_file_info(inner).type

@@ -153,6 +153,9 @@ def ensure_digits(folder: str) -> str:
 
     The row order is a fixed shuffle, so ``rows`` slices of it are class-balanced splits.
     """
+    if storage.is_uri(folder):
+        raise SourceError(f"the digits demo set is written to a local folder, not {folder}: "
+                          "set data.root to a local path")
     manifest = os.path.join(folder, DIGITS_MANIFEST)
     if os.path.exists(manifest):
         return manifest

@@ -154,46 +154,55 @@ class RunState:
         return sorted(int(i.base_name) for i in infos if i.type == pafs.FileType.Directory and i.base_name.isdigit())
 
     # --- the lock --------------------------------------------------------------------------
+    def _create_exclusive(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if it does not exist; False if it does. Atomic on local disks and S3."""
+        if self.local:
+            os.makedirs(os.path.dirname(self._path(key)), exist_ok=True)
+            try:
+                fd = os.open(self._path(key), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return True
+        if self.root.startswith("s3://"):
+            import boto3  # pyarrow has no create-if-absent: S3's conditional PUT is the atomic authority
+            from botocore.exceptions import ClientError
+
+            bucket, _, prefix = self.base.partition("/")
+            try:
+                boto3.client("s3").put_object(Bucket=bucket, Key=posixpath.join(prefix, key), Body=data,
+                                              IfNoneMatch="*")
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    return False
+                raise
+            return True
+        raise StateError(f"state {self.root}: no atomic create on this filesystem, so no safe lock; "
+                         "use a local path or s3://")
+
     @contextmanager
     def lock(self, break_lock: bool = False) -> Iterator[None]:
         """Hold ``lock.json`` while a round runs; a lock left by a dead local process is taken over."""
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
         key = "lock.json"
-        if self.local:
-            path = self._path(key)
-            os.makedirs(self.root, exist_ok=True)
-            for _ in range(2):
-                try:
-                    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                except FileExistsError:
-                    holder = self.read_json(key) or {}
-                    stale = holder.get("host") == me["host"] and not _pid_alive(int(holder.get("pid", -1)))
-                    if stale or break_lock:
-                        os.unlink(path)  # the holder is gone (or the user said so): take over
-                        continue
-                    raise Locked(
-                        f"state {self.root} is locked by pid {holder.get('pid')} on {holder.get('host')} since "
-                        f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('since', 0)))}: another "
-                        "round is running. If that process is gone for good, rerun with --break-lock") from None
-                with os.fdopen(fd, "w") as f:
-                    json.dump(me, f)
+        for _ in range(2):
+            if self._create_exclusive(key, json.dumps(me).encode()):
                 break
+            holder = self.read_json(key) or {}
+            stale = holder.get("host") == me["host"] and not _pid_alive(int(holder.get("pid", -1)))
+            if not (stale or break_lock):
+                since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
+                raise Locked(f"state {self.root} is locked by pid {holder.get('pid')} on {holder.get('host')} "
+                             f"since {since}: another round is running. If that process is gone for good, "
+                             "rerun with --break-lock")
+            self.fs.delete_file(self._path(key))  # the holder is gone (or the user said so): take over
         else:
-            holder = self.read_json(key)
-            if holder and not break_lock:
-                raise Locked(f"state {self.root} is locked by pid {holder.get('pid')} on {holder.get('host')}; "
-                             "rerun with --break-lock if that round is gone for good")
-            self.write_json(key, me)  # not atomic on object stores: see README, "State"
+            raise Locked(f"state {self.root}: another round took the lock while a stale one was cleared")
         try:
             yield
         finally:
-            if self.local:
-                try:
-                    os.unlink(self._path(key))
-                except FileNotFoundError:
-                    pass
-            else:
-                self.fs.delete_file(self._path(key))
+            self.fs.delete_file(self._path(key))
 
     # --- rounds ----------------------------------------------------------------------------
     def rounds(self) -> list[int]:

@@ -10,10 +10,7 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -23,39 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "jobs"))
 import round as round_job  # noqa: E402  (jobs/round.py)
 
-FAST = ["--budget", "40", "--set", "train.finetune_epochs=2", "--set", "data.test.rows=\"500:700\"",
-        "--num-cpus", "2"]
+from _jobs import FAST, job, kill_at, run_job  # noqa: E402
 HUMAN = ["--set", "label.mode=\"human\""]
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def job(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """jobs/round.py in a fresh process group (so a test can SIGKILL it with its local Ray)."""
-    return subprocess.Popen([sys.executable, str(REPO / "jobs" / "round.py"), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=REPO, start_new_session=True,
-                            env={**os.environ, **(env or {})})
-
-
-def run_job(*args: str, env: dict[str, str] | None = None, timeout: float = 400) -> tuple[int, str]:
-    proc = job(*args, env=env)
-    out, _ = proc.communicate(timeout=timeout)
-    return proc.returncode, out
-
-
-def kill_at(state: Path, marker: str, delay: float) -> str:
-    """Start a round, SIGKILL it and its Ray ``delay`` seconds after ``marker`` is logged."""
-    proc = job("--state", str(state), *FAST)
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if marker in line:
-            time.sleep(delay)
-            os.killpg(proc.pid, signal.SIGKILL)  # no cleanup: the lock and partial files stay
-            break
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "".join(seen)[-3000:]
-    return "".join(seen)
 
 
 def copy_state(source: Path, target: Path, keep_rounds: bool) -> Path:
@@ -110,7 +78,7 @@ def test_two_rounds_at_once_exactly_one_runs(reference_round):
 
 def test_killed_while_scoring_resumes_to_the_same_state(reference_round, tmp_path):
     state = copy_state(reference_round, tmp_path / "state", keep_rounds=False)
-    kill_at(state, "stage score: started", delay=1.5)
+    kill_at(["--state", str(state), *FAST], "stage score: started", delay=1.5)
     assert (state / "lock.json").exists() and not (state / "rounds" / "0001" / "stages" / "score.json").exists()
     code, out = run_job("--state", str(state), *FAST)  # the stale lock is taken over without --break-lock
     assert code == 0, out[-3000:]
@@ -119,7 +87,7 @@ def test_killed_while_scoring_resumes_to_the_same_state(reference_round, tmp_pat
 
 def test_killed_while_training_resumes_to_the_same_state(reference_round, tmp_path):
     state = copy_state(reference_round, tmp_path / "state", keep_rounds=False)
-    kill_at(state, "stage train: started", delay=6)
+    kill_at(["--state", str(state), *FAST], "stage train: started", delay=6)
     stages = state / "rounds" / "0001" / "stages"
     assert (stages / "label.json").exists() and not (stages / "train.json").exists()
     code, out = run_job("--state", str(state), *FAST)
