@@ -12,7 +12,7 @@ import pyarrow.fs as pafs
 
 from raysal import storage
 from raysal.config import Config, SourceConfig
-from raysal.sources import SourceError, ensure_digits, resolve_path
+from raysal.sources import SourceError, ensure_digits, prepared_tfds_builder, resolve_path
 
 
 class Unavailable(RuntimeError):
@@ -20,25 +20,16 @@ class Unavailable(RuntimeError):
 
 
 def _check_source(cfg: SourceConfig, root: str) -> None:
-    if cfg.kind == "tfds":
-        from raysal import keras_env  # noqa: F401  (before TensorFlow)
-        import tensorflow_datasets as tfds
-
-        data_dir = os.path.expanduser(cfg.data_dir) if cfg.data_dir else None
-        builder = tfds.builder(cfg.tfds_name, data_dir=data_dir)
-        if not builder.is_prepared():
-            raise Unavailable(
-                f"{cfg.where}: TFDS dataset {cfg.tfds_name!r} is not prepared in {builder.data_dir}, and raysal never "
-                f"downloads at run time. On a machine with network run `tfds build {cfg.tfds_name} --data_dir DIR`, "
-                f"copy DIR here and set {cfg.where}.data_dir (e.g. --set {cfg.where}.data_dir=DIR)")
-        return
+    try:
+        if cfg.kind == "tfds":
+            prepared_tfds_builder(cfg)
+            return
+        if cfg.kind == "digits":
+            ensure_digits(resolve_path(cfg.path, root))
+            return
+    except SourceError as exc:  # TFDS messages name the field already
+        raise Unavailable(str(exc) if cfg.kind == "tfds" else f"{cfg.where}.path: {exc}") from None
     path = resolve_path(cfg.path, root)
-    if cfg.kind == "digits":
-        try:
-            ensure_digits(path)
-        except SourceError as exc:
-            raise Unavailable(f"{cfg.where}.path: {exc}") from None
-        return
     fs, inner = storage.resolve(path)
     kind = fs.get_file_info(inner).type
     wanted = pafs.FileType.Directory if cfg.kind == "folder" else pafs.FileType.File

@@ -17,7 +17,7 @@ import logging
 import os
 import posixpath
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -118,8 +118,8 @@ def list_folder(path: str, classes: Sequence[str], where: str) -> pa.Table:
     return _check_unique(table, where)
 
 
-def read_tfds_table(cfg: SourceConfig, classes: Sequence[str]) -> pa.Table:
-    """A TFDS split as encoded image bytes, read from a prepared ``data_dir`` (never downloaded)."""
+def prepared_tfds_builder(cfg: SourceConfig) -> Any:
+    """The TFDS builder of a prepared dataset; SourceError saying how to prepare it otherwise."""
     from raysal import keras_env  # noqa: F401  (before TensorFlow)
     import tensorflow_datasets as tfds
 
@@ -129,7 +129,15 @@ def read_tfds_table(cfg: SourceConfig, classes: Sequence[str]) -> pa.Table:
         raise SourceError(
             f"{cfg.where}: TFDS dataset {cfg.tfds_name!r} is not prepared in {builder.data_dir}. raysal never "
             f"downloads at run time: on a machine with network run `tfds build {cfg.tfds_name} --data_dir DIR`, "
-            f"copy DIR here and set {cfg.where}.data_dir = \"DIR\"")
+            f"copy DIR here and set {cfg.where}.data_dir = \"DIR\" (e.g. --set {cfg.where}.data_dir='\"DIR\"')")
+    return builder
+
+
+def read_tfds_table(cfg: SourceConfig, classes: Sequence[str]) -> pa.Table:
+    """A TFDS split as encoded image bytes, read from a prepared ``data_dir`` (never downloaded)."""
+    import tensorflow_datasets as tfds
+
+    builder = prepared_tfds_builder(cfg)
     names = builder.info.features["label"].names
     if list(names) != list(classes):
         raise SourceError(f"{cfg.where}: data.classes {list(classes)} differ from {cfg.tfds_name}'s labels {names}")
