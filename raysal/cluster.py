@@ -14,5 +14,5 @@ def init_ray(num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS") or None
-    ray.init(address=address, num_cpus=None if address else num_cpus,
+    ray.init(address=address or "local", num_cpus=None if address else num_cpus,
              runtime_env={"env_vars": keras_env.worker_env()}, log_to_driver=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 # A quick round: 40 images, 2 epochs, a 200-image test split.
 FAST = ["--budget", "40", "--set", "train.finetune_epochs=2", "--set", "data.test.rows=\"500:700\"",
         "--num-cpus", "2"]
+HUMAN = ["--set", "label.mode=\"human\""]
 
 
 def job(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -41,3 +43,12 @@ def kill_at(args: list[str], marker: str, delay: float, env: dict[str, str] | No
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "".join(seen)[-3000:]
     return "".join(seen)
+
+
+def copy_state(source: Path, target: Path, keep_rounds: bool) -> Path:
+    shutil.copytree(source, target)
+    if not keep_rounds:  # only the run identity and the round-0 model remain
+        for name in ("rounds", "history.json", "learning_curve.png", "lock.json"):
+            path = target / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    return target

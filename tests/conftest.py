@@ -15,13 +15,28 @@ RAY_CPUS = 2
 
 
 @pytest.fixture(scope="session")
+def waiting_state(tmp_path_factory):
+    """A demo run with its round-0 model trained, round 1 scored, selected and waiting for labels.
+
+    Made once (a real job in a subprocess); tests copy it, so they share one round-0 model.
+    """
+    from _jobs import FAST, HUMAN, run_job
+
+    state = tmp_path_factory.mktemp("base") / "state"
+    code, out = run_job("--state", str(state), *FAST, *HUMAN)
+    assert code == 0, out[-3000:]
+    assert "round 1 is waiting for labels" in out
+    return state
+
+
+@pytest.fixture(scope="session")
 def ray_session():
     """A local Ray with the CPUs of a small CI machine; shut down at the end of the session."""
     import ray
 
     from raysal.keras_env import worker_env
 
-    ray.init(num_cpus=RAY_CPUS, include_dashboard=False, runtime_env={"env_vars": worker_env()},
+    ray.init(address="local", num_cpus=RAY_CPUS, include_dashboard=False, runtime_env={"env_vars": worker_env()},
              log_to_driver=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray

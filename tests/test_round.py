@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -20,19 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "jobs"))
 import round as round_job  # noqa: E402  (jobs/round.py)
 
-from _jobs import FAST, job, kill_at, run_job  # noqa: E402
-HUMAN = ["--set", "label.mode=\"human\""]
+from _jobs import FAST, HUMAN, copy_state, job, kill_at, run_job  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def copy_state(source: Path, target: Path, keep_rounds: bool) -> Path:
-    shutil.copytree(source, target)
-    if not keep_rounds:  # only the run identity and the round-0 model remain
-        for name in ("rounds", "history.json", "learning_curve.png", "lock.json"):
-            path = target / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    return target
 
 
 def snapshot(state: Path) -> dict[str, str]:
@@ -46,16 +35,6 @@ def outcome(state: Path, number: int = 1) -> tuple[list, list]:
     selection = pq.read_table(key / "selection.parquet", columns=["image_id", "score", "rank"]).to_pylist()
     labels = pq.read_table(key / "labels.parquet").to_pylist()
     return selection, labels
-
-
-@pytest.fixture(scope="module")
-def waiting_state(tmp_path_factory) -> Path:
-    """Round-0 model trained; round 1 scored, selected and waiting for human labels."""
-    state = tmp_path_factory.mktemp("base") / "state"
-    code, out = run_job("--state", str(state), *FAST, *HUMAN)
-    assert code == 0, out[-3000:]
-    assert "round 1 is waiting for labels" in out
-    return state
 
 
 @pytest.fixture(scope="module")
