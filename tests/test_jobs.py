@@ -40,23 +40,20 @@ def ray_head():
                              f"--temp-dir={temp_dir}", *(f"{flag}={port}" for flag, port in ports.items())],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{ports['--dashboard-port']}"
-    from ray.job_submission import JobSubmissionClient
-
     deadline = time.monotonic() + 120
-    while True:  # the job API answers once the dashboard and its agent are up
-        try:
-            JobSubmissionClient(address).list_jobs()
-            probe = subprocess.run([os.path.join(VENV_BIN, "ray"), "job", "submit", "--address", address, "--",
-                                    "true"], env=env, capture_output=True, text=True, timeout=60)
-            if probe.returncode == 0:
-                break
-        except Exception:  # noqa: BLE001  (not up yet: connection refused, no agent)
-            pass
+    while True:  # jobs are accepted once the dashboard and its agent are up
+        probe = subprocess.run([os.path.join(VENV_BIN, "ray"), "job", "submit", "--address", address, "--", "true"],
+                               env=env, capture_output=True, text=True, timeout=60)
+        if probe.returncode == 0:
+            break
         if time.monotonic() > deadline or head.poll() is not None:
             os.killpg(head.pid, signal.SIGKILL)
-            pytest.fail("the Ray head did not start")
+            pytest.fail(f"the Ray head did not start: {probe.stderr[-2000:]}")
         time.sleep(2)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("RAY_AUTH_MODE", "token")  # this process's job client, too, must send the cluster's token
     yield address, env
+    patch.undo()
     os.killpg(head.pid, signal.SIGTERM)
     try:
         head.wait(timeout=30)
