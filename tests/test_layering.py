@@ -15,7 +15,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("ray", "tensorflow")
-PURE_MODULES = ["raysal.criteria", "raysal.topk", "raysal.config", "raysal.images"]
+PURE_MODULES = ["raysal.criteria", "raysal.topk", "raysal.config", "raysal.images", "raysal.metrics", "raysal.schedule",
+                "raysal.labels"]
 
 _PROBE = """
 import importlib, sys
