@@ -135,6 +135,8 @@ class ScoreConfig:
     decode_threads: int = 2  # PIL releases the GIL: threads decode in parallel within one task
     calls_per_actor: int = 2  # concurrent batches per actor: one decodes while another runs the model
     top_probs: int = 5  # top classes/probabilities kept per image in the scores file
+    xla: bool = False  # compile the model call with XLA (jit_compile): often faster on GPUs
+    mixed_precision: bool = False  # float16 compute (mixed_float16): for GPUs with tensor cores
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "score.batch_size", f"must be >= 1, got {self.batch_size}")
@@ -246,6 +248,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         _check(isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value), where,
                f"must be a list of strings, got {value!r}")
         return tuple(value)
+    if hint is bool:
+        _check(isinstance(value, bool), where, f"must be true or false, got {value!r}")
+        return value
     if hint is float:
         _check(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), where,
                f"must be a finite number, got {value!r}")

@@ -68,21 +68,26 @@ def decode(ds: ray.data.Dataset, cfg: Config) -> ray.data.Dataset:
 class Scorer:
     """Holds one model per actor; ``__call__`` scores one batch of decoded images."""
 
-    def __init__(self, model_dir: str, criterion: str, seed: int, batch_size: int, top_probs: int) -> None:
+    def __init__(self, model_dir: str, criterion: str, seed: int, batch_size: int, top_probs: int,
+                 xla: bool = False, mixed_precision: bool = False) -> None:
         keras_env.use_legacy_keras()
         import tensorflow as tf
+        import tf_keras as keras
 
         from raysal import criteria, models
 
         for gpu in tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.set_memory_growth(gpu, True)
+            tf.config.experimental.set_memory_growth(gpu, True)  # share the GPU, don't grab it all
+        if mixed_precision:  # this actor's process only; float32 weights, float16 compute
+            keras.mixed_precision.set_global_policy("mixed_float16")
         self.model, model_cfg, self.classes = models.load_checkpoint(storage.localize_dir(model_dir))
         self.criterion = criteria.get_criterion(criterion, seed)
         self.batch_size = batch_size
         self.top = min(top_probs, len(self.classes))
         size = model_cfg.input_size
         spec = tf.TensorSpec([batch_size, size, size, 3], tf.uint8)  # fixed: traced once, XLA-friendly
-        self._predict = tf.function(lambda images: self.model(images, training=False), input_signature=[spec])
+        self._predict = tf.function(lambda images: tf.cast(self.model(images, training=False), tf.float32),
+                                    input_signature=[spec], jit_compile=xla)
 
     def probs(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
         n = len(images)
@@ -119,7 +124,8 @@ def score(decoded: ray.data.Dataset, model_dir: str, cfg: Config) -> ray.data.Da
     return decoded.map_batches(
         Scorer,
         fn_constructor_kwargs={"model_dir": model_dir, "criterion": cfg.select.criterion, "seed": cfg.seed,
-                               "batch_size": s.batch_size, "top_probs": s.top_probs},
+                               "batch_size": s.batch_size, "top_probs": s.top_probs, "xla": s.xla,
+                               "mixed_precision": s.mixed_precision},
         batch_size=s.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=s.min_actors, max_size=s.max_actors,
                                            max_concurrent_calls_per_actor=s.calls_per_actor,

@@ -108,3 +108,22 @@ def test_top_k_budget_above_what_is_left_selects_everything_left(ray_session):
                       "score": np.linspace(0, 1, 10), "predicted": np.zeros(10, np.int64)})
     got = pipeline.select_top_k(ray.data.from_arrow(table), 50, np.array([9, 8])).rows
     assert got["image_id"].tolist() == [7, 6, 5, 4, 3, 2, 1, 0]
+
+
+@pytest.mark.parametrize(("options", "tolerance"), [({"xla": True}, 1e-5), ({"mixed_precision": True}, 5e-3)])
+def test_scorer_options_keep_the_scores(image_folder, tiny_checkpoint, options, tolerance):
+    """XLA and mixed precision (GPU options) compute the same scores, here on the CPU, in-process."""
+    root, expected = image_folder
+    table = sources.list_folder(root, ["a", "b", "c"], "data.pool")
+    batch = pipeline.decode_batch({"image_id": table["image_id"].to_numpy(), "uri": table["uri"].to_numpy(
+        zero_copy_only=False), "label": table["label"].to_numpy(zero_copy_only=False)}, 16)
+    plain = pipeline.Scorer(tiny_checkpoint, "entropy", 0, 4, 3)(batch)
+    try:
+        tuned = pipeline.Scorer(tiny_checkpoint, "entropy", 0, 4, 3, **options)(batch)
+    finally:
+        import tf_keras as keras
+
+        keras.mixed_precision.set_global_policy("float32")  # the policy is per process
+    ok = batch["error"] == ""
+    np.testing.assert_allclose(tuned["score"][ok], plain["score"][ok], atol=tolerance)
+    assert np.isnan(tuned["score"][~ok]).all()

@@ -78,13 +78,35 @@ def test_lock_on_s3_is_exclusive_and_stale_locks_are_taken_over(s3):
         assert state.read_json("lock.json")["pid"] == os.getpid()
 
 
+def upload_pool(tmp_path: Path) -> str:
+    """The demo's pool images and a manifest of their s3:// URIs, uploaded to the bucket."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from raysal import sources, storage
+
+    local = pq.read_table(sources.ensure_digits(str(tmp_path / "data" / "digits"))).slice(900)
+    fs, _ = storage.resolve(f"s3://{BUCKET}")
+    uris = []
+    for path in local["uri"].to_pylist():
+        key = f"{BUCKET}/pool/images/{os.path.basename(path)}"
+        with fs.open_output_stream(key) as out:
+            out.write(Path(path).read_bytes())
+        uris.append(f"s3://{key}")
+    manifest = pa.table({"image_id": local["image_id"], "uri": pa.array(uris), "label": local["label"]})
+    pq.write_table(manifest, f"{BUCKET}/pool/manifest.parquet", filesystem=fs)
+    return f"s3://{BUCKET}/pool/manifest.parquet"
+
+
 @pytest.mark.timeout(600)
-def test_round_on_s3_survives_a_kill_and_resumes(s3, tmp_path):
+def test_round_with_pool_and_state_on_s3_survives_a_kill_and_resumes(s3, tmp_path):
     from raysal import rounds
     from raysal.state import RunState
 
     root = f"s3://{BUCKET}/run"
-    args = ["--state", root, "--set", f"data.root=\"{tmp_path / 'data'}\"", *FAST]
+    pool = upload_pool(tmp_path)
+    args = ["--state", root, "--set", f"data.root=\"{tmp_path / 'data'}\"", "--set", "data.pool.kind=\"manifest\"",
+            "--set", f"data.pool.path=\"{pool}\"", "--set", "data.pool.rows=\"\"", *FAST]
     kill_at(args, "stage score: started", delay=1.5, env=s3)
     state = RunState(root)
     assert state.exists("lock.json") and state.exists("models/0000/weights.h5")
@@ -99,6 +121,7 @@ def test_round_on_s3_survives_a_kill_and_resumes(s3, tmp_path):
     labels = state.read_table("rounds/0001/labels.parquet")
     assert selection.num_rows == 40 and sorted(labels["image_id"].to_pylist()) == sorted(
         selection["image_id"].to_pylist())
+    assert all(uri.startswith(f"s3://{BUCKET}/pool/images/") for uri in selection["uri"].to_pylist())
     assert state.exists("models/0001/weights.h5") and state.exists("learning_curve.png")
     assert json.loads(state.read_bytes("history.json"))[0]["round"] == 1
     assert not state.exists("lock.json")
