@@ -11,7 +11,6 @@ ratio; timings are medians of repeats. Results go to a JSON file and a markdown 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time

@@ -35,18 +35,18 @@ def decide(run: str, round_number: int, statuses: dict[str, str]) -> Decision:
     Args:
         statuses: job status by submission id, for the ids of this round (missing = never submitted).
     """
-    retry = 0
+    ended: list[str] = []  # how the earlier tries of this round ended
     while True:
-        job_id = submission_id(run, round_number, retry)
+        job_id = submission_id(run, round_number, retry=len(ended))
         status = statuses.get(job_id)
         if status is None:
-            return Decision(True, job_id, "not submitted yet" if retry == 0 else f"earlier tries ended {previous}")
+            reason = f"earlier tries ended {', '.join(ended)}" if ended else "not submitted yet"
+            return Decision(True, job_id, reason)
         if status in ACTIVE:
             return Decision(False, job_id, f"job {job_id} is {status.lower()}")
         if status in FINISHED_OK:
             return Decision(False, job_id, f"job {job_id} already succeeded")
-        previous = status.lower()
-        retry += 1
+        ended.append(status.lower())
 
 
 def entrypoint(round_args: Sequence[str]) -> str:

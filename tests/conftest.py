@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 
 import raysal.keras_env  # noqa: F401  (before anything imports TensorFlow)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "jobs"))
 import round as round_job  # noqa: E402  (jobs/round.py)
 
-from _jobs import FAST, HUMAN, copy_state, job, kill_at, run_job  # noqa: E402
+from _jobs import FAST, copy_state, job, kill_at, run_job  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
 
