@@ -1,7 +1,11 @@
 """Image bytes to RGB arrays of a fixed size, tolerant of the images found in real pools.
 
-Pure PIL + numpy. Grayscale, RGBA, palette, CMYK and 16-bit images are converted; what cannot
-be decoded raises ``UndecodableImage`` with a reason for the skipped-images report.
+Plain JPEGs, the bulk of any real pool, take a fast path: libjpeg-turbo through ``simplejpeg``,
+decoding at a reduced DCT scale when the image is at least twice the target size. Everything
+else, and any JPEG the fast path refuses, goes through PIL, which converts grayscale, RGBA,
+palette, CMYK, 16-bit and EXIF-rotated images and gives the reason when an image is bad
+(``UndecodableImage``). Both paths resize with OpenCV, so an image decodes the same way in
+every stage of a round.
 """
 
 from __future__ import annotations
@@ -9,12 +13,17 @@ from __future__ import annotations
 import io
 import warnings
 
+import cv2
 import numpy as np
+import simplejpeg
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Full-scale value of the integer modes Pillow opens 16-bit images as ("I" holds 16-bit PGM/TIFF).
 _FULL_SCALE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0}
+_EXIF_ORIENTATION = 0x0112
+_JPEG_MAGIC = b"\xff\xd8\xff"  # start of image, then the first marker
+_JPEG_APP1, _JPEG_START_OF_SCAN, _JPEG_END = 0xE1, 0xDA, 0xD9
 
 
 class UndecodableImage(ValueError):
@@ -32,27 +41,93 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
+def _upright(img: Image.Image) -> bool:
+    """True when no EXIF orientation tag asks for a rotation or flip (parsing EXIF costs ~35 us)."""
+    return "exif" not in img.info or img.getexif().get(_EXIF_ORIENTATION, 1) == 1
+
+
+def _jpeg_orientation(data: bytes) -> int | None:
+    """The EXIF orientation of a JPEG (1 when it has none), or None when its headers look wrong.
+
+    Walks the marker segments up to the image data; only an EXIF segment, when there is one,
+    is parsed (by PIL). Cheaper than opening the image with PIL, which parses every table.
+    """
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker in (_JPEG_START_OF_SCAN, _JPEG_END):
+            return 1
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker == _JPEG_APP1 and data[pos + 4:pos + 10] == b"Exif\x00\x00":
+            exif = Image.Exif()
+            try:
+                exif.load(data[pos + 4:pos + 2 + length])
+            except Exception:  # malformed EXIF: PIL's own path decides what to do with the image
+                return None
+            return exif.get(_EXIF_ORIENTATION, 1)
+        pos += 2 + length
+    return None
+
+
+def _fast_jpeg(data: bytes, size: int) -> NDArray[np.uint8] | None:
+    """An upright RGB or grayscale JPEG decoded by libjpeg-turbo; None leaves the image to PIL.
+
+    ``strict`` turns libjpeg's warnings (truncated or damaged data) into errors, so a bad JPEG
+    falls back to PIL and is reported with PIL's reason rather than decoded half grey.
+    """
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    limit = Image.MAX_IMAGE_PIXELS
+    if (colorspace not in ("YCbCr", "Gray", "RGB") or (limit and height * width > limit)
+            or _jpeg_orientation(data) != 1):
+        return None  # CMYK, too large (PIL gives the reason) or rotated
+    shrink = min(height, width) >= 2 * size  # a reduced-scale decode is only fast at 1/2 and below
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True, min_height=size if shrink else 0,
+                                      min_width=size if shrink else 0, min_factor=2 if shrink else 1)
+    except ValueError:
+        return None
+
+
+def _resize(rgb: NDArray[np.uint8], size: int) -> NDArray[np.uint8]:
+    """``[h, w, 3]`` to ``[size, size, 3]``: area averaging when shrinking 2x or more, else bilinear."""
+    height, width = rgb.shape[:2]
+    if (height, width) == (size, size):
+        return np.ascontiguousarray(rgb)
+    shrink = min(height, width) >= 2 * size
+    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
 def decode_image(data: bytes, size: int) -> NDArray[np.uint8]:
-    """Decode ``data`` and resize to ``[size, size, 3]`` uint8 (bilinear, aspect not kept).
+    """Decode ``data`` and resize to ``[size, size, 3]`` uint8 (aspect not kept).
 
     Raises:
-        UndecodableImage: empty, truncated, corrupt or non-image data.
+        UndecodableImage: empty, truncated, corrupt, too large or non-image data.
     """
     if not data:
         raise UndecodableImage("empty file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale >= size, much faster
-            img.load()  # force the full decode here, so truncation is caught here
-            if "exif" in img.info:  # the orientation tag lives there; parsing EXIF costs ~35 us
-                img = ImageOps.exif_transpose(img)
-            rgb = _to_rgb(img).resize((size, size), Image.Resampling.BILINEAR)
+            rgb = _fast_jpeg(data, size) if data.startswith(_JPEG_MAGIC) else None
+            if rgb is None:
+                img = Image.open(io.BytesIO(data))
+                img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale >= size, much faster
+                img.load()  # force the full decode here, so truncation is caught here
+                if not _upright(img):
+                    img = ImageOps.exif_transpose(img)
+                rgb = np.asarray(_to_rgb(img), dtype=np.uint8)  # [h, w, 3]
     except UnidentifiedImageError:
         raise UndecodableImage("not an image (format not recognised)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise UndecodableImage(f"too large: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise UndecodableImage(f"corrupt or truncated: {exc}") from None
-    return np.asarray(rgb, dtype=np.uint8)  # [size, size, 3]
+    return _resize(rgb, size)  # [size, size, 3]

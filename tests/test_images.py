@@ -7,8 +7,9 @@ from typing import Callable
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
+from raysal import images
 from raysal.images import UndecodableImage, decode_image
 
 
@@ -197,3 +198,76 @@ def test_image_under_the_pixel_limit_is_fine(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 24 * 16)
     pixels = decode_image(encode(Image.new("RGB", (24, 16), (1, 2, 3)), "PNG"), 8)
     assert pixels[0, 0].tolist() == [1, 2, 3]
+
+
+# --- the libjpeg-turbo fast path for plain JPEGs -----------------------------------------------
+
+
+def _photo(width: int, height: int, seed: int = 0) -> Image.Image:
+    """Smooth colour fields, like a photo: random 8x8 colours scaled up."""
+    small = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize((width, height), Image.Resampling.BILINEAR)
+
+
+def _with_orientation(img: Image.Image, orientation: int) -> bytes:
+    exif = img.getexif()
+    exif[0x0112] = orientation
+    return encode(img, "JPEG", quality=95, exif=exif.tobytes())
+
+
+@pytest.mark.parametrize(("width", "height", "size"), [(96, 72, 64), (500, 375, 75), (40, 30, 64)])
+def test_fast_path_decodes_plain_jpegs_like_pil(width: int, height: int, size: int) -> None:
+    data = encode(_photo(width, height), "JPEG", quality=95)
+    fast = images._fast_jpeg(data, size)
+    assert fast is not None, "a plain RGB JPEG should take the fast path"
+    # PIL's decode of the same file at full scale, resized the same way: reduced-scale DCT
+    # decoding differs a little from full decoding + area averaging, and nothing more.
+    reference = images._resize(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), size)
+    got = decode_image(data, size)
+    diff = np.abs(got.astype(int) - reference)
+    assert diff.mean() < 1.5 and diff.max() <= 16, f"mean {diff.mean():.2f}, max {diff.max()}"
+
+
+@pytest.mark.parametrize(
+    ("make", "takes_fast_path"),
+    [
+        pytest.param(lambda: encode(_photo(40, 30), "JPEG"), True, id="rgb"),
+        pytest.param(lambda: encode(_photo(40, 30).convert("L"), "JPEG"), True, id="grayscale"),
+        pytest.param(lambda: _with_orientation(_photo(40, 30), 1), True, id="exif-upright"),
+        pytest.param(lambda: _with_orientation(_photo(40, 30), 6), False, id="exif-rotated"),
+        pytest.param(lambda: encode(Image.new("CMYK", (40, 30), (0, 255, 255, 0)), "JPEG"), False, id="cmyk"),
+        pytest.param(lambda: encode(_photo(40, 30), "JPEG")[:-2], False, id="no-end-of-image"),
+        pytest.param(lambda: encode(_photo(40, 30), "JPEG")[:300], False, id="cut-short"),
+    ],
+)
+def test_fast_path_takes_only_plain_intact_jpegs(make: Callable[[], bytes], takes_fast_path: bool) -> None:
+    assert (images._fast_jpeg(make(), 16) is not None) == takes_fast_path
+
+
+def test_fast_path_leaves_oversized_jpegs_to_pil(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = encode(_photo(40, 30), "JPEG")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40 * 30 - 1)
+    assert images._fast_jpeg(data, 16) is None
+    with pytest.raises(UndecodableImage, match=r"^too large: "):
+        decode_image(data, 16)
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_jpeg_orientation_is_read_from_the_exif_segment(orientation: int) -> None:
+    assert images._jpeg_orientation(_with_orientation(_photo(40, 30), orientation)) == orientation
+
+
+def test_jpeg_orientation_without_exif_is_upright_and_bad_headers_are_unknown() -> None:
+    data = encode(_photo(40, 30), "JPEG")
+    assert images._jpeg_orientation(data) == 1
+    assert images._jpeg_orientation(data[:2] + b"\x00" + data[3:]) is None  # no marker where one must be
+    assert images._jpeg_orientation(data[:4]) is None  # ends inside the headers
+
+
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_rotated_jpeg_decodes_as_its_upright_version(orientation: int) -> None:
+    img = _photo(40, 30)
+    upright = ImageOps.exif_transpose(Image.open(io.BytesIO(_with_orientation(img, orientation))))
+    want = decode_image(encode(upright, "PNG"), 16)
+    got = decode_image(_with_orientation(img, orientation), 16)
+    assert np.abs(got.astype(int) - want).mean() < 3  # JPEG loss only
