@@ -197,9 +197,10 @@ def scoring_case(name: str, model_kind: str, input_size: int, n_images: int, sou
     """raysal's scoring of ``n_images`` files against tf.data + predict, and predict alone.
 
     raysal is timed end to end on all the images, on the first half of them and on one batch.
-    The steady-state rate, once actors have started and loaded the model, is the second half's
-    images over the time they added: every per-pass cost (actor start, model load, ramp-up and
-    drain) cancels out. The one-batch pass is the fixed cost. The baselines run in this process
+    The steady-state rate, once actors have started and loaded the model, is estimated twice:
+    the second half's images over the time they added (every per-pass cost cancels out), and
+    all images but one batch over the time beyond the one-batch pass (the fixed cost). The
+    lower estimate is reported, with both in the notes. The baselines run in this process
     with the model already loaded, so they pay no fixed cost; what a fresh single process pays
     before its first batch is measured beside raysal's.
     """
@@ -223,7 +224,9 @@ def scoring_case(name: str, model_kind: str, input_size: int, n_images: int, sou
         t_half, _ = median_seconds(lambda: _raysal_scoring_seconds(half_cfg, checkpoint), repeats)
         t_raysal, _ = median_seconds(lambda: _raysal_scoring_seconds(cfg, checkpoint), repeats)
     e2e = n_images / t_raysal
-    steady = (n_images - half) / (t_raysal - t_half) if t_raysal > t_half else float("nan")
+    by_half = (n_images - half) / (t_raysal - t_half) if t_raysal > t_half else float("nan")
+    by_fixed = (n_images - batch_size) / (t_raysal - t_fixed) if t_raysal > t_fixed else float("nan")
+    steady = min(by_half, by_fixed)
     tfdata, model_only = n_images / t_tfdata, n_images / t_model
     r = lambda x: round(x, 1)  # noqa: E731
     return [
@@ -232,7 +235,8 @@ def scoring_case(name: str, model_kind: str, input_size: int, n_images: int, sou
          "notes": f"{n_images} JPEGs of {source_side}px; raysal includes its fixed cost, the baseline none"},
         {"group": "scoring", "name": f"{name}: raysal steady state vs tf.data + predict", "unit": "images/s",
          "raysal": r(steady), "baseline": r(tfdata), "ratio": round(steady / tfdata, 3),
-         "notes": "raysal: (all images - half) / (time of all - time of half); target >= 0.8"},
+         "notes": f"raysal: the lower of {by_half:.1f} (second half / its added time) and {by_fixed:.1f} "
+                  "((all - one batch) / (time - one-batch time)); target >= 0.8"},
         {"group": "scoring", "name": f"{name}: raysal steady state vs predict on decoded arrays", "unit": "images/s",
          "raysal": r(steady), "baseline": r(model_only), "ratio": round(steady / model_only, 3),
          "notes": "baseline is the model alone: no read, no decode"},
