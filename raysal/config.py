@@ -132,7 +132,7 @@ class ScoreConfig:
     cpus_per_actor: float = 0.5  # leave CPUs for the decode tasks, or the pipeline stalls
     gpus_per_actor: float = 0.0  # 1 on GPU nodes
     decode_cpus: float = 0.5  # per decode task
-    decode_threads: int = 2  # PIL releases the GIL: threads decode in parallel within one task
+    decode_threads: int = 2  # libjpeg-turbo and OpenCV release the GIL: threads share a batch's decoding
     calls_per_actor: int = 2  # concurrent batches per actor: one decodes while another runs the model
     top_probs: int = 5  # top classes/probabilities kept per image in the scores file
     xla: bool = False  # compile the model call with XLA (jit_compile): often faster on GPUs

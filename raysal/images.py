@@ -74,6 +74,11 @@ def _jpeg_orientation(data: bytes) -> int | None:
     return None
 
 
+def _shrinks(height: int, width: int, size: int) -> bool:
+    """Shrinking by 2x or more: JPEGs then decode at a reduced DCT scale, resizing averages areas."""
+    return min(height, width) >= 2 * size
+
+
 def _fast_jpeg(data: bytes, size: int) -> NDArray[np.uint8] | None:
     """An upright RGB or grayscale JPEG decoded by libjpeg-turbo; None leaves the image to PIL.
 
@@ -88,7 +93,7 @@ def _fast_jpeg(data: bytes, size: int) -> NDArray[np.uint8] | None:
     if (colorspace not in ("YCbCr", "Gray", "RGB") or (limit and height * width > limit)
             or _jpeg_orientation(data) != 1):
         return None  # CMYK, too large (PIL gives the reason) or rotated
-    shrink = min(height, width) >= 2 * size  # a reduced-scale decode is only fast at 1/2 and below
+    shrink = _shrinks(height, width, size)  # a reduced-scale decode is only fast at 1/2 and below
     try:
         return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True, min_height=size if shrink else 0,
                                       min_width=size if shrink else 0, min_factor=2 if shrink else 1)
@@ -101,8 +106,8 @@ def _resize(rgb: NDArray[np.uint8], size: int) -> NDArray[np.uint8]:
     height, width = rgb.shape[:2]
     if (height, width) == (size, size):
         return np.ascontiguousarray(rgb)
-    shrink = min(height, width) >= 2 * size
-    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    area = _shrinks(height, width, size)
+    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if area else cv2.INTER_LINEAR)
 
 
 def decode_image(data: bytes, size: int) -> NDArray[np.uint8]:

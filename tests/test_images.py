@@ -224,6 +224,7 @@ def test_fast_path_decodes_plain_jpegs_like_pil(width: int, height: int, size: i
     # decoding differs a little from full decoding + area averaging, and nothing more.
     reference = images._resize(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), size)
     got = decode_image(data, size)
+    np.testing.assert_array_equal(got, images._resize(fast, size))  # decode_image took the fast path
     diff = np.abs(got.astype(int) - reference)
     assert diff.mean() < 1.5 and diff.max() <= 16, f"mean {diff.mean():.2f}, max {diff.max()}"
 
