@@ -7,8 +7,17 @@
     ray job submit --working-dir . -- python jobs/round.py --config demo --state /shared/runs/demo
 
 A round interrupted by a crash is resumed at its first stage not yet committed.
-Exit codes: 0 done (or waiting for human labels), 1 the round failed, 2 bad arguments or config,
-3 data or model missing, 4 the state is locked by another round (2-4: nothing was changed).
+
+exit codes:
+  0  the round is done
+  1  the round failed; running it again resumes it
+  2  bad arguments, config, label file or pool (repeated ids, paths other nodes cannot see);
+     nothing was changed
+  3  data or model missing; nothing was changed
+  4  another round holds the run's lease; nothing was changed
+  5  the round is waiting for human labels (--import-labels FILE once they are done)
+  6  the round lost its lease (paused past its TTL, or broken by another round) and stopped
+     before its next commit; running it again resumes it
 """
 
 from __future__ import annotations
@@ -19,13 +28,15 @@ import logging
 import sys
 from typing import Sequence
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_MISSING, EXIT_LOCKED = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_MISSING, EXIT_LOCKED, EXIT_WAITING, EXIT_LEASE_LOST = 0, 1, 2, 3, 4, 5, 6
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     from raysal.config import preset_names
 
-    parser = argparse.ArgumentParser(prog="jobs/round.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="jobs/round.py", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__[__doc__.index("exit codes:"):],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="demo", help=f"a preset ({', '.join(preset_names())}) or a .toml file")
     parser.add_argument("--state", default=None,
                         help="the run's state: a folder or a pyarrow.fs URI (default: .raysal/<config name>)")
@@ -34,7 +45,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config field, e.g. --set score.max_actors=4 (repeatable)")
     parser.add_argument("--import-labels", metavar="FILE", help="human labels for the waiting round (CSV/Parquet)")
-    parser.add_argument("--break-lock", action="store_true", help="take over a lock whose holder is gone for good")
+    parser.add_argument("--break-lock", action="store_true",
+                        help="take over the run's lease now, without waiting for it to expire")
+    parser.add_argument("--lease-ttl", type=float, default=None, metavar="SECONDS",
+                        help="how long the run's lease lasts unless renewed (renewed every third of it; "
+                             "default 60): a round whose driver died is taken over after this")
     parser.add_argument("--status", action="store_true", help="print the run's state and exit")
     parser.add_argument("--json", action="store_true", help="with --status: machine-readable output")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (ignored on a cluster)")
@@ -59,17 +74,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s raysal %(message)s", datefmt="%H:%M:%S")
     from raysal import config as config_lib
 
-    overrides = dict(config_lib.parse_override(o) for o in args.overrides) if args.overrides else {}
-    if args.budget is not None:
-        overrides["select.budget"] = args.budget
-    if args.criterion is not None:
-        overrides["select.criterion"] = args.criterion
     try:
-        cfg = config_lib.load_config(args.config, overrides)
+        overrides = dict(config_lib.parse_override(o) for o in args.overrides)
+        if args.budget is not None:
+            overrides["select.budget"] = args.budget
+        if args.criterion is not None:
+            overrides["select.criterion"] = args.criterion
+        cfg = config_lib.absolute_paths(config_lib.load_config(args.config, overrides))
+        if args.lease_ttl is not None and not args.lease_ttl > 0:
+            raise config_lib.ConfigError(f"--lease-ttl: must be > 0 seconds, got {args.lease_ttl}")
     except config_lib.ConfigError as exc:
         print(f"error: bad config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    state_root = args.state or f".raysal/{cfg.name}"
+    from raysal import storage
+
+    state_root = storage.absolute(args.state or f".raysal/{cfg.name}")  # workers must never see a relative path
 
     from raysal import rounds
 
@@ -77,29 +96,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_status(rounds.status(state_root), args.json)
         return EXIT_OK
 
-    from raysal import labels, preflight
+    from raysal import labels, lease, preflight
     from raysal.cluster import init_ray
-    from raysal.state import Locked, StateError
+    from raysal.sources import SourceError
+    from raysal.state import StateError
 
     try:
+        # Everything that can refuse the round without Ray is decided first, and writes nothing.
         preflight.check(cfg, state_root)
-    except preflight.Unavailable as exc:
+        rounds.check_startable(cfg, state_root, label_file=args.import_labels, break_lock=args.break_lock)
+        init_ray(args.num_cpus)
+        preflight.check_cluster(cfg, state_root)
+        outcome = rounds.run_round(cfg, state_root, label_file=args.import_labels, break_lock=args.break_lock,
+                                   **({"lease_ttl": args.lease_ttl} if args.lease_ttl else {}))
+    except (preflight.Unavailable, SourceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_MISSING
-    init_ray(args.num_cpus)
-    try:
-        outcome = rounds.run_round(cfg, state_root, label_file=args.import_labels, break_lock=args.break_lock)
-    except Locked as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_LOCKED
-    except labels.LabelFileError as exc:
+    except (preflight.Refused, labels.LabelFileError, rounds.Incompatible, rounds.NothingToLabel) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except lease.Locked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    except lease.LeaseLost as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_LEASE_LOST
     except StateError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(rounds.format_outcome(outcome))
-    return EXIT_OK
+    return EXIT_WAITING if outcome.status == rounds.WAITING else EXIT_OK
 
 
 if __name__ == "__main__":

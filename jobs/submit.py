@@ -7,7 +7,9 @@ the job's submission id from the run and that round (``raysal-flowers-round-0004
 cluster whether that job ran or runs, and submits only if not. Everything after ``--`` goes to
 jobs/round.py; ``--state`` must be among it.
 
-Exit codes: 0 submitted, or nothing to do; 1 the job (with --wait) failed; 2 bad arguments.
+Exit codes: 0 submitted, or nothing to do; 1 the job (with --wait) failed; 2 bad arguments;
+5 the run's current round is waiting for human labels (nothing is submitted until they are
+imported with ``jobs/round.py --import-labels``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 import time
 from typing import Sequence
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WAITING = 0, 1, 2, 5
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,7 +43,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from raysal import rounds, schedule
     from raysal.state import RunState
 
-    number = rounds.current_round(RunState(state_root))
+    state = RunState(state_root)
+    number = rounds.current_round(state)
+    if rounds.round_state(state, number) == rounds.WAITING:
+        print(f"round {number} of {args.run}: waiting for labels, nothing submitted: label "
+              f"{state.uri(state.round_key(number), 'to_label.csv')} and import them with "
+              "jobs/round.py --import-labels FILE")
+        return EXIT_WAITING
     client = JobSubmissionClient(args.address)
     known = {job.submission_id: job.status.value for job in client.list_jobs() if job.submission_id}
     decision = schedule.decide(args.run, number, known)
@@ -55,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     while (status := client.get_job_status(decision.submission_id).value) not in ("SUCCEEDED", "FAILED", "STOPPED"):
         time.sleep(2)
+    if status != "SUCCEEDED" and rounds.round_state(state, number) == rounds.WAITING:
+        print(f"{decision.submission_id}: round {number} is waiting for labels")
+        return EXIT_WAITING
     print(f"{decision.submission_id}: {status}")
     return EXIT_OK if status == "SUCCEEDED" else EXIT_FAILED
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -110,6 +111,7 @@ class TrainConfig:
     finetune_epochs: int = 2  # whole model trainable, as in the article
     head_learning_rate: float = 1e-3  # Adam
     finetune_learning_rate: float = 1e-5  # small, so fine-tuning does not wreck the backbone
+    max_failures: int = 2  # worker-group restarts after a worker dies (a lost node, an OOM kill)
 
     def __post_init__(self) -> None:
         _check(self.num_workers >= 1, "train.num_workers", f"must be >= 1, got {self.num_workers}")
@@ -119,6 +121,7 @@ class TrainConfig:
         _check(self.head_epochs >= 0, "train.head_epochs", f"must be >= 0, got {self.head_epochs}")
         _check(self.finetune_epochs >= 0, "train.finetune_epochs", f"must be >= 0, got {self.finetune_epochs}")
         _check(self.head_epochs + self.finetune_epochs >= 1, "train", "head_epochs + finetune_epochs must be >= 1")
+        _check(self.max_failures >= 0, "train.max_failures", f"must be >= 0, got {self.max_failures}")
         for name in ("head_learning_rate", "finetune_learning_rate"):
             value = getattr(self, name)
             _check(0 < value < 1, f"train.{name}", f"{value} is outside (0, 1)")
@@ -198,6 +201,17 @@ class Config:
             return value
 
         return strip(dataclasses.asdict(self))
+
+
+def absolute_paths(cfg: Config, cwd: str | None = None) -> Config:
+    """``cfg`` with a relative local ``data.root`` made absolute against ``cwd`` (default: the
+    working directory), so no path that a worker reads depends on where the driver started.
+    Source paths are relative to ``data.root``; URIs are left as they are."""
+    root = cfg.data.root
+    if not root or "://" in root or os.path.isabs(os.path.expanduser(root)):
+        return cfg
+    absolute = os.path.abspath(os.path.join(cwd or os.getcwd(), os.path.expanduser(root)))
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=absolute))
 
 
 def preset_names() -> list[str]:

@@ -23,17 +23,22 @@ def read_label_file(path: str) -> pa.Table:
     fs, inner = storage.resolve(path)
     if fs.get_file_info(inner).type == pa.fs.FileType.NotFound:
         raise LabelFileError(f"label file {path} does not exist")
-    if path.endswith(".parquet"):
-        table = pq.read_table(inner, filesystem=fs)
-    elif path.endswith(".csv"):
-        with fs.open_input_stream(inner) as stream:
-            table = pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(
-                column_types={"image_id": pa.int64(), "label": pa.string()}))
-    else:
+    if not path.endswith((".csv", ".parquet")):
         raise LabelFileError(f"label file {path}: expected a .csv or .parquet file")
+    try:
+        if path.endswith(".parquet"):
+            table = pq.read_table(inner, filesystem=fs)
+        else:
+            with fs.open_input_stream(inner) as stream:
+                table = pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(
+                    column_types={"image_id": pa.int64(), "label": pa.string()}))
+    except pa.ArrowInvalid as exc:  # e.g. an image_id that is not an integer, or not a Parquet file
+        raise LabelFileError(f"label file {path} cannot be read, nothing applied: {exc}") from None
     missing = {"image_id", "label"} - set(table.column_names)
     if missing:
         raise LabelFileError(f"label file {path} lacks columns {sorted(missing)}; it needs image_id,label")
+    if not pa.types.is_integer(table.schema.field("image_id").type):
+        raise LabelFileError(f"label file {path}: image_id must be integers, got {table.schema.field('image_id').type}")
     return table
 
 

@@ -25,6 +25,7 @@ from raysal.topk import top_k_indices
 
 log = logging.getLogger(__name__)
 
+NON_FINITE = "model output is not finite (NaN or inf)"
 SCORE_COLUMNS = ("image_id", "uri", "label", "score", "predicted", "top_classes", "top_probs", "error")
 
 
@@ -87,7 +88,8 @@ class Scorer:
             tf.config.experimental.set_memory_growth(gpu, True)  # share the GPU, don't grab it all
         if mixed_precision:  # this actor's process only; float32 weights, float16 compute
             keras.mixed_precision.set_global_policy("mixed_float16")
-        self.model, model_cfg, self.classes = models.load_checkpoint(storage.localize_dir(model_dir))
+        with storage.local_copy(model_dir) as local:  # a download is removed once the weights are loaded
+            self.model, model_cfg, self.classes = models.load_checkpoint(local)
         self.criterion = criteria.get_criterion(criterion, seed)
         self.batch_size = batch_size
         self.top = min(top_probs, len(self.classes))
@@ -110,20 +112,25 @@ class Scorer:
 
     def __call__(self, batch: dict[str, NDArray]) -> dict[str, NDArray]:
         n = len(batch["image_id"])
-        ok = batch["error"] == ""  # [n]
+        errors = batch["error"].copy()
         scores = np.full(n, np.nan)  # [n], NaN = skipped, never selected
         predicted = np.full(n, -1, dtype=np.int64)
         top_classes = np.full((n, self.top), -1, dtype=np.int64)  # [n, k]
         top_probs = np.zeros((n, self.top), dtype=np.float32)  # [n, k]
-        if ok.any():
-            probs = self.probs(batch["image"][ok])  # [m, c]
-            scores[ok] = self.criterion(probs, batch["image_id"][ok].astype(np.int64))
-            order = np.argsort(-probs, axis=1, kind="stable")[:, : self.top]  # [m, k]
-            predicted[ok] = order[:, 0]
-            top_classes[ok] = order
-            top_probs[ok] = np.take_along_axis(probs, order, axis=1)
+        decoded = np.flatnonzero(errors == "")
+        if decoded.size:
+            probs = self.probs(batch["image"][decoded])  # [m, c]
+            finite = np.isfinite(probs).all(axis=1)  # [m]: a NaN or inf output is skipped and reported
+            errors[decoded[~finite]] = NON_FINITE
+            ok, probs = decoded[finite], probs[finite]
+            if ok.size:
+                scores[ok] = self.criterion(probs, batch["image_id"][ok].astype(np.int64))
+                order = np.argsort(-probs, axis=1, kind="stable")[:, : self.top]  # [m, k]
+                predicted[ok] = order[:, 0]
+                top_classes[ok] = order
+                top_probs[ok] = np.take_along_axis(probs, order, axis=1)
         return {"image_id": batch["image_id"], "uri": batch["uri"], "label": batch["label"], "score": scores,
-                "predicted": predicted, "top_classes": top_classes, "top_probs": top_probs, "error": batch["error"]}
+                "predicted": predicted, "top_classes": top_classes, "top_probs": top_probs, "error": errors}
 
 
 def score(decoded: ray.data.Dataset, model_dir: str, cfg: Config) -> ray.data.Dataset:
@@ -222,3 +229,14 @@ def labelled_images(batch: dict[str, NDArray]) -> dict[str, NDArray]:
 def keep_ids(batch: pa.Table, ids_ref: ray.ObjectRef) -> pa.Table:
     """Rows whose image_id is in the sorted id array behind ``ids_ref``."""
     return batch.filter(pc.is_in(batch["image_id"], value_set=pa.array(ray.get(ids_ref))))
+
+
+def _repeated(batch: pa.Table) -> pa.Table:
+    return batch.filter(pc.greater(batch["count()"], 1))
+
+
+def duplicate_ids(ds: ray.data.Dataset, limit: int = 5) -> list[int]:
+    """Up to ``limit`` image_ids that occur more than once anywhere in ``ds``: a distributed
+    group-by over the ``image_id`` column; only the repeated ids reach the driver."""
+    counts = ds.select_columns(["image_id"]).groupby("image_id").count()
+    return sorted(int(row["image_id"]) for row in counts.map_batches(_repeated, batch_format="pyarrow").take(limit))

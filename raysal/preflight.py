@@ -1,7 +1,10 @@
-"""Checks that run before any Ray work: is every input of the round present and readable?
+"""Checks that run before a round changes anything: are its inputs present, readable, unique,
+and visible from every node of the cluster?
 
-A round that would fail on missing data or a model it cannot load offline stops here, in
-seconds, with a message that says what is missing and how to provide it.
+A round that would fail on missing data, a model it cannot load offline, a pool with repeated
+ids or a path that only the driver sees stops here, in seconds, with a message that names the
+config field and says how to fix it. ``check`` needs no Ray; ``check_cluster`` runs once Ray
+is up, and asks Ray to do the work (the driver never loads a large manifest).
 """
 
 from __future__ import annotations
@@ -9,27 +12,45 @@ from __future__ import annotations
 import os
 
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from raysal import storage
 from raysal.config import Config, SourceConfig
-from raysal.sources import SourceError, ensure_digits, prepared_tfds_builder, resolve_path
+from raysal.sources import SourceError, prepared_tfds_builder, resolve_path
 
 
 class Unavailable(RuntimeError):
     """An input of the round is missing; the message names the config field."""
 
 
+class Refused(ValueError):
+    """An input the round must not run on (repeated ids, a path other nodes cannot see)."""
+
+
+def _sources(cfg: Config) -> tuple[SourceConfig, ...]:
+    return cfg.data.labelled, cfg.data.val, cfg.data.test, cfg.data.pool
+
+
+def data_root(cfg: Config, state_root: str) -> str:
+    """Where relative source paths point: ``data.root``, else ``<state>/data``."""
+    if cfg.data.root:
+        return cfg.data.root
+    return storage.join(state_root, "data")
+
+
 def _check_source(cfg: SourceConfig, root: str) -> None:
-    try:
-        if cfg.kind == "tfds":
+    if cfg.kind == "tfds":
+        try:
             prepared_tfds_builder(cfg)
-            return
-        if cfg.kind == "digits":
-            ensure_digits(resolve_path(cfg.path, root))
-            return
-    except SourceError as exc:  # TFDS messages name the field already
-        raise Unavailable(str(exc) if cfg.kind == "tfds" else f"{cfg.where}.path: {exc}") from None
+        except SourceError as exc:  # TFDS messages name the field already
+            raise Unavailable(str(exc)) from None
+        return
     path = resolve_path(cfg.path, root)
+    if cfg.kind == "digits":  # written on first use, into a local folder
+        if storage.is_uri(path):
+            raise Unavailable(f"{cfg.where}.path: the digits demo set is written to a local folder, not {path}: "
+                              "set data.root to a local path")
+        return
     fs, inner = storage.resolve(path)
     kind = fs.get_file_info(inner).type
     wanted = pafs.FileType.Directory if cfg.kind == "folder" else pafs.FileType.File
@@ -38,10 +59,16 @@ def _check_source(cfg: SourceConfig, root: str) -> None:
         raise Unavailable(f"{cfg.where}.path: {what} {path} does not exist")
 
 
-def check(cfg: Config, state_dir: str) -> None:
-    """Raise ``Unavailable`` naming the first missing input of the round."""
-    root = cfg.data.root or os.path.join(state_dir, "data")
-    for source in (cfg.data.labelled, cfg.data.val, cfg.data.test, cfg.data.pool):
+def _nearest_existing(path: str) -> str:
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def check(cfg: Config, state_root: str) -> None:
+    """Raise ``Unavailable`` naming the first missing input of the round; writes nothing."""
+    root = data_root(cfg, state_root)
+    for source in _sources(cfg):
         _check_source(source, root)
     if cfg.model.kind == "hub" or (cfg.model.kind == "inception_v3" and cfg.model.weights):
         from raysal import models
@@ -52,9 +79,44 @@ def check(cfg: Config, state_dir: str) -> None:
         if problem:
             field = "model.handle" if cfg.model.kind == "hub" else "model.weights"
             raise Unavailable(f"{field}: {problem}")
-    if storage.is_uri(state_dir):
-        return
-    try:
-        os.makedirs(state_dir, exist_ok=True)
-    except OSError as exc:
-        raise Unavailable(f"--state: cannot create {state_dir}: {exc}") from None
+    if not storage.is_uri(state_root):
+        existing = _nearest_existing(state_root)
+        if not (os.path.isdir(existing) and os.access(existing, os.W_OK)):
+            raise Unavailable(f"--state: cannot create {state_root}: {existing} is not a writable folder")
+
+
+def _local_paths(cfg: Config, state_root: str) -> dict[str, str]:
+    """Every local (non-URI) path the round's workers will read, by the field that names it."""
+    root = data_root(cfg, state_root)
+    paths = {"--state": state_root, "data.root": root}
+    for source in _sources(cfg):
+        if source.kind != "tfds":
+            paths[f"{source.where}.path"] = resolve_path(source.path, root)
+    for source in _sources(cfg):
+        path = paths.get(f"{source.where}.path", "")
+        if source.kind == "manifest" and os.path.isfile(path):  # and where its images are
+            uris = pq.ParquetFile(path).read_row_group(0, columns=["uri"])["uri"].to_pylist()[:1]
+            paths.update({f"{source.where} images ({u})": u for u in uris if u and not storage.is_uri(u)})
+    return {field: path for field, path in paths.items() if not storage.is_uri(path)}
+
+
+def check_cluster(cfg: Config, state_root: str) -> None:
+    """Checks that need Ray (call after ``init_ray``): raise ``Refused`` when another node of
+    the cluster cannot see a local path of the round, or a manifest repeats an image_id."""
+    from raysal import cluster, pipeline
+    import ray.data
+
+    blind = cluster.paths_not_shared(_local_paths(cfg, state_root))
+    if blind:
+        raise Refused("; ".join(blind) + ". Every node reads the state and the images: put them on storage every "
+                      "node mounts at the same path, or on object storage (--state s3://bucket/run, s3:// URIs "
+                      "in the manifest)")
+    root = data_root(cfg, state_root)
+    for source in _sources(cfg):
+        if source.kind != "manifest":
+            continue  # folder, TFDS and digits sources are read, and checked, on the driver
+        path = resolve_path(source.path, root)
+        repeated = pipeline.duplicate_ids(ray.data.read_parquet(path, columns=["image_id"]))
+        if repeated:
+            raise Refused(f"{source.where}: manifest {path} repeats image_id values, e.g. {repeated}: every image "
+                          "needs an id of its own, or it could be selected and labelled twice")

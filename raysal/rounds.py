@@ -1,6 +1,6 @@
 """One active-learning round as a sequence of committed stages: score, select, label, train, evaluate.
 
-``run_round`` takes the state's lock, bootstraps the round-0 model if there is none, then runs
+``run_round`` takes the state's lease, bootstraps the round-0 model if there is none, then runs
 the current round from its first stage not yet committed: a round interrupted by a crash is
 resumed, not restarted, and ends in the state an uninterrupted round would have reached. It
 assumes Ray is initialised (``raysal.cluster.init_ray``).
@@ -23,7 +23,9 @@ import ray
 import ray.data
 from numpy.typing import NDArray
 
+from raysal import faults
 from raysal import labels as labels_lib
+from raysal import lease as lease_lib
 from raysal import pipeline, sources
 from raysal.config import Config, SourceConfig, config_from_dict
 from raysal.metrics import accuracy_report
@@ -33,6 +35,7 @@ from raysal.state import STAGES, RunState, StateError
 log = logging.getLogger(__name__)
 
 DONE, WAITING = "done", "waiting for labels"
+BATCHES_PER_BLOCK = 4  # scoring batches per block of a source read on the driver
 
 
 @dataclass
@@ -78,10 +81,12 @@ class _Round:
 
     @property
     def data_root(self) -> str:
-        return self.cfg.data.root or self.state.uri("data")
+        return self.cfg.data.root or self.state.uri("data")  # as preflight.data_root
 
     def source(self, source: SourceConfig) -> ray.data.Dataset:
-        return sources.read_source(source, self.cfg.data.classes, self.data_root)
+        # Blocks of a few model batches: the pool streams through decoding and scoring in pieces.
+        return sources.read_source(source, self.cfg.data.classes, self.data_root,
+                                   block_rows=BATCHES_PER_BLOCK * self.cfg.score.batch_size)
 
     def model_uri(self, number: int) -> str:
         return self.state.uri(self.state.model_key(number))
@@ -99,7 +104,7 @@ def _train(r: _Round, train_ds: ray.data.Dataset, init_model: int | None, output
             r.cfg, train_ds.materialize(), val_ds.materialize(),  # decoded once, not once per epoch
             output_dir=os.path.join(tmp, "model"), storage_path=r.state.uri("train"),
             run_name=f"model-{output_model:04d}",
-            init_dir=None if init_model is None else r.state.local_dir(r.state.model_key(init_model)))
+            init_uri=None if init_model is None else r.model_uri(init_model))
         r.state.publish_dir(result.model_dir, r.state.model_key(output_model))
     return result.metrics
 
@@ -149,6 +154,7 @@ def stage_select(r: _Round, label_file: str | None) -> str:
         "image_id": pa.array(best["image_id"], pa.int64()), "uri": pa.array(best["uri"], pa.string()),
         "score": pa.array(best["score"], pa.float64()), "predicted": pa.array(best["predicted"], pa.int64()),
         "rank": pa.array(np.arange(1, len(best["image_id"]) + 1), pa.int64())}))
+    faults.point("select:selection-written")
     r.state.write_table(f"{r.key}/skipped.parquet", pa.table({
         "image_id": pa.array(skipped["image_id"], pa.int64()), "uri": pa.array(skipped["uri"], pa.string()),
         "reason": pa.array(skipped["reason"], pa.string())}))
@@ -191,6 +197,7 @@ def stage_label(r: _Round, label_file: str | None) -> str:
                                            r.cfg.data.classes, r.number)
         source = label_file
     r.state.write_table(f"{r.key}/labels.parquet", table)
+    faults.point("label:labels-written")
     r.state.commit_stage(r.number, "label", {"labelled": int(len(table)), "source": source})
     return DONE
 
@@ -228,7 +235,9 @@ def stage_evaluate(r: _Round, label_file: str | None) -> str:
     labelled = r.state.read_table(f"{r.key}/labels.parquet").to_pandas()
     joined = selection.merge(labelled, on="image_id")
     on_selection = accuracy_report(joined["predicted"].to_numpy(), joined["label"].to_numpy(), r.cfg.data.classes)
-    before, after = test_accuracy(r, r.number - 1), test_accuracy(r, r.number)
+    before = test_accuracy(r, r.number - 1)
+    faults.point("evaluate:first-model-evaluated")
+    after = test_accuracy(r, r.number)
     metrics = {"test_before": before, "test_after": after, "selection_before": on_selection}
     r.state.write_json(f"{r.key}/metrics.json", metrics)
     r.state.commit_stage(r.number, "evaluate", {"test_accuracy_before": before["accuracy"],
@@ -254,18 +263,37 @@ def _identity(cfg: Config) -> dict[str, Any]:
             "model": {"kind": cfg.model.kind, "input_size": cfg.model.input_size}}
 
 
-def check_compatible(state: RunState, cfg: Config) -> None:
-    """Refuse a config whose pool, classes or model shape differ from the run's."""
+class Incompatible(StateError):
+    """A config that would change what a run cannot change."""
+
+
+class NothingToLabel(StateError):
+    """Labels were given for a round that is not waiting for any."""
+
+
+def check_compatible(state: RunState, cfg: Config) -> bool:
+    """Refuse a config whose pool, classes or model shape differ from the run's; reads only.
+
+    Returns whether the run is new (no ``run.json`` yet).
+    """
     stored = state.read_json("run.json")
     if stored is None:
-        state.write_json("run.json", _identity(cfg))
-        return
+        return True
     mine = _identity(cfg)
     changed = [k for k in RUN_IDENTITY if stored.get(k) != mine[k]]
     if changed:
         details = "; ".join(f"{k}: run has {stored.get(k)}, config has {mine[k]}" for k in changed)
-        raise StateError(f"config changes what a run cannot change ({details}). Keep the run's config, "
-                         f"or start a new run with another --state")
+        raise Incompatible(f"config changes what a run cannot change ({details}). Keep the run's config, "
+                           f"or start a new run with another --state")
+    return False
+
+
+def check_label_import(state: RunState, number: int) -> None:
+    """Refuse ``--import-labels`` unless round ``number`` has a selection that waits for labels."""
+    if state.stage_done(number, "select") is None or state.stage_done(number, "label") is not None:
+        raise NothingToLabel(f"--import-labels: round {number} has no selection waiting for labels, so there is "
+                             "nothing to import into; run the round without --import-labels first, and import "
+                             "once it says it is waiting for labels")
 
 
 def current_round(state: RunState) -> int:
@@ -296,31 +324,63 @@ def _redraw(state: RunState, cfg: Config) -> None:
         state.write_bytes("learning_curve.png", learning_curve_png(xs, ys, f"raysal: {cfg.name}"))
 
 
-def run_round(cfg: Config, state_root: str, label_file: str | None = None, break_lock: bool = False) -> RoundOutcome:
-    """Run (or resume) one round to the end, or until it waits for human labels."""
+def check_startable(cfg: Config, state_root: str, label_file: str | None = None, break_lock: bool = False) -> None:
+    """What refuses a round before anything runs, read-only: an incompatible config
+    (``Incompatible``), a label file that is malformed or for a round that waits for none
+    (``LabelFileError``, ``NothingToLabel``), a live lease of another round (``Locked``)."""
+    state = RunState(state_root)
+    check_compatible(state, cfg)
+    if label_file is not None:
+        labels_lib.read_label_file(label_file)
+        check_label_import(state, current_round(state))
+    if not break_lock:
+        lease_lib.Lease(state).observe()  # raises Locked while another round's lease is live
+
+
+def run_round(cfg: Config, state_root: str, label_file: str | None = None, break_lock: bool = False,
+              lease_ttl: float = lease_lib.DEFAULT_TTL_S) -> RoundOutcome:
+    """Run (or resume) one round to the end, or until it waits for human labels.
+
+    Everything that can refuse the round (an incompatible config, labels for a round that waits
+    for none, a live lease) is decided before the state is changed. The lease is renewed while
+    the round runs, and every change first checks that it is still held.
+    """
+    check_startable(cfg, state_root, label_file, break_lock)
     state = RunState(state_root)
     seconds: dict[str, float] = {}
-    with state.lock(break_lock=break_lock):
-        check_compatible(state, cfg)
-        number = current_round(state)
-        stored = state.read_json(f"{state.round_key(number)}/config.json")
-        if stored is None:
-            state.write_json(f"{state.round_key(number)}/config.json", cfg.to_dict())
-        else:
-            cfg = config_from_dict(stored)  # a resumed round finishes with the config it started with
-            log.info("round %d: resuming at stage %s", number, state.next_stage(number))
-        r = _Round(state, cfg, number, seconds)
-        bootstrap(_Round(state, cfg, 0, seconds))
-        while (stage := state.next_stage(number)) is not None:
-            with _stage(stage, seconds):
-                status = STAGE_FUNCTIONS[stage](r, label_file)
-            if status == WAITING:
-                return RoundOutcome(number, WAITING, stage_seconds=seconds, message=(
-                    f"round {number} is waiting for labels: label the images in "
-                    f"{state.uri(r.key, 'to_label.csv')}, then run again with --import-labels FILE "
-                    "(CSV or Parquet with image_id,label)"))
-        record = _finish(r)
-        _redraw(state, cfg)
+    with lease_lib.hold(state, ttl=lease_ttl, break_lease=break_lock) as lease:
+        state.guard = lease.check
+        try:
+            return _run_held(state, cfg, label_file, seconds)
+        finally:
+            state.guard = None
+
+
+def _run_held(state: RunState, cfg: Config, label_file: str | None, seconds: dict[str, float]) -> RoundOutcome:
+    if check_compatible(state, cfg):  # again, now that no other round can write run.json
+        state.write_json("run.json", _identity(cfg))
+    number = current_round(state)
+    if label_file is not None:
+        check_label_import(state, number)
+    stored = state.read_json(f"{state.round_key(number)}/config.json")
+    if stored is None:
+        state.write_json(f"{state.round_key(number)}/config.json", cfg.to_dict())
+    else:
+        cfg = config_from_dict(stored)  # a resumed round finishes with the config it started with
+        log.info("round %d: resuming at stage %s", number, state.next_stage(number))
+    r = _Round(state, cfg, number, seconds)
+    bootstrap(_Round(state, cfg, 0, seconds))
+    while (stage := state.next_stage(number)) is not None:
+        with _stage(stage, seconds):
+            status = STAGE_FUNCTIONS[stage](r, label_file)
+        faults.point(f"{stage}:ended")
+        if status == WAITING:
+            return RoundOutcome(number, WAITING, stage_seconds=seconds, message=(
+                f"round {number} is waiting for labels: label the images in "
+                f"{state.uri(r.key, 'to_label.csv')}, then run again with --import-labels FILE "
+                "(CSV or Parquet with image_id,label)"))
+    record = _finish(r)
+    _redraw(state, cfg)
     return RoundOutcome(number, DONE, record=record, stage_seconds=seconds)
 
 
@@ -342,25 +402,33 @@ def _finish(r: _Round) -> dict[str, Any]:
     return record
 
 
+def round_state(state: RunState, number: int) -> str:
+    """``done``, ``waiting for labels``, ``incomplete: next stage X`` or ``not started``."""
+    if state.round_record(number):
+        return DONE
+    if not state.exists(f"{state.round_key(number)}/config.json"):
+        return "not started"
+    next_stage = state.next_stage(number)
+    if next_stage == "label" and state.exists(f"{state.round_key(number)}/to_label.csv"):
+        return WAITING
+    return f"incomplete: next stage {next_stage}"
+
+
 def status(state_root: str) -> dict[str, Any]:
     """The state as plain data, for ``--status --json``."""
     state = RunState(state_root)
     rounds = []
     for number in state.rounds():
         record = state.round_record(number)
-        key = state.round_key(number)
         if record:
             rounds.append({**record, "state": DONE})
             continue
-        next_stage = state.next_stage(number)
         select = state.stage_done(number, "select") or {}
-        waiting = next_stage == "label" and state.exists(f"{key}/to_label.csv")
         rounds.append({"round": number, "selected": select.get("selected"),
-                       "selection": state.uri(key, "selection.parquet") if select else None,
-                       "state": WAITING if waiting else f"incomplete: next stage {next_stage}"})
-    lock = state.read_json("lock.json")
+                       "selection": state.uri(state.round_key(number), "selection.parquet") if select else None,
+                       "state": round_state(state, number)})
     latest = state.latest_model()
-    return {"state": state.root, "rounds": rounds, "locked_by": lock,
+    return {"state": state.root, "rounds": rounds, "leased_by": lease_lib.current(state),
             "latest_model": None if latest is None else state.uri(state.model_key(latest)),
             "history": state.uri("history.json"), "learning_curve": state.uri("learning_curve.png")}
 

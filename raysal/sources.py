@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 SOURCE_SCHEMA = pa.schema([("image_id", pa.int64()), ("uri", pa.string()), ("label", pa.int64())])
 DIGITS_MANIFEST = "manifest.parquet"
-DRIVER_BLOCK_ROWS = 512  # rows per block of a source read on the driver
+DRIVER_BLOCK_ROWS = 512  # rows per block of a source read on the driver, unless the caller says
 
 
 class SourceError(RuntimeError):
@@ -79,21 +79,36 @@ def _check_unique(table: pa.Table, where: str) -> pa.Table:
     return table
 
 
-def _conform(table: pa.Table, classes: Sequence[str], where: str) -> pa.Table:
+def manifest_base(path: str) -> str:
+    """The folder a manifest's relative ``uri`` values are relative to: the manifest's own."""
+    return posixpath.dirname(path) if storage.is_uri(path) else os.path.dirname(os.path.abspath(path))
+
+
+def _absolute_uris(uris: pa.Array, base: str) -> pa.Array:
+    """``uri`` values with the relative ones joined to ``base``: workers never see a path that
+    depends on their working directory."""
+    relative = pc.fill_null(pc.invert(pc.or_(pc.match_substring(uris, "://"), pc.starts_with(uris, "/"))), False)
+    if not pc.any(relative).as_py():
+        return uris
+    return pc.if_else(relative, pc.binary_join_element_wise(base.rstrip("/"), uris, "/"), uris)
+
+
+def _conform(table: pa.Table, classes: Sequence[str], where: str, base: str) -> pa.Table:
     missing = {"image_id", "uri"} - set(table.column_names)
     if missing:
         raise SourceError(f"{where}: manifest lacks columns {sorted(missing)}; it needs image_id, uri[, label]")
     labels = (_labels_to_index(table["label"].combine_chunks(), classes, where) if "label" in table.column_names
               else pa.nulls(len(table), pa.int64()))
-    return _check_unique(pa.table({"image_id": table["image_id"].cast(pa.int64()),
-                                   "uri": table["uri"].cast(pa.string()), "label": labels}), where)
+    uris = _absolute_uris(table["uri"].cast(pa.string()).combine_chunks(), base)
+    return _check_unique(pa.table({"image_id": table["image_id"].cast(pa.int64()), "uri": uris, "label": labels}),
+                         where)
 
 
 def read_manifest_table(path: str, classes: Sequence[str], where: str) -> pa.Table:
     fs, inner = storage.resolve(path)
     if fs.get_file_info(inner).type == pafs.FileType.NotFound:
         raise SourceError(f"{where}: manifest {path} does not exist")
-    return _conform(pq.read_table(inner, filesystem=fs), classes, where)
+    return _conform(pq.read_table(inner, filesystem=fs), classes, where, manifest_base(path))
 
 
 def list_folder(path: str, classes: Sequence[str], where: str) -> pa.Table:
@@ -211,14 +226,18 @@ def source_table(cfg: SourceConfig, classes: Sequence[str], root: str) -> pa.Tab
     return table
 
 
-def read_source(cfg: SourceConfig, classes: Sequence[str], root: str) -> "ray.data.Dataset":
-    """The source as a lazy Ray Dataset with the columns in the module docstring."""
+def read_source(cfg: SourceConfig, classes: Sequence[str], root: str,
+                block_rows: int = DRIVER_BLOCK_ROWS) -> "ray.data.Dataset":
+    """The source as a lazy Ray Dataset with the columns in the module docstring.
+
+    A source read on the driver is cut into blocks of ``block_rows``, so decode tasks run in
+    parallel and the pipeline streams; a manifest keeps Ray's own blocks.
+    """
     import ray.data
 
     table = source_table(cfg, classes, root)
     if table is not None:
-        # Many small blocks, so decode tasks run in parallel and the pipeline streams.
-        blocks = [table.slice(i, DRIVER_BLOCK_ROWS) for i in range(0, len(table), DRIVER_BLOCK_ROWS)]
+        blocks = [table.slice(i, block_rows) for i in range(0, len(table), block_rows)]
         return ray.data.from_arrow(blocks or [table])
     path = resolve_path(cfg.path, root)
     fs, inner = storage.resolve(path)
@@ -227,14 +246,15 @@ def read_source(cfg: SourceConfig, classes: Sequence[str], root: str) -> "ray.da
     names = pq.read_schema(inner, filesystem=fs).names  # fail fast, on the driver, before any task
     if not {"image_id", "uri"} <= set(names):
         raise SourceError(f"{cfg.where}: manifest {path} lacks columns {sorted({'image_id', 'uri'} - set(names))}")
-    return ray.data.read_parquet(path).map_batches(_ManifestBatch(tuple(classes), cfg.where), batch_format="pyarrow")
+    return ray.data.read_parquet(path).map_batches(_ManifestBatch(tuple(classes), cfg.where, manifest_base(path)),
+                                                   batch_format="pyarrow")
 
 
 class _ManifestBatch:
     """Conform one batch of a large manifest to the source columns, inside a Ray task."""
 
-    def __init__(self, classes: tuple[str, ...], where: str) -> None:
-        self.classes, self.where = classes, where
+    def __init__(self, classes: tuple[str, ...], where: str, base: str) -> None:
+        self.classes, self.where, self.base = classes, where, base
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return _conform(batch, self.classes, self.where)
+        return _conform(batch, self.classes, self.where, self.base)

@@ -3,8 +3,8 @@
 The state root is a local folder or any ``pyarrow.fs`` URI. Layout::
 
     run.json                      what must not change between rounds (classes, pool, model shape)
-    lock.json                     held while a round runs
-    models/0000/                  round-0 model (model.json + weights.h5), trained on the seed set
+    lease/<generation>.json       the lease of the round that runs (raysal.lease)
+    models/0000/                  round-0 model (model.json + weights.h5 + _published.json), trained on the seed set
     models/000r/                  the model retrained at the end of round r
     rounds/000r/config.json       the config the round started with (a resumed round keeps it)
     rounds/000r/scores/           every pool image's score (Parquet, written by Ray)
@@ -18,7 +18,10 @@ The state root is a local folder or any ``pyarrow.fs`` URI. Layout::
     history.json, learning_curve.png  redrawn after each round
 
 A stage's outputs are written first and its marker last, so a crash leaves either a committed
-stage or one that is redone from scratch. Every single file is written whole or not at all.
+stage or one that is redone from scratch. Every single file is written whole or not at all, and
+a folder of several files (a model) is published with a marker written last (``publish_dir``).
+While a round holds the lease, every change first asks the lease whether it is still held
+(``guard``), so a round that lost it stops before its next commit.
 """
 
 from __future__ import annotations
@@ -27,11 +30,8 @@ import json
 import os
 import posixpath
 import shutil
-import socket
-import time
 import uuid
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -39,27 +39,14 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from raysal import storage
+from raysal import faults, storage
 
 STAGES = ("score", "select", "label", "train", "evaluate")
+PUBLISHED = "_published.json"  # written last into a published folder: the files it holds and their sizes
 
 
 class StateError(RuntimeError):
     """A state that refuses the requested transition; the message says why."""
-
-
-class Locked(StateError):
-    """Another round holds the state's lock."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RunState:
@@ -69,11 +56,12 @@ class RunState:
         self.root = root.rstrip("/") if storage.is_uri(root) else os.path.abspath(os.path.expanduser(root))
         self.fs, self.base = storage.resolve(self.root)
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
+        self.guard: Callable[[], None] | None = None  # called before every change (the lease's check)
 
     # --- paths ---------------------------------------------------------------------------
     def uri(self, *parts: str) -> str:
         """A path Ray and pyarrow can open: a local path, or the root URI joined with parts."""
-        return posixpath.join(self.root, *parts) if not self.local else os.path.join(self.root, *parts)
+        return storage.join(self.root, *parts)
 
     def _path(self, *parts: str) -> str:
         return posixpath.join(self.base, *parts)
@@ -90,7 +78,12 @@ class RunState:
     def exists(self, key: str) -> bool:
         return self.fs.get_file_info(self._path(key)).type != pafs.FileType.NotFound
 
+    def _before_change(self) -> None:
+        if self.guard is not None:
+            self.guard()
+
     def write_bytes(self, key: str, data: bytes) -> None:
+        self._before_change()
         path = self._path(key)
         self.fs.create_dir(posixpath.dirname(path), recursive=True)
         if not self.local:  # an object store PUT is atomic by itself
@@ -128,24 +121,53 @@ class RunState:
         return pq.read_table(self._path(key), filesystem=self.fs, columns=columns)
 
     def delete_dir(self, key: str) -> None:
+        self._before_change()
         if self.exists(key):
             self.fs.delete_dir(self._path(key))
 
     def publish_dir(self, local_dir: str, key: str) -> None:
-        """Copy a finished local folder to ``key``, replacing what was there."""
+        """Publish a finished local folder as ``key``, whole or not at all, replacing what was there.
+
+        An object store has no atomic rename, so the folder's files are copied first and
+        ``PUBLISHED`` (the list of files and their sizes) is written last; readers trust a folder
+        only with that marker (``is_published``). Replacing starts by deleting the old marker, so a
+        crash at any point leaves a folder that readers ignore and the next run publishes again.
+        """
+        files = {os.path.relpath(os.path.join(d, f), local_dir): os.path.getsize(os.path.join(d, f))
+                 for d, _, names in os.walk(local_dir) for f in names}
+        marker = json.dumps({"files": files}, indent=2, sort_keys=True).encode()
+        self._before_change()
+        if self.exists(f"{key}/{PUBLISHED}"):
+            self.fs.delete_file(self._path(key, PUBLISHED))
         self.delete_dir(key)
         if self.local:
-            os.makedirs(os.path.dirname(self._path(key)), exist_ok=True)
+            parent, name = os.path.split(self._path(key))
+            os.makedirs(parent, exist_ok=True)
+            for left in os.listdir(parent):  # a copy that a crash left before its rename
+                if left.startswith(f"{name}.tmp-"):
+                    shutil.rmtree(os.path.join(parent, left), ignore_errors=True)
             tmp = f"{self._path(key)}.tmp-{uuid.uuid4().hex[:8]}"
             shutil.copytree(local_dir, tmp)
-            os.replace(tmp, self._path(key))
-        else:
-            pafs.copy_files(local_dir, self._path(key), source_filesystem=pafs.LocalFileSystem(),
-                            destination_filesystem=self.fs)
+            with open(os.path.join(tmp, PUBLISHED), "wb") as f:
+                f.write(marker)
+            faults.point("publish:files-copied")
+            os.replace(tmp, self._path(key))  # a local rename is atomic by itself
+            return
+        pafs.copy_files(local_dir, self._path(key), source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=self.fs)
+        faults.point("publish:files-copied")
+        self.write_bytes(f"{key}/{PUBLISHED}", marker)
 
-    def local_dir(self, key: str) -> str:
-        """A local folder holding ``key``: the folder itself, or a fresh download of it."""
-        return storage.localize_dir(self.uri(key))
+    def is_published(self, key: str) -> bool:
+        """Whether ``key`` is a folder published whole: its marker is there and lists what is there."""
+        marker = self.read_json(f"{key}/{PUBLISHED}")
+        if marker is None:
+            return False
+        for name, size in marker["files"].items():
+            info = self.fs.get_file_info(self._path(key, name))
+            if info.type != pafs.FileType.File or info.size != size:
+                return False
+        return True
 
     def list_numbers(self, key: str) -> list[int]:
         if not self.exists(key):
@@ -153,17 +175,23 @@ class RunState:
         infos = self.fs.get_file_info(pafs.FileSelector(self._path(key)))
         return sorted(int(i.base_name) for i in infos if i.type == pafs.FileType.Directory and i.base_name.isdigit())
 
-    # --- the lock --------------------------------------------------------------------------
+    # --- the lease's primitive (raysal.lease) --------------------------------------------------------------------------
     def _create_exclusive(self, key: str, data: bytes) -> bool:
         """Write ``key`` only if it does not exist; False if it does. Atomic on local disks and S3."""
         if self.local:
-            os.makedirs(os.path.dirname(self._path(key)), exist_ok=True)
+            path = self._path(key)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
             try:
-                fd = os.open(self._path(key), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                os.link(tmp, path)  # atomic, and refused when path exists: the file appears whole or not at all
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            finally:
+                os.remove(tmp)
             return True
         if self.root.startswith("s3://"):
             import boto3  # pyarrow has no create-if-absent: S3's conditional PUT is the atomic authority
@@ -180,29 +208,6 @@ class RunState:
             return True
         raise StateError(f"state {self.root}: no atomic create on this filesystem, so no safe lock; "
                          "use a local path or s3://")
-
-    @contextmanager
-    def lock(self, break_lock: bool = False) -> Iterator[None]:
-        """Hold ``lock.json`` while a round runs; a lock left by a dead local process is taken over."""
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        key = "lock.json"
-        for _ in range(2):
-            if self._create_exclusive(key, json.dumps(me).encode()):
-                break
-            holder = self.read_json(key) or {}
-            stale = holder.get("host") == me["host"] and not _pid_alive(int(holder.get("pid", -1)))
-            if not (stale or break_lock):
-                since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
-                raise Locked(f"state {self.root} is locked by pid {holder.get('pid')} on {holder.get('host')} "
-                             f"since {since}: another round is running. If that process is gone for good, "
-                             "rerun with --break-lock")
-            self.fs.delete_file(self._path(key))  # the holder is gone (or the user said so): take over
-        else:
-            raise Locked(f"state {self.root}: another round took the lock while a stale one was cleared")
-        try:
-            yield
-        finally:
-            self.fs.delete_file(self._path(key))
 
     # --- rounds ----------------------------------------------------------------------------
     def rounds(self) -> list[int]:
@@ -227,7 +232,7 @@ class RunState:
         return next((s for s in STAGES if not self.stage_done(number, s)), None)
 
     def latest_model(self) -> int | None:
-        done = [n for n in self.list_numbers("models") if self.exists(f"{self.model_key(n)}/model.json")]
+        done = [n for n in self.list_numbers("models") if self.is_published(self.model_key(n))]
         return done[-1] if done else None
 
     def selected_ids(self, before: int | None = None) -> NDArray[np.int64]:

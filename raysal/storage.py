@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import os
+import posixpath
+import shutil
+import tempfile
+from contextlib import contextmanager
 from functools import lru_cache
+from typing import Iterator
 
 import pyarrow.fs as pafs
 
 
 def is_uri(path: str) -> bool:
     return "://" in path
+
+
+def absolute(path: str) -> str:
+    """A URI as it is; a local path made absolute (``~`` expanded)."""
+    return path if is_uri(path) else os.path.abspath(os.path.expanduser(path))
+
+
+def join(root: str, *parts: str) -> str:
+    """``root`` joined with ``parts``: with "/" for a URI, the local way for a path."""
+    return posixpath.join(root, *parts) if is_uri(root) else os.path.join(root, *parts)
 
 
 @lru_cache(maxsize=16)
@@ -36,13 +51,19 @@ def read_bytes(uri: str) -> bytes:
         return stream.read()
 
 
-def localize_dir(uri: str) -> str:
-    """A local folder with the contents of ``uri``: the path itself when local, else a download."""
+@contextmanager
+def local_copy(uri: str) -> Iterator[str]:
+    """A local folder with the contents of ``uri`` for the ``with`` block: the folder itself when
+    local, else a download into a temp folder that is removed when the block ends."""
     if not is_uri(uri) or uri.startswith("file://"):
-        return resolve(uri)[1]
-    import tempfile
-
+        yield resolve(uri)[1]
+        return
     fs, inner = resolve(uri)
+    if fs.get_file_info(inner).type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"{uri} does not exist")
     target = tempfile.mkdtemp(prefix="raysal-")
-    pafs.copy_files(inner, target, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
-    return target
+    try:
+        pafs.copy_files(inner, target, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        yield target
+    finally:
+        shutil.rmtree(target, ignore_errors=True)

@@ -18,7 +18,7 @@ from raysal import keras_env  # noqa: I001  (before anything that may import Ten
 
 import ray.data
 import ray.train
-from ray.train import Checkpoint, RunConfig, ScalingConfig
+from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.tensorflow import TensorflowTrainer
 from raysal.config import Config, ModelConfig, TrainConfig
 
@@ -44,7 +44,7 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
     import tensorflow as tf
     import tf_keras as keras
 
-    from raysal import models
+    from raysal import models, storage
 
     model_cfg = ModelConfig(**loop_config["model"])
     train_cfg = TrainConfig(**loop_config["train"])
@@ -53,8 +53,9 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     with strategy.scope():
         model = models.build_model(model_cfg, len(classes))
-        if loop_config["init_dir"]:
-            model.load_weights(os.path.join(loop_config["init_dir"], models.WEIGHTS_FILE))
+        if loop_config["init_uri"]:  # read on this worker's node: the driver's disk may be another machine's
+            with storage.local_copy(loop_config["init_uri"]) as init_dir:
+                model.load_weights(os.path.join(init_dir, models.WEIGHTS_FILE))
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF  # Ray shards
@@ -78,6 +79,10 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             metrics.clear()
             metrics.update({k: float(v) for k, v in (logs or {}).items()}, epoch=epoch + 1, phase=self.phase)
+            if ray.train.get_context().get_world_rank() == 0:  # one line per epoch, shown by the driver
+                print(f"raysal train: {self.phase} epoch {epoch + 1}/{total}: loss {metrics.get('loss', 0):.4f}, "
+                      f"accuracy {metrics.get('accuracy', 0):.4f}, val accuracy {metrics.get('val_accuracy', 0):.4f}",
+                      flush=True)
             if epoch + 1 < total:  # the last epoch is reported below, with the checkpoint
                 ray.train.report(dict(metrics))
 
@@ -98,12 +103,16 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
 
 
 def train_model(cfg: Config, train_ds: ray.data.Dataset, val_ds: ray.data.Dataset, output_dir: str,
-                storage_path: str, run_name: str, init_dir: str | None = None) -> TrainResult:
-    """Train (or continue training from ``init_dir``) and copy the final checkpoint to ``output_dir``.
+                storage_path: str, run_name: str, init_uri: str | None = None) -> TrainResult:
+    """Train (or continue training from the checkpoint at ``init_uri``) and copy the final
+    checkpoint to ``output_dir``. A worker that dies is restarted (``train.max_failures`` times),
+    and training starts again from ``init_uri``.
 
     Args:
         train_ds, val_ds: decoded datasets with an ``image`` [s, s, 3] uint8 and a ``label`` column.
         storage_path: Ray Train's storage (shared by all nodes on a cluster).
+        init_uri: a checkpoint in the run's state (a path every node sees, or a URI), read by
+            each worker.
     """
     t = cfg.train
     phases = _phases(t)
@@ -111,11 +120,12 @@ def train_model(cfg: Config, train_ds: ray.data.Dataset, val_ds: ray.data.Datase
     trainer = TensorflowTrainer(
         _train_loop,
         train_loop_config={"model": asdict(cfg.model), "train": asdict(t), "classes": list(cfg.data.classes),
-                           "seed": cfg.seed, "init_dir": init_dir,
+                           "seed": cfg.seed, "init_uri": init_uri,
                            "total_epochs": sum(p[3] for p in phases)},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.gpus_per_worker > 0,
                                      resources_per_worker=resources),
         run_config=RunConfig(name=run_name, storage_path=storage_path,
+                             failure_config=FailureConfig(max_failures=t.max_failures),
                              worker_runtime_env={"env_vars": keras_env.worker_env()}),
         datasets={"train": train_ds, "val": val_ds},
     )

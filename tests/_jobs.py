@@ -1,4 +1,4 @@
-"""Running jobs/round.py in a subprocess, and killing it, for the end-to-end tests."""
+"""Running jobs/round.py in a subprocess, and killing it where a fault test says, for the end-to-end tests."""
 
 from __future__ import annotations
 
@@ -7,48 +7,89 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
-# A quick round: 40 images, 2 epochs, a 200-image test split.
+# A quick round: 40 images, 2 epochs, a 200-image test split, blocks of 128 images.
 FAST = ["--budget", "40", "--set", "train.finetune_epochs=2", "--set", "data.test.rows=\"500:700\"",
-        "--num-cpus", "2"]
+        "--set", "score.batch_size=32", "--num-cpus", "2"]
 HUMAN = ["--set", "label.mode=\"human\""]
 
 
-def job(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+def job(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.Popen:
     """jobs/round.py in a fresh process group (so a test can SIGKILL it with its local Ray)."""
     return subprocess.Popen([sys.executable, str(REPO / "jobs" / "round.py"), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=REPO, start_new_session=True,
+                            stderr=subprocess.STDOUT, text=True, cwd=cwd, start_new_session=True,
                             env={**os.environ, **(env or {})})
 
 
-def run_job(*args: str, env: dict[str, str] | None = None, timeout: float = 400) -> tuple[int, str]:
-    proc = job(*args, env=env)
+def run_job(*args: str, env: dict[str, str] | None = None, timeout: float = 400,
+            cwd: Path = REPO) -> tuple[int, str]:
+    proc = job(*args, env=env, cwd=cwd)
     out, _ = proc.communicate(timeout=timeout)
     return proc.returncode, out
 
 
-def kill_at(args: list[str], marker: str, delay: float, env: dict[str, str] | None = None) -> str:
-    """Start a round, SIGKILL it and its Ray ``delay`` seconds after ``marker`` is logged."""
-    proc = job(*args, env=env)
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if marker in line:
-            time.sleep(delay)
-            os.killpg(proc.pid, signal.SIGKILL)  # no cleanup: the lock and partial files stay
+def run_until_killed(args: list[str], point: str | None = None, fire: Callable[[str, int], bool] | None = None,
+                     env: dict[str, str] | None = None, timeout: float = 400) -> str:
+    """Run a round that must die by SIGKILL, with its local Ray and no clean-up; return its output.
+
+    Args:
+        point: a failpoint (``raysal.faults``) at which the round kills itself.
+        fire: polled with the output so far and the round's process group; when it returns True
+            the test kills that group (for faults whose evidence is outside the driver: files that
+            Ray workers wrote, a line that a training worker logged). It may also kill one worker
+            of the group itself and return False, to let the round go on.
+    """
+    from raysal.faults import KILL_AT_ENV
+
+    proc = job(*args, env={**(env or {}), **({KILL_AT_ENV: point} if point else {})})
+    seen: list[str] = []
+
+    def read() -> None:
+        for line in proc.stdout:
+            seen.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if fire is not None and fire("".join(seen), proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)  # no clean-up: the lease and partial files stay
             break
+        assert time.monotonic() < deadline, "".join(seen)[-3000:]
+        time.sleep(0.02)
     proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "".join(seen)[-3000:]
-    return "".join(seen)
+    reader.join(timeout=60)
+    out = "".join(seen)
+    assert proc.returncode == -signal.SIGKILL, out[-3000:]
+    if point:
+        assert f"raysal fault: killed at {point}" in out, out[-3000:]
+    return out
+
+
+def kill_processes(pgid: int, title: str) -> list[int]:
+    """SIGKILL the processes of group ``pgid`` whose title (Ray sets it) contains ``title``."""
+    import psutil
+
+    killed = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and title in " ".join(proc.info["cmdline"] or []):
+                proc.kill()
+                killed.append(proc.pid)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return killed
 
 
 def copy_state(source: Path, target: Path, keep_rounds: bool) -> Path:
     shutil.copytree(source, target)
     if not keep_rounds:  # only the run identity and the round-0 model remain
-        for name in ("rounds", "history.json", "learning_curve.png", "lock.json"):
+        for name in ("rounds", "history.json", "learning_curve.png", "lease"):
             path = target / name
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     return target

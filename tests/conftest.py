@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import socket
+import subprocess
+import sys
+import time
 
 import raysal.keras_env  # noqa: F401  (before anything imports TensorFlow)
 
@@ -11,21 +15,23 @@ import pytest
 from PIL import Image
 
 RAY_CPUS = 2
+BUCKET = "raysal-test"  # the bucket s3_env creates; test modules that use it name it too
 
 
 @pytest.fixture(scope="session")
 def waiting_state(tmp_path_factory):
     """A demo run with its round-0 model trained, round 1 scored, selected and waiting for labels.
 
-    Made once (a real job in a subprocess); tests copy it, so they share one round-0 model.
+    Made once (a real job in a subprocess), with a relative ``--state`` as a user would type it;
+    tests copy it, so they share one round-0 model.
     """
     from _jobs import FAST, HUMAN, run_job
 
-    state = tmp_path_factory.mktemp("base") / "state"
-    code, out = run_job("--state", str(state), *FAST, *HUMAN)
-    assert code == 0, out[-3000:]
+    base = tmp_path_factory.mktemp("base")
+    code, out = run_job("--state", "state", *FAST, *HUMAN, cwd=base)
+    assert code == 5, out[-3000:]  # waiting for labels
     assert "round 1 is waiting for labels" in out
-    return state
+    return base / "state"
 
 
 @pytest.fixture(scope="session")
@@ -89,3 +95,46 @@ def image_folder(tmp_path) -> tuple[str, dict[str, str]]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     return str(tmp_path / "images"), {rel: outcome for rel, (_, outcome) in files.items()}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_env() -> dict[str, str]:
+    """Start moto's S3 server; the environment that points pyarrow, boto3 and Ray workers at it."""
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail("moto S3 server did not start")
+            time.sleep(0.2)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
+           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    import boto3
+
+    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1", aws_access_key_id="test",
+                 aws_secret_access_key="test").create_bucket(Bucket=BUCKET)
+    yield env
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture()
+def s3(s3_env, monkeypatch) -> dict[str, str]:
+    for key, value in s3_env.items():
+        monkeypatch.setenv(key, value)
+    from raysal import storage
+
+    storage._filesystem.cache_clear()  # filesystems read the endpoint when created
+    return s3_env

@@ -127,3 +127,42 @@ def test_scorer_options_keep_the_scores(image_folder, tiny_checkpoint, options, 
     ok = batch["error"] == ""
     np.testing.assert_allclose(tuned["score"][ok], plain["score"][ok], atol=tolerance)
     assert np.isnan(tuned["score"][~ok]).all()
+
+
+def test_a_non_finite_model_output_is_skipped_and_reported(ray_session, tiny_checkpoint, tmp_path):
+    """An image whose probabilities are NaN is reported with a reason, never dropped or selected."""
+    import tf_keras as keras
+    from PIL import Image
+
+    from raysal import models
+
+    model, model_cfg, classes = models.load_checkpoint(tiny_checkpoint)
+    conv = next(layer for layer in model.get_layer(models.BACKBONE).layers if isinstance(layer, keras.layers.Conv2D))
+    kernel, bias = conv.get_weights()
+    kernel[1, 1, 0, :] = -np.inf  # -inf * a bright pixel -> relu 0; -inf * a black pixel (0) -> NaN
+    conv.set_weights([kernel, bias])
+    broken = str(tmp_path / "model")
+    models.save_checkpoint(model, broken, model_cfg, classes)
+    root = tmp_path / "images"
+    (root / "a").mkdir(parents=True)
+    for name, value in (("bright", 200), ("black", 0)):
+        Image.fromarray(np.full((16, 16, 3), value, np.uint8)).save(root / "a" / f"{name}.png")
+
+    rows = {os.path.basename(r["uri"]): r for r in score_folder(str(root), broken, "entropy").values()}
+    assert rows["bright.png"]["error"] == "" and np.isfinite(rows["bright.png"]["score"])
+    assert rows["black.png"]["error"] == pipeline.NON_FINITE and np.isnan(rows["black.png"]["score"])
+    import ray.data
+
+    selection = pipeline.select_top_k(ray.data.from_items(list(rows.values())), 2)
+    assert [os.path.basename(u) for u in selection.rows["uri"]] == ["bright.png"]
+    assert list(selection.skipped["reason"]) == [pipeline.NON_FINITE]
+
+
+def test_duplicate_ids_are_found_across_blocks(ray_session):
+    import ray.data
+
+    ids = np.arange(3000, dtype=np.int64)
+    ids[2999] = 17  # the repeat is in another block than the original
+    blocks = [pa.table({"image_id": ids[i:i + 500]}) for i in range(0, 3000, 500)]
+    assert pipeline.duplicate_ids(ray.data.from_arrow(blocks)) == [17]
+    assert pipeline.duplicate_ids(ray.data.from_arrow([pa.table({"image_id": np.arange(10)})])) == []

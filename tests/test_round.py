@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "jobs"))
 import round as round_job  # noqa: E402  (jobs/round.py)
 
-from _jobs import FAST, copy_state, job, kill_at, run_job  # noqa: E402
+from _jobs import FAST, copy_state, job, kill_processes, run_job, run_until_killed  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -44,35 +45,91 @@ def reference_round(waiting_state, tmp_path_factory) -> Path:
     results = sorted([(p.wait(timeout=400), p.stdout.read()) for p in (first, second)], key=lambda r: r[0])
     (code_a, out_a), (code_b, out_b) = results
     assert (code_a, code_b) == (0, 4), out_a[-2000:] + out_b[-2000:]
-    assert f"state {state} is locked by pid" in out_b and "another round is running" in out_b
+    # The loser found the winner's lease, or lost the race to create it: either way it says so.
+    assert f"state {state}" in out_b and "another round" in out_b and "Traceback" not in out_b
     assert "round 1: selected 40 of 897 pool images" in out_a
     return state
 
 
 def test_two_rounds_at_once_exactly_one_runs(reference_round):
-    assert not (reference_round / "lock.json").exists()  # released at the end
+    from raysal import lease
+    from raysal.state import RunState
+
+    assert lease.current(RunState(str(reference_round))) is None  # released at the end
     assert json.loads((reference_round / "rounds" / "0001" / "round.json").read_text())["selected"] == 40
 
 
-def test_killed_while_scoring_resumes_to_the_same_state(reference_round, tmp_path):
-    state = copy_state(reference_round, tmp_path / "state", keep_rounds=False)
-    kill_at(["--state", str(state), *FAST], "stage score: started", delay=1.5)
-    assert (state / "lock.json").exists() and not (state / "rounds" / "0001" / "stages" / "score.json").exists()
-    code, out = run_job("--state", str(state), *FAST)  # the stale lock is taken over without --break-lock
-    assert code == 0, out[-3000:]
-    assert outcome(state) == outcome(reference_round)
+def _stages(state: Path) -> set[str]:
+    return {p.stem for p in (state / "rounds" / "0001" / "stages").glob("*.json")}
 
 
-def test_killed_while_training_resumes_to_the_same_state(reference_round, tmp_path):
+def _score_files(state: Path) -> list[Path]:
+    return list((state / "rounds" / "0001" / "scores").glob("*.parquet"))
+
+
+def test_faults_at_every_stage_boundary_and_inside_every_stage_lose_nothing(reference_round, tmp_path):
+    """One round, killed eleven times on its way, ends as the uninterrupted reference round did.
+
+    Each fault lands where it claims, and the test checks that it did: the driver dies (SIGKILL,
+    with its local Ray) at every stage boundary and inside every stage once the stage's partial
+    output exists; a scoring actor is killed once some score files exist, and a Ray Train worker
+    once an epoch is logged; both are restarted by Ray. Each rerun takes the dead driver's lease
+    over at once and resumes at the first stage not committed.
+    """
     state = copy_state(reference_round, tmp_path / "state", keep_rounds=False)
-    kill_at(["--state", str(state), *FAST], "stage train: started", delay=6)
-    stages = state / "rounds" / "0001" / "stages"
-    assert (stages / "label.json").exists() and not (stages / "train.json").exists()
-    code, out = run_job("--state", str(state), *FAST)
+    shutil.rmtree(state / "models" / "0001")  # the reference's: this round must publish its own
+    (state / "models" / "0000" / "test_metrics.json").unlink()  # so that evaluate has work to be killed in
+    args = ["--state", str(state), *FAST]
+
+    # score: the driver dies once score files exist; then a scoring actor is killed the same way.
+    run_until_killed(args, fire=lambda out, group: bool(_score_files(state)))
+    assert _score_files(state) and "score" not in _stages(state)
+    actors: list[int] = []
+
+    def kill_actor(out: str, group: int) -> bool:
+        if not actors and _score_files(state) and "score" not in _stages(state):
+            actors.extend(kill_processes(group, "Scorer"))
+        return False
+
+    run_until_killed(args, point="score:ended", fire=kill_actor)
+    assert actors, "no scoring actor was found to kill while score files were being written"
+    assert _stages(state) == {"score"}
+
+    for point, written, committed in [
+        ("select:selection-written", "selection.parquet", {"score"}),
+        ("select:ended", "selection.parquet", {"score", "select"}),
+        ("label:labels-written", "labels.parquet", {"score", "select"}),
+        ("label:ended", "labels.parquet", {"score", "select", "label"}),
+    ]:
+        run_until_killed(args, point=point)
+        assert (state / "rounds" / "0001" / written).exists() and _stages(state) == committed, point
+
+    # train: the driver dies after an epoch is logged; then a worker is killed, and Ray Train restarts it.
+    run_until_killed(args, fire=lambda out, group: "raysal train: finetune epoch 1/2" in out)
+    assert _stages(state) == {"score", "select", "label"}
+    workers: list[int] = []
+
+    def kill_worker(out: str, group: int) -> bool:
+        if not workers and "raysal train: finetune epoch 1/2" in out:
+            workers.extend(kill_processes(group, "RayTrainWorker"))
+        return False
+
+    out = run_until_killed(args, point="train:ended", fire=kill_worker)  # a clean end of training, then the kill
+    assert workers, "no Ray Train worker was found to kill after its first epoch"
+    assert out.count("raysal train: finetune epoch 1/2") >= 2, out[-3000:]  # trained again after the restart
+    assert _stages(state) == {"score", "select", "label", "train"}
+
+    run_until_killed(args, point="evaluate:first-model-evaluated")
+    assert (state / "models" / "0000" / "test_metrics.json").exists() and "evaluate" not in _stages(state)
+    run_until_killed(args, point="evaluate:ended")
+    assert "evaluate" in _stages(state) and not (state / "rounds" / "0001" / "round.json").exists()
+
+    code, out = run_job(*args)
     assert code == 0, out[-3000:]
-    assert "resuming at stage train" in out
     assert outcome(state) == outcome(reference_round)
-    assert (state / "models" / "0001" / "weights.h5").exists()
+    ours, reference = (json.loads((s / "rounds" / "0001" / "round.json").read_text()) for s in (state, reference_round))
+    assert abs(ours["test_accuracy_after"] - reference["test_accuracy_after"]) < 0.05
+    assert not list((state / "models").glob("*.tmp-*"))
 
 
 def test_human_labels_are_validated_then_applied(waiting_state, tmp_path):
@@ -128,12 +185,6 @@ def test_rounds_grow_the_labelled_set_and_never_select_twice(ray_session, waitin
     assert [h["round"] for h in history] == [1, 2]
     assert (state / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (state / "models" / "0002" / "test_metrics.json").exists()
-
-
-def test_a_config_that_changes_the_pool_is_refused(waiting_state, tmp_path):
-    state = copy_state(waiting_state, tmp_path / "state", keep_rounds=False)
-    code, out = run_job("--state", str(state), *FAST, "--set", "data.pool.rows=\"1000:\"", timeout=120)
-    assert code == 1 and "config changes what a run cannot change (pool:" in out
 
 
 def test_bad_config_is_refused_before_ray_starts(tmp_path):

@@ -4,78 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from _jobs import FAST, kill_at, run_job
+from _jobs import FAST, run_job, run_until_killed
 
-BUCKET = "raysal-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_env() -> dict[str, str]:
-    """Start moto's S3 server; the environment that points pyarrow, boto3 and Ray workers at it."""
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                pytest.fail("moto S3 server did not start")
-            time.sleep(0.2)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
-    import boto3
-
-    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1", aws_access_key_id="test",
-                 aws_secret_access_key="test").create_bucket(Bucket=BUCKET)
-    yield env
-    server.terminate()
-    server.wait(timeout=30)
-
-
-@pytest.fixture()
-def s3(s3_env, monkeypatch) -> dict[str, str]:
-    for key, value in s3_env.items():
-        monkeypatch.setenv(key, value)
-    from raysal import storage
-
-    storage._filesystem.cache_clear()  # filesystems read the endpoint when created
-    return s3_env
-
-
-@pytest.mark.timeout(120)
-def test_lock_on_s3_is_exclusive_and_stale_locks_are_taken_over(s3):
-    from raysal.state import Locked, RunState
-
-    state = RunState(f"s3://{BUCKET}/lock-test")
-    with state.lock():
-        assert state.read_json("lock.json")["pid"] == os.getpid()
-        with pytest.raises(Locked, match="locked by pid"):
-            with RunState(f"s3://{BUCKET}/lock-test").lock():
-                pass
-    assert not state.exists("lock.json")
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    state.write_json("lock.json", {"pid": dead.pid, "host": socket.gethostname(), "since": 0})
-    with state.lock():  # the holder is dead: taken over
-        assert state.read_json("lock.json")["pid"] == os.getpid()
+BUCKET = "raysal-test"  # created by the s3_env fixture (conftest.py)
 
 
 def upload_pool(tmp_path: Path) -> str:
@@ -99,18 +34,19 @@ def upload_pool(tmp_path: Path) -> str:
 
 
 @pytest.mark.timeout(600)
-def test_round_with_pool_and_state_on_s3_survives_a_kill_and_resumes(s3, tmp_path):
-    from raysal import rounds
+def test_round_on_s3_killed_while_publishing_a_model_publishes_it_again(s3, tmp_path):
+    from raysal import lease, rounds
     from raysal.state import RunState
 
     root = f"s3://{BUCKET}/run"
     pool = upload_pool(tmp_path)
     args = ["--state", root, "--set", f"data.root=\"{tmp_path / 'data'}\"", "--set", "data.pool.kind=\"manifest\"",
             "--set", f"data.pool.path=\"{pool}\"", "--set", "data.pool.rows=\"\"", *FAST]
-    kill_at(args, "stage score: started", delay=1.5, env=s3)
+    # Killed while publishing the round-0 model: its files are on S3, its marker is not.
+    run_until_killed(args, point="publish:files-copied", env=s3)
     state = RunState(root)
-    assert state.exists("lock.json") and state.exists("models/0000/weights.h5")
-    assert state.next_stage(1) == "score"
+    assert state.exists("models/0000/weights.h5") and not state.exists("models/0000/_published.json")
+    assert state.latest_model() is None and lease.current(state) is not None  # the dead driver's lease is left
 
     code, out = run_job(*args, env=s3)
     assert code == 0, out[-3000:]
@@ -124,5 +60,41 @@ def test_round_with_pool_and_state_on_s3_survives_a_kill_and_resumes(s3, tmp_pat
     assert all(uri.startswith(f"s3://{BUCKET}/pool/images/") for uri in selection["uri"].to_pylist())
     assert state.exists("models/0001/weights.h5") and state.exists("learning_curve.png")
     assert json.loads(state.read_bytes("history.json"))[0]["round"] == 1
-    assert not state.exists("lock.json")
+    assert lease.current(state) is None and state.is_published("models/0000")
+    assert "stage bootstrap: started" in out  # the half-published model was trained and published again
     assert not Path("s3:").exists()  # nothing written to a local folder named after the URI
+
+
+@pytest.mark.timeout(120)
+def test_a_model_is_published_whole_or_ignored(s3, tmp_path):
+    from raysal.state import RunState
+
+    local = tmp_path / "model"
+    local.mkdir()
+    (local / "model.json").write_text("{}")
+    (local / "weights.h5").write_bytes(b"w" * 1000)
+    state = RunState(f"s3://{BUCKET}/publish")
+    state.publish_dir(str(local), "models/0000")
+    assert state.is_published("models/0000") and state.latest_model() == 0
+
+    state.write_bytes("models/0000/weights.h5", b"w" * 10)  # a copy cut short
+    assert not state.is_published("models/0000") and state.latest_model() is None
+    state.publish_dir(str(local), "models/0000")  # published again over the broken copy
+    assert state.is_published("models/0000")
+    state.fs.delete_file(f"{BUCKET}/publish/models/0000/_published.json")  # files copied, marker not yet
+    assert state.latest_model() is None
+
+
+@pytest.mark.timeout(120)
+def test_a_downloaded_model_folder_is_removed_after_use(s3, tmp_path):
+    from raysal import storage
+
+    fs, _ = storage.resolve(f"s3://{BUCKET}")
+    with fs.open_output_stream(f"{BUCKET}/dl/model/weights.h5") as out:
+        out.write(b"weights")
+    with storage.local_copy(f"s3://{BUCKET}/dl/model") as folder:
+        assert Path(folder, "weights.h5").read_bytes() == b"weights"
+    assert not Path(folder).exists()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        with storage.local_copy(f"s3://{BUCKET}/dl/absent"):
+            pass

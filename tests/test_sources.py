@@ -241,9 +241,22 @@ def test_manifest_string_labels_map_to_indices(tmp_path):
                      label=["dog", None, "cat"])
     table = sources.read_manifest_table(path, ["cat", "dog"], "data.pool")
     assert table.schema == sources.SOURCE_SCHEMA
-    assert table.to_pylist() == [{"image_id": 7, "uri": "x.png", "label": 1},
-                                 {"image_id": 3, "uri": "y.png", "label": None},
-                                 {"image_id": 9, "uri": "z.png", "label": 0}]
+    assert table.to_pylist() == [{"image_id": 7, "uri": str(tmp_path / "x.png"), "label": 1},
+                                 {"image_id": 3, "uri": str(tmp_path / "y.png"), "label": None},
+                                 {"image_id": 9, "uri": str(tmp_path / "z.png"), "label": 0}]
+
+
+@pytest.mark.parametrize(("manifest", "uri", "expected"), [
+    ("/data/pool/manifest.parquet", "img/a.jpg", "/data/pool/img/a.jpg"),
+    ("/data/pool/manifest.parquet", "/elsewhere/b.jpg", "/elsewhere/b.jpg"),
+    ("s3://bucket/pool/manifest.parquet", "img/a.jpg", "s3://bucket/pool/img/a.jpg"),
+    ("s3://bucket/pool/manifest.parquet", "gs://other/c.jpg", "gs://other/c.jpg"),
+])
+def test_relative_uris_in_a_manifest_are_relative_to_the_manifest(manifest, uri, expected):
+    """Never to the working directory of whichever process reads them."""
+    table = sources._conform(pa.table({"image_id": [1], "uri": [uri]}), ["cat", "dog"], "data.pool",
+                             sources.manifest_base(manifest))
+    assert table["uri"].to_pylist() == [expected]
 
 
 def test_manifest_without_labels_gets_null_labels(tmp_path):
@@ -318,10 +331,17 @@ def test_digits_source_rows(digits_root):
 # --- preflight ------------------------------------------------------------------------------
 
 
-def test_preflight_demo_passes_and_creates_the_state_folder(digits_root, tmp_path):
-    state = tmp_path / "state"
+def test_preflight_demo_passes_and_writes_nothing(digits_root, tmp_path):
+    state, fresh_root = tmp_path / "state", tmp_path / "fresh"
     preflight.check(load_config("demo", {"data.root": str(digits_root)}), str(state))
-    assert state.is_dir()
+    preflight.check(load_config("demo", {"data.root": str(fresh_root)}), str(state))  # digits not written yet
+    assert not state.exists() and not fresh_root.exists()
+
+
+def test_preflight_refuses_a_state_that_cannot_be_created(digits_root, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(preflight.Unavailable, match="^--state: cannot create .* is not a writable folder"):
+        preflight.check(load_config("demo", {"data.root": str(digits_root)}), str(tmp_path / "a-file" / "state"))
 
 
 @pytest.mark.parametrize(("kind", "what"), [("manifest", "manifest file"), ("folder", "image folder")])
