@@ -26,6 +26,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from typing import Sequence
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_MISSING, EXIT_LOCKED, EXIT_WAITING, EXIT_LEASE_LOST = 0, 1, 2, 3, 4, 5, 6
@@ -61,6 +62,10 @@ def print_status(report: dict, as_json: bool) -> None:
         print(json.dumps(report, indent=2))
         return
     print(f"state {report['state']}: {len(report['rounds'])} round(s), latest model {report['latest_model']}")
+    lease = report["leased_by"]
+    if lease:
+        state = "expired, to be taken over" if lease["expired"] else f"expires {time.ctime(lease['expires_at'])}"
+        print(f"  leased by pid {lease['pid']} on {lease['host']} since {time.ctime(lease['acquired_at'])} ({state})")
     for r in report["rounds"]:
         line = f"  round {r['round']}: {r['state']}, selected {r.get('selected')}"
         if r["state"] == "done":

@@ -70,7 +70,7 @@ def test_a_config_that_changes_the_pool_exits_2_and_changes_nothing(waiting_stat
 def test_a_live_lease_of_another_host_exits_4_and_changes_nothing(waiting_state, tmp_path):
     state = copy_state(waiting_state, tmp_path / "state", keep_rounds=True)
     now = time.time()
-    (state / "lease").mkdir()
+    (state / "lease").mkdir(exist_ok=True)  # the fixture's round left its released lease there
     (state / "lease" / "00000007.json").write_text(json.dumps({
         "generation": 7, "holder": "x", "pid": 4242, "host": "another-host", "acquired_at": now - 5,
         "renewed_at": now, "expires_at": now + 3600, "ttl": 60.0, "released": False}))

@@ -1,4 +1,4 @@
-"""deploy/ (image, RayCluster, CronJob) agrees with itself, with cluster.yaml and with the project.
+"""deploy/ (image, RayCluster, CronJobs, RayJob) agrees with itself, with cluster.yaml and with the project.
 
 Every check returns the problems it finds; the real files must have none, and each broken copy
 below must be reported, so that no check passes whatever the files say.
@@ -28,7 +28,9 @@ DEPLOY = REPO / "deploy"
 # Field names of the objects the manifests write, so that a misspelt field is caught here and not
 # silently dropped by the API server. batch/v1 CronJobSpec, JobSpec: the Kubernetes API reference;
 # RayClusterSpec, HeadGroupSpec, WorkerGroupSpec, AutoscalerOptions, AuthOptions: KubeRay's
-# ray-operator/apis/ray/v1/raycluster_types.go and its CRD (helm-chart/kuberay-operator/crds).
+# ray-operator/apis/ray/v1/raycluster_types.go and its CRD (helm-chart/kuberay-operator/crds);
+# RayJobSpec: rayjob_types.go (deletionPolicy in older releases, deletionStrategy and schedule in
+# newer); PolicyRule: rbac.authorization.k8s.io/v1.
 KNOWN_FIELDS = {
     "CronJob.spec": {"concurrencyPolicy", "failedJobsHistoryLimit", "jobTemplate", "schedule",
                      "startingDeadlineSeconds", "successfulJobsHistoryLimit", "suspend", "timeZone"},
@@ -45,7 +47,21 @@ KNOWN_FIELDS = {
     "autoscalerOptions": {"env", "envFrom", "idleTimeoutSeconds", "image", "imagePullPolicy", "resources",
                           "securityContext", "upscalingMode", "volumeMounts"},
     "authOptions": {"enableK8sTokenAuth", "mode", "secretName"},
+    "RayJob.spec": {"activeDeadlineSeconds", "backoffLimit", "clusterSelector", "deletionPolicy", "deletionStrategy",
+                    "entrypoint", "entrypointNumCpus", "entrypointNumGpus", "entrypointResources", "jobId",
+                    "managedBy", "metadata", "rayClusterSpec", "runtimeEnvYAML", "schedule", "shutdownAfterJobFinishes",
+                    "submissionMode", "submitterConfig", "submitterPodTemplate", "suspend", "ttlSecondsAfterFinished"},
+    "PolicyRule": {"apiGroups", "nonResourceURLs", "resourceNames", "resources", "verbs"},
 }
+# RayJobStatus's fields and JobDeploymentStatus's values (rayjob_types.go). A RayJob is done when
+# its deployment status is Complete or Failed (IsJobDeploymentTerminal); an app that failed ends
+# Failed, one that was stopped ends Complete with jobStatus STOPPED (rayjob_controller.go).
+RAYJOB_STATUS_FIELDS = {"dashboardURL", "endTime", "failed", "jobDeploymentStatus", "jobId", "jobStatus",
+                        "lastScheduleTime", "message", "observedGeneration", "rayClusterName", "rayClusterStatus",
+                        "rayJobInfo", "reason", "startTime", "succeeded"}
+JOB_DEPLOYMENT_TERMINAL = {"Complete", "Failed"}
+# What each kubectl command the round script runs needs on its resource.
+KUBECTL_VERBS = {"create": "create", "delete": "delete", "get": "get"}  # get with a label selector: list
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,8 @@ class Project:
     dockerignore: str
     raycluster: dict
     cronjob: dict
+    rounds: dict[str, dict]  # deploy/rayjob-cronjob.yaml's objects by kind
+    rayjob: dict  # the RayJob in its ConfigMap
     readme: str
 
 
@@ -64,6 +82,10 @@ def load_project() -> Project:
         (document,) = yaml.safe_load_all(path.read_text())
         return document
 
+    rounds = {}
+    for document in yaml.safe_load_all((DEPLOY / "rayjob-cronjob.yaml").read_text()):
+        assert document["kind"] not in rounds, f"two {document['kind']}s in deploy/rayjob-cronjob.yaml"
+        rounds[document["kind"]] = document
     return Project(
         pyproject=tomllib.loads((REPO / "pyproject.toml").read_text()),
         cluster_yaml=yaml.safe_load((REPO / "cluster.yaml").read_text()),
@@ -71,6 +93,8 @@ def load_project() -> Project:
         dockerignore=(DEPLOY / "Dockerfile.dockerignore").read_text(),
         raycluster=one_document(DEPLOY / "raycluster.yaml"),
         cronjob=one_document(DEPLOY / "cronjob.yaml"),
+        rounds=rounds,
+        rayjob=yaml.safe_load(rounds["ConfigMap"]["data"]["rayjob.yaml"]),
         readme=(REPO / "README.md").read_text(),
     )
 
@@ -100,8 +124,58 @@ def containers(spec: dict) -> list[dict]:
 
 
 def ray_containers(raycluster: dict) -> list[dict]:
-    spec = raycluster["spec"]
+    return cluster_containers(raycluster["spec"])
+
+
+def cluster_containers(spec: dict) -> list[dict]:
+    """The containers of a RayClusterSpec: the head's, then the workers'."""
     return containers(spec["headGroupSpec"]) + [c for g in spec["workerGroupSpecs"] for c in containers(g)]
+
+
+def rayjob_cluster(p: Project) -> dict:
+    return p.rayjob["spec"]["rayClusterSpec"]
+
+
+def round_container(p: Project) -> dict:
+    """The container of deploy/rayjob-cronjob.yaml's CronJob, which creates the RayJob and waits for it."""
+    (container,) = containers(p.rounds["CronJob"]["spec"]["jobTemplate"]["spec"])
+    return container
+
+
+def round_script(p: Project) -> tuple[str, str]:
+    """The script the round container runs, as ``(path, text)``: ``sh PATH`` with PATH in a ConfigMap volume."""
+    command = round_container(p)["command"]
+    path = command[-1]
+    pod = p.rounds["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return path, configmap_file(p, pod, round_container(p), path) or ""
+
+
+def configmap_file(p: Project, pod: dict, container: dict, path: str) -> str | None:
+    """The text a container sees at ``path`` from the file's ConfigMap volume, if that is where it is."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        prefix = mount["mountPath"].rstrip("/") + "/"
+        config_map = volumes.get(mount["name"], {}).get("configMap", {}).get("name")
+        if path.startswith(prefix) and config_map == p.rounds["ConfigMap"]["metadata"]["name"]:
+            return p.rounds["ConfigMap"]["data"].get(path[len(prefix):])
+    return None
+
+
+def kubectl_calls(script: str) -> list[list[str]]:
+    """The words of each ``kubectl`` command in a shell script, up to the end of its command."""
+    joined = re.sub(r"\\\n", " ", script)
+    return [call.split() for call in re.findall(r"\bkubectl\s+([^|;&)\n]*)", joined)]
+
+
+def kubectl_verbs(script: str) -> set[str]:
+    """The API verbs the script's kubectl commands need: get with a label selector lists."""
+    verbs = set()
+    for call in kubectl_calls(script):
+        if call[0] == "get" and any(w == "-l" or w.startswith(("-l=", "--selector")) for w in call):
+            verbs.add("list")
+        else:
+            verbs.add(KUBECTL_VERBS.get(call[0], f"unknown kubectl {call[0]}"))
+    return verbs
 
 
 def submit_container(cronjob: dict) -> dict:
@@ -150,9 +224,9 @@ def base_image_problems(p: Project) -> list[str]:
     requires_python = p.pyproject["project"]["requires-python"]
     if f"3.{match['minor']}" not in SpecifierSet(requires_python):
         problems.append(f"FROM has Python 3.{match['minor']}, pyproject.toml requires {requires_python}")
-    ray_version = p.raycluster["spec"].get("rayVersion")
-    if ray_version != match["ray"]:
-        problems.append(f"the RayCluster's rayVersion {ray_version} is not the image's Ray {match['ray']}")
+    for where, spec in (("the RayCluster", p.raycluster["spec"]), ("the RayJob's cluster", rayjob_cluster(p))):
+        if (ray_version := spec.get("rayVersion")) != match["ray"]:
+            problems.append(f"{where}'s rayVersion {ray_version} is not the image's Ray {match['ray']}")
     return problems
 
 
@@ -186,32 +260,41 @@ def image_problems(p: Project) -> list[str]:
     problems = []
     if not image.endswith(":" + p.pyproject["project"]["version"]):
         problems.append(f"the image {image} is not tagged with raysal's version {p.pyproject['project']['version']}")
-    used = [c["image"] for c in ray_containers(p.raycluster)] + [submit_container(p.cronjob)["image"]]
-    problems += [f"a container runs {u}, not the image deploy/Dockerfile builds ({image})" for u in used if u != image]
+    used = [("the RayCluster", c) for c in ray_containers(p.raycluster)] + [
+        ("deploy/cronjob.yaml", submit_container(p.cronjob))] + [
+        ("the RayJob's cluster", c) for c in cluster_containers(rayjob_cluster(p))]
+    problems += [f"{where}: container {c['name']} runs {c['image']}, not the image deploy/Dockerfile builds ({image})"
+                 for where, c in used if c["image"] != image]
     if f"docker build -f deploy/Dockerfile -t {image} ." not in p.readme:
         problems.append(f"the README does not show the build of {image}")
     return problems
 
 
 def raycluster_problems(p: Project) -> list[str]:
-    spec = p.raycluster["spec"]
     problems = []
     if (p.raycluster["apiVersion"], p.raycluster["kind"]) != ("ray.io/v1", "RayCluster"):
         problems.append(f"{p.raycluster['apiVersion']} {p.raycluster['kind']} is not a ray.io/v1 RayCluster")
+    return problems + cluster_spec_problems(p, "the RayCluster", p.raycluster["spec"])
+
+
+def cluster_spec_problems(p: Project, where: str, spec: dict) -> list[str]:
+    """A RayClusterSpec (the standing RayCluster's, or the one each RayJob starts) has cluster.yaml's shape."""
+    problems = []
     if spec["headGroupSpec"]["rayStartParams"].get("num-cpus") != "0":
-        problems.append("the head advertises CPUs (rayStartParams num-cpus must be the string \"0\")")
+        problems.append(f"{where}: the head advertises CPUs (rayStartParams num-cpus must be the string \"0\")")
     groups = spec["workerGroupSpecs"]
     scaled = [g["groupName"] for g in groups if "minReplicas" in g or "maxReplicas" in g]
     if scaled and spec.get("enableInTreeAutoscaling") is not True:
-        problems.append(f"worker groups {scaled} give min/max replicas but enableInTreeAutoscaling is not true")
+        problems.append(f"{where}: worker groups {scaled} give min/max replicas "
+                        "but enableInTreeAutoscaling is not true")
     gpu_groups = [g for g in groups if any(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu") == 1
                                            for c in containers(g))]
     worker = p.cluster_yaml["available_node_types"]["gpu_worker"]
     if len(gpu_groups) != 1:
-        problems.append(f"{len(gpu_groups)} worker groups with nvidia.com/gpu: 1, expected 1")
+        problems.append(f"{where}: {len(gpu_groups)} worker groups with nvidia.com/gpu: 1, expected 1")
     elif (scale := (gpu_groups[0].get("minReplicas"), gpu_groups[0].get("maxReplicas"))) != (
             worker["min_workers"], worker["max_workers"]):
-        problems.append(f"the GPU group scales {scale[0]}..{scale[1]}, "
+        problems.append(f"{where}: the GPU group scales {scale[0]}..{scale[1]}, "
                         f"cluster.yaml {worker['min_workers']}..{worker['max_workers']}")
     return problems
 
@@ -245,22 +328,123 @@ def schedule_problems(p: Project) -> list[str]:
 
 
 def round_arguments_problems(p: Project) -> list[str]:
-    """The round's arguments are what jobs/round.py and the config accept."""
-    _, round_args = submit_command(p.cronjob)
-    try:
-        args = load_round_job().parse_args(round_args)
-    except SystemExit:
-        return [f"jobs/round.py refuses {shlex.join(round_args)}"]
-    try:
-        config_lib.load_config(args.config, dict(config_lib.parse_override(o) for o in args.overrides))
-    except config_lib.ConfigError as exc:
-        return [f"bad config in the round's arguments: {exc}"]
-    return []
+    """The round's arguments, in deploy/cronjob.yaml and in the RayJob, are what jobs/round.py and the config accept."""
+    problems = []
+    for where, round_args in (("deploy/cronjob.yaml", submit_command(p.cronjob)[1]),
+                              ("the RayJob", rayjob_entrypoint(p)[2:])):
+        try:
+            args = load_round_job().parse_args(round_args)
+        except SystemExit:
+            problems.append(f"{where}: jobs/round.py refuses {shlex.join(round_args)}")
+            continue
+        try:
+            config_lib.load_config(args.config, dict(config_lib.parse_override(o) for o in args.overrides))
+        except config_lib.ConfigError as exc:
+            problems.append(f"{where}: bad config in the round's arguments: {exc}")
+    return problems
+
+
+def rayjob_entrypoint(p: Project) -> list[str]:
+    return shlex.split(p.rayjob["spec"].get("entrypoint", ""))
+
+
+def rayjob_problems(p: Project) -> list[str]:
+    """The RayJob each firing creates: a new one each time, running cronjob.yaml's round on its own cluster."""
+    rayjob, spec = p.rayjob, p.rayjob["spec"]
+    problems = []
+    if (rayjob["apiVersion"], rayjob["kind"]) != ("ray.io/v1", "RayJob"):
+        problems.append(f"{rayjob['apiVersion']} {rayjob['kind']} is not a ray.io/v1 RayJob")
+    if "name" in rayjob["metadata"] or not rayjob["metadata"].get("generateName"):
+        problems.append("the RayJob has a fixed name, not a generateName: a RayJob runs once, under its name")
+    entrypoint = rayjob_entrypoint(p)
+    if entrypoint[:2] != ["python", "jobs/round.py"]:
+        return problems + [f"the RayJob's entrypoint {spec.get('entrypoint')!r} does not run python jobs/round.py"]
+    if (round_args := entrypoint[2:]) != submit_command(p.cronjob)[1]:
+        problems.append(f"the RayJob's round arguments {shlex.join(round_args)!r} differ from deploy/cronjob.yaml's "
+                        f"{shlex.join(submit_command(p.cronjob)[1])!r}")
+    if (state := option(round_args, "--state")) is None or not state.startswith("s3://"):
+        problems.append(f"the RayJob's --state {state} is not on S3, where every node sees it")
+    if spec.get("shutdownAfterJobFinishes") is not True:
+        problems.append("the RayJob's shutdownAfterJobFinishes is not true: its cluster would outlive the round")
+    if not isinstance(spec.get("ttlSecondsAfterFinished", 0), int) or spec.get("ttlSecondsAfterFinished", 0) < 0:
+        problems.append(f"the RayJob's ttlSecondsAfterFinished {spec['ttlSecondsAfterFinished']!r} is not seconds")
+    if spec.get("backoffLimit", 0) != 0:
+        problems.append(f"the RayJob's backoffLimit is {spec['backoffLimit']}: a round waiting for labels (exit 5) "
+                        "would be retried on a new cluster at once")
+    if "clusterSelector" in spec:
+        problems.append("the RayJob has a clusterSelector: it would run on a standing cluster, not its own")
+    problems += cluster_spec_problems(p, "the RayJob's cluster", rayjob_cluster(p))
+    workdirs = [args for keyword, args in instructions(p.dockerfile) if keyword == "WORKDIR"]
+    head = containers(rayjob_cluster(p)["headGroupSpec"])[0]
+    if workdirs and head.get("workingDir", workdirs[-1]) != workdirs[-1]:
+        problems.append(f"the RayJob's head runs in working directory {head['workingDir']}, not the image's WORKDIR "
+                        f"{workdirs[-1]}, where the entrypoint finds jobs/round.py")
+    return problems
+
+
+def rounds_problems(p: Project) -> list[str]:
+    """deploy/rayjob-cronjob.yaml's CronJob, its script and its permissions."""
+    where = "deploy/rayjob-cronjob.yaml"
+    cronjob = p.rounds["CronJob"]
+    job = cronjob["spec"]["jobTemplate"]["spec"]
+    pod = job["template"]["spec"]
+    problems = []
+    if (cronjob["apiVersion"], cronjob["kind"]) != ("batch/v1", "CronJob"):
+        problems.append(f"{where}: {cronjob['apiVersion']} {cronjob['kind']} is not a batch/v1 CronJob")
+    if cronjob["spec"].get("concurrencyPolicy") != "Forbid":
+        problems.append(f"{where}: concurrencyPolicy is {cronjob['spec'].get('concurrencyPolicy')}, not Forbid")
+    if len(cronjob["spec"]["schedule"].split()) != 5:
+        problems.append(f"{where}: schedule {cronjob['spec']['schedule']!r} is not a five-field cron expression")
+    if (job.get("backoffLimit"), pod.get("restartPolicy")) != (0, "Never"):
+        problems.append(f"{where}: the Job retries its pod (backoffLimit {job.get('backoffLimit')}, "
+                        f"restartPolicy {pod.get('restartPolicy')}): a retry would create a second RayJob")
+    image = round_container(p)["image"]
+    if not re.fullmatch(r"[\w./-]+:v?\d+\.\d+\.\d+", image):
+        problems.append(f"{where}: the kubectl image {image} is not pinned to a version")
+
+    account = pod.get("serviceAccountName")
+    if account != p.rounds["ServiceAccount"]["metadata"]["name"]:
+        problems.append(f"{where}: the pod runs as ServiceAccount {account}, "
+                        f"not the file's ServiceAccount {p.rounds['ServiceAccount']['metadata']['name']}")
+    binding = p.rounds["RoleBinding"]
+    if {"kind": "ServiceAccount", "name": account} not in [{k: s.get(k) for k in ("kind", "name")}
+                                                          for s in binding["subjects"]]:
+        problems.append(f"{where}: the RoleBinding does not bind ServiceAccount {account}")
+    if (binding["roleRef"]["kind"], binding["roleRef"]["name"]) != ("Role", p.rounds["Role"]["metadata"]["name"]):
+        problems.append(f"{where}: the RoleBinding binds {binding['roleRef']}, not the file's Role")
+
+    path, script = round_script(p)
+    if not script:
+        return problems + [f"{where}: the pod runs {path}, which is not a file of the ConfigMap it mounts"]
+    rules = p.rounds["Role"]["rules"]
+    allowed = {(group, resource, verb) for r in rules for group in r.get("apiGroups", [])
+               for resource in r.get("resources", []) for verb in r.get("verbs", [])}
+    used = {("ray.io", "rayjobs", verb) for verb in kubectl_verbs(script)}
+    if allowed != used:
+        problems.append(f"{where}: the Role allows {sorted(allowed)}, the script needs {sorted(used)}")
+    files = [option(call, "-f") for call in kubectl_calls(script) if call[0] == "create"]
+    if len(files) != 1 or not (files[0] or "").endswith("/rayjob.yaml") or configmap_file(
+            p, pod, round_container(p), files[0]) is None:
+        problems.append(f"{where}: the script creates {files}, not the ConfigMap's rayjob.yaml "
+                        "(kubectl create, for generateName)")
+    if not any(set(states.split("|")) == JOB_DEPLOYMENT_TERMINAL
+               for states in re.findall(r"^\s*([A-Za-z|]+)\)\s*break", script, re.MULTILINE)):
+        problems.append(f"{where}: the script does not wait for jobDeploymentStatus "
+                        f"{' or '.join(sorted(JOB_DEPLOYMENT_TERMINAL))}, so Forbid would not cover the round")
+    if unknown := set(re.findall(r"\.status\.(\w+)", script)) - RAYJOB_STATUS_FIELDS:
+        problems.append(f"{where}: the script reads unknown RayJob status fields {sorted(unknown)}")
+    labels = p.rayjob["metadata"].get("labels", {})
+    for selector in re.findall(r"(?:-l\s+|selector=)[\"']?([\w./-]+=[\w.-]+(?:,[\w./-]+=[\w.-]+)*)", script):
+        if not all(labels.get(k) == v for k, v in (pair.split("=", 1) for pair in selector.split(","))):
+            problems.append(f"{where}: the script selects RayJobs by {selector}, which the RayJob's labels "
+                            f"{labels} do not match")
+    return problems
 
 
 def credentials_problems(p: Project) -> list[str]:
     problems = []
-    all_containers = ray_containers(p.raycluster) + [submit_container(p.cronjob)]
+    all_containers = [*ray_containers(p.raycluster), submit_container(p.cronjob),
+                      *cluster_containers(rayjob_cluster(p))]
     secrets = {tuple(sorted(e["secretRef"]["name"] for e in c.get("envFrom", []) if "secretRef" in e))
                for c in all_containers}
     if len(secrets) != 1 or not next(iter(secrets)):
@@ -281,23 +465,34 @@ def credentials_problems(p: Project) -> list[str]:
 
 
 def field_problems(p: Project) -> list[str]:
-    spec = p.raycluster["spec"]
-    objects = [("CronJob.spec", p.cronjob["spec"]), ("Job.spec", p.cronjob["spec"]["jobTemplate"]["spec"]),
-               ("RayCluster.spec", spec), ("headGroupSpec", spec["headGroupSpec"]),
-               *(("workerGroupSpec", g) for g in spec["workerGroupSpecs"]),
-               *((name, spec[name]) for name in ("autoscalerOptions", "authOptions") if name in spec)]
-    return [f"{where} has unknown fields {sorted(set(obj) - KNOWN_FIELDS[where])}"
-            for where, obj in objects if set(obj) - KNOWN_FIELDS[where]]
+    def cluster(spec: dict) -> list[tuple[str, dict]]:
+        return [("RayCluster.spec", spec), ("headGroupSpec", spec["headGroupSpec"]),
+                *(("workerGroupSpec", g) for g in spec["workerGroupSpecs"]),
+                *((name, spec[name]) for name in ("autoscalerOptions", "authOptions") if name in spec)]
+
+    def cronjob(document: dict) -> list[tuple[str, dict]]:
+        return [("CronJob.spec", document["spec"]), ("Job.spec", document["spec"]["jobTemplate"]["spec"])]
+
+    objects = [*(("deploy/cronjob.yaml", kind, obj) for kind, obj in cronjob(p.cronjob)),
+               *(("deploy/raycluster.yaml", kind, obj) for kind, obj in cluster(p.raycluster["spec"])),
+               *(("deploy/rayjob-cronjob.yaml", kind, obj) for kind, obj in cronjob(p.rounds["CronJob"])),
+               *(("deploy/rayjob-cronjob.yaml", "PolicyRule", rule) for rule in p.rounds["Role"]["rules"]),
+               ("the RayJob", "RayJob.spec", p.rayjob["spec"]),
+               *(("the RayJob", kind, obj) for kind, obj in cluster(rayjob_cluster(p)))]
+    return [f"{where}: {kind} has unknown fields {sorted(set(obj) - KNOWN_FIELDS[kind])}"
+            for where, kind, obj in objects if set(obj) - KNOWN_FIELDS[kind]]
 
 
 def readme_problems(p: Project) -> list[str]:
     return [f"the README does not mention {name}" for name in
-            ("deploy/Dockerfile", "deploy/raycluster.yaml", "deploy/cronjob.yaml") if name not in p.readme]
+            ("deploy/Dockerfile", "deploy/raycluster.yaml", "deploy/cronjob.yaml", "deploy/rayjob-cronjob.yaml",
+             "kubectl apply -f deploy/raycluster.yaml -f deploy/cronjob.yaml",
+             "kubectl apply -f deploy/rayjob-cronjob.yaml") if name not in p.readme]
 
 
 CHECKS: list[Callable[[Project], list[str]]] = [
     base_image_problems, install_problems, image_problems, raycluster_problems, schedule_problems,
-    round_arguments_problems, credentials_problems, field_problems, readme_problems,
+    round_arguments_problems, rayjob_problems, rounds_problems, credentials_problems, field_problems, readme_problems,
 ]
 
 
@@ -386,6 +581,100 @@ def _readme_without_deploy(p: Project) -> Project:
     return replace(p, readme=p.readme.replace("deploy/cronjob.yaml", "a CronJob"))
 
 
+# deploy/rayjob-cronjob.yaml: the RayJob in its ConfigMap, the CronJob, its script and permissions
+
+def _rayjob(change: Callable[[dict], None]) -> Callable[[Project], Project]:
+    return lambda p: _with(p, "rayjob", change)
+
+
+def _rounds(change: Callable[[dict], None]) -> Callable[[Project], Project]:
+    return lambda p: _with(p, "rounds", change)
+
+
+def _script(old: str, new: str) -> Callable[[Project], Project]:
+    def change(rounds: dict) -> None:
+        data = rounds["ConfigMap"]["data"]
+        assert old in data["round.sh"]
+        data["round.sh"] = data["round.sh"].replace(old, new)
+    return _rounds(change)
+
+
+def _set_round_arg(rayjob: dict, old: str, new: str) -> None:
+    words = shlex.split(rayjob["spec"]["entrypoint"])
+    rayjob["spec"]["entrypoint"] = shlex.join([new if w == old else w for w in words])
+
+
+def _rayjob_cluster(rayjob: dict) -> dict:
+    return rayjob["spec"]["rayClusterSpec"]
+
+
+def _round_pod(rounds: dict) -> dict:
+    return rounds["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+RAYJOB_BREAKAGES = [
+    ("rayjob_worker_on_stock_ray_image", _rayjob(lambda r: containers(_rayjob_cluster(r)["workerGroupSpecs"][0])[0]
+                                                 .update(image="rayproject/ray:2.60.0-py311-gpu")),
+     "the RayJob's cluster: container ray-worker runs rayproject/ray:2.60.0-py311-gpu, not the image"),
+    ("rayjob_old_ray", _rayjob(lambda r: _rayjob_cluster(r).update(rayVersion="2.59.0")),
+     "the RayJob's cluster's rayVersion 2.59.0 is not the image's Ray"),
+    ("rayjob_fixed_name", _rayjob(lambda r: r.update(metadata={"name": "raysal-round"})), "not a generateName"),
+    ("rayjob_not_round", _rayjob(lambda r: r["spec"].update(entrypoint="python -m raysal.rounds")),
+     "does not run python jobs/round.py"),
+    ("rayjob_other_round_arguments", _rayjob(lambda r: _set_round_arg(r, "score.max_actors=8", "score.max_actors=4")),
+     "differ from deploy/cronjob.yaml's"),
+    ("rayjob_unknown_config_key", _rayjob(lambda r: _set_round_arg(r, "score.max_actors=8", "score.max_actor=8")),
+     "the RayJob: bad config"),
+    ("rayjob_local_state", _rayjob(lambda r: _set_round_arg(r, "s3://my-bucket/runs/flowers", "/data/runs/flowers")),
+     "the RayJob's --state /data/runs/flowers is not on S3"),
+    ("rayjob_cluster_kept", _rayjob(lambda r: r["spec"].update(shutdownAfterJobFinishes=False)),
+     "shutdownAfterJobFinishes is not true"),
+    ("rayjob_retried", _rayjob(lambda r: r["spec"].update(backoffLimit=2)), "the RayJob's backoffLimit is 2"),
+    ("rayjob_on_standing_cluster", _rayjob(lambda r: r["spec"].update(clusterSelector={"ray.io/cluster": "raysal"})),
+     "the RayJob has a clusterSelector"),
+    ("rayjob_no_autoscaling", _rayjob(lambda r: _rayjob_cluster(r).pop("enableInTreeAutoscaling")),
+     "the RayJob's cluster: worker groups ['gpu'] give min/max replicas but enableInTreeAutoscaling is not true"),
+    ("rayjob_head_takes_work", _rayjob(lambda r: _rayjob_cluster(r)["headGroupSpec"].update(rayStartParams={})),
+     "the RayJob's cluster: the head advertises CPUs"),
+    ("rayjob_head_elsewhere", _rayjob(lambda r: containers(_rayjob_cluster(r)["headGroupSpec"])[0]
+                                      .update(workingDir="/home/ray")),
+     "working directory /home/ray, not the image's WORKDIR"),
+    ("rayjob_head_without_credentials", _rayjob(lambda r: containers(_rayjob_cluster(r)["headGroupSpec"])[0]
+                                                .pop("envFrom")),
+     "expected one Secret for all"),
+    ("rayjob_misspelt_field", _rayjob(lambda r: r["spec"].update(
+        shutdownAfterJobFinished=r["spec"].pop("shutdownAfterJobFinishes"))),
+     "the RayJob: RayJob.spec has unknown fields ['shutdownAfterJobFinished']"),
+    ("rounds_concurrency_allowed", _rounds(lambda r: r["CronJob"]["spec"].update(concurrencyPolicy="Allow")),
+     "deploy/rayjob-cronjob.yaml: concurrencyPolicy is Allow"),
+    ("rounds_pod_retried", _rounds(lambda r: r["CronJob"]["spec"]["jobTemplate"]["spec"].update(backoffLimit=3)),
+     "a retry would create a second RayJob"),
+    ("rounds_kubectl_latest", _rounds(lambda r: containers(r["CronJob"]["spec"]["jobTemplate"]["spec"])[0]
+                                      .update(image="alpine/k8s:latest")),
+     "the kubectl image alpine/k8s:latest is not pinned"),
+    ("rounds_default_service_account", _rounds(lambda r: _round_pod(r).update(serviceAccountName="default")),
+     "the pod runs as ServiceAccount default"),
+    ("rounds_binding_elsewhere", _rounds(lambda r: r["RoleBinding"]["subjects"][0].update(name="other")),
+     "the RoleBinding does not bind ServiceAccount raysal-rounds"),
+    ("role_without_delete", _rounds(lambda r: r["Role"]["rules"][0]["verbs"].remove("delete")), "the Role allows"),
+    ("role_with_more", _rounds(lambda r: r["Role"]["rules"][0]["verbs"].append("patch")), "the Role allows"),
+    ("role_misspelt_field", _rounds(lambda r: r["Role"]["rules"][0].update(verb=r["Role"]["rules"][0].pop("verbs"))),
+     "PolicyRule has unknown fields ['verb']"),
+    ("script_applies", _script("kubectl create -f", "kubectl apply -f"), "the script creates []"),
+    ("script_waits_for_other_states", _script("Complete|Failed)", "Succeeded|Failed)"),
+     "the script does not wait for jobDeploymentStatus Complete or Failed"),
+    ("script_reads_unknown_status", _script(".status.jobStatus", ".status.rayJobStatus"),
+     "unknown RayJob status fields ['rayJobStatus']"),
+    ("script_selects_other_run", _script("app.kubernetes.io/instance=flowers", "app.kubernetes.io/instance=demo"),
+     "which the RayJob's labels"),
+    ("script_not_mounted", _rounds(lambda r: r["ConfigMap"]["data"].pop("round.sh")),
+     "which is not a file of the ConfigMap"),
+    ("readme_without_rayjob_cronjob",
+     lambda p: replace(p, readme=p.readme.replace("deploy/rayjob-cronjob.yaml", "a CronJob")),
+     "does not mention deploy/rayjob-cronjob.yaml"),
+]
+
+
 BREAKAGES = [
     (_bump_ray_in_pyproject, "pyproject.toml pins ray 2.61.0"),
     (_bump_tensorflow_in_pyproject, "not tensorflow[and-cuda]==2.22.0"),
@@ -404,7 +693,8 @@ BREAKAGES = [
 
 
 @pytest.mark.parametrize(("breakage", "match"),
-                         [pytest.param(b, m, id=b.__name__.strip("_")) for b, m in BREAKAGES])
+                         [pytest.param(b, m, id=b.__name__.strip("_")) for b, m in BREAKAGES]
+                         + [pytest.param(b, m, id=name) for name, b, m in RAYJOB_BREAKAGES])
 def test_broken_copies_are_reported(breakage, match):
     found = problems(breakage(load_project()))
     assert any(match in problem for problem in found), found

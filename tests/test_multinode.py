@@ -1,13 +1,16 @@
 """Two nodes that share no ``/tmp``, as a real cluster's machines share none: a head that runs no
 work (``--num-cpus=0``, as in cluster.yaml) and a worker node in a private mount namespace. The
 state is on a local S3 server, the images in a folder both nodes see (as NFS would be), and
-every round goes through ``ray job submit``."""
+every round goes through ``ray job submit`` or a scheduled ``jobs/submit.py``. Needs root and util-linux ``unshare``, as CI has."""
 
 from __future__ import annotations
 
 import json
 import re
 import shutil
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -17,9 +20,6 @@ from _cluster import Cluster, ray_job_submit, start_head
 from _jobs import FAST, REPO
 
 BUCKET = "raysal-test"
-
-pytestmark = pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare (root)")
-
 
 @pytest.fixture(scope="module")
 def two_nodes(s3_env) -> Cluster:
@@ -54,6 +54,16 @@ print(sorted(seen.values()))
 """
 
 
+_LEFT_IN_TMP = """
+import glob, ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy as On
+ray.init()
+worker = next(n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU"))
+print(ray.get(ray.remote(num_cpus=0)(glob.glob).options(
+    scheduling_strategy=On(worker["NodeID"], soft=False)).remote("/tmp/raysal-*")))
+"""
+
+
 @pytest.mark.timeout(300)
 def test_the_worker_node_does_not_see_the_drivers_tmp(two_nodes, shared_folder):
     """The fixture is what it claims: a file in the driver's /tmp exists on one node only."""
@@ -82,18 +92,53 @@ def test_a_state_in_the_drivers_tmp_is_refused_at_once(two_nodes, shared_folder)
     assert "stage score" not in out
 
 
+def job_statuses(cluster: Cluster) -> dict[str, str]:
+    """Status by submission id, asked by a fresh process: Ray reads its auth mode once per process."""
+    code = ("import json, sys; from ray.job_submission import JobSubmissionClient as Client; "
+            "print(json.dumps({j.submission_id: j.status.value for j in Client(sys.argv[1]).list_jobs() "
+            "if j.submission_id}))")
+    out = cluster.python(code, cluster.address)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def fire_schedule(cluster: Cluster, run: str, *round_args: str) -> subprocess.CompletedProcess:
+    """One firing of a nightly schedule: jobs/submit.py, as cron would run it."""
+    return subprocess.run([sys.executable, str(REPO / "jobs" / "submit.py"), "--address", cluster.address,
+                           "--run", run, "--working-dir", str(REPO), "--", *round_args],
+                          env=cluster.env, capture_output=True, text=True, timeout=120, cwd=REPO)
+
+
 @pytest.mark.timeout(1200)
 def test_bootstrap_and_two_rounds_on_two_nodes_with_the_state_on_s3(two_nodes, shared_folder, s3):
+    """Round 1 (with the round-0 model) through ``ray job submit``; round 2 from a schedule that
+    fires twice, through jobs/submit.py; round 2 retrains from round 1's model."""
     from raysal import rounds
     from raysal.state import RunState
 
-    root = f"s3://{BUCKET}/two-nodes-{uuid.uuid4().hex[:6]}"
+    run = f"two-nodes-{uuid.uuid4().hex[:6]}"
+    root = f"s3://{BUCKET}/{run}"
     args = ["--state", root, "--set", f'data.root="{shared_folder / "data"}"', *FAST]
     before = set(Path("/tmp").glob("raysal-*"))
-    for number in (1, 2):
-        code, out = _round(two_nodes, f"two-nodes-{uuid.uuid4().hex[:6]}-round-{number}", *args)
-        assert code == 0, out[-5000:]
-        assert f"round {number}: selected 40 of {897 - 40 * (number - 1)} pool images" in out, out[-3000:]
+    first_id = f"raysal-{run}-round-0001"
+    code, out = _round(two_nodes, first_id, *args)
+    assert code == 0, out[-5000:]
+    assert "round 1: selected 40 of 897 pool images" in out, out[-3000:]
+    code, out = _round(two_nodes, first_id, *args)  # the same job id again: refused, nothing runs
+    assert code != 0 and first_id in out
+    assert rounds.current_round(RunState(root)) == 2 and not RunState(root).exists("rounds/0002")
+
+    fired = [fire_schedule(two_nodes, run, *args) for _ in range(2)]
+    assert all(f.returncode == 0 for f in fired), [f.stdout[-1000:] + f.stderr[-2000:] for f in fired]
+    second_id = f"raysal-{run}-round-0002"
+    assert f"round 2 of {run}: submitted {second_id} (not submitted yet)" in fired[0].stdout
+    assert f"round 2 of {run}: nothing to submit (job {second_id} is" in fired[1].stdout
+    deadline = time.monotonic() + 600
+    while (status := job_statuses(two_nodes)[second_id]) not in ("SUCCEEDED", "FAILED", "STOPPED"):
+        assert time.monotonic() < deadline, "round 2's job did not finish"
+        time.sleep(3)
+    assert status == "SUCCEEDED"
+    assert sorted(j for j in job_statuses(two_nodes) if run in j) == [first_id, second_id]
 
     state = RunState(root)
     report = rounds.status(root)
@@ -106,3 +151,5 @@ def test_bootstrap_and_two_rounds_on_two_nodes_with_the_state_on_s3(two_nodes, s
     assert len(selected[0]) == len(selected[1]) == 40 and not selected[0] & selected[1]
     assert json.loads(state.read_bytes("history.json"))[-1]["round"] == 2
     assert set(Path("/tmp").glob("raysal-*")) == before  # the driver's downloads were removed
+    workers = two_nodes.python(_LEFT_IN_TMP)  # and the worker node's (models read by actors and train workers)
+    assert workers.returncode == 0 and workers.stdout.strip().splitlines()[-1] == "[]", workers.stderr[-2000:]

@@ -158,11 +158,14 @@ def test_a_non_finite_model_output_is_skipped_and_reported(ray_session, tiny_che
     assert list(selection.skipped["reason"]) == [pipeline.NON_FINITE]
 
 
-def test_duplicate_ids_are_found_across_blocks(ray_session):
+@pytest.mark.parametrize("n_blocks", [1, 6, 40])  # 40 blocks: the ids are cut into 5 parts
+def test_duplicate_ids_are_found_across_blocks(ray_session, n_blocks):
     import ray.data
 
-    ids = np.arange(3000, dtype=np.int64)
-    ids[2999] = 17  # the repeat is in another block than the original
-    blocks = [pa.table({"image_id": ids[i:i + 500]}) for i in range(0, 3000, 500)]
-    assert pipeline.duplicate_ids(ray.data.from_arrow(blocks)) == [17]
+    ids = np.random.default_rng(n_blocks).permutation(4000).astype(np.int64)
+    first, last = ids[0], ids[-2]
+    ids[-1], ids[-3] = first, last  # two repeats, in other blocks than their originals (when there are several)
+    blocks = [pa.table({"image_id": part}) for part in np.array_split(ids, n_blocks)]
+    assert pipeline.duplicate_ids(ray.data.from_arrow(blocks)) == sorted([int(first), int(last)])
+    assert pipeline.duplicate_ids(ray.data.from_arrow(blocks), limit=1) == [min(int(first), int(last))]
     assert pipeline.duplicate_ids(ray.data.from_arrow([pa.table({"image_id": np.arange(10)})])) == []
