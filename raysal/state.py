@@ -86,16 +86,7 @@ class RunState:
         self._before_change()
         path = self._path(key)
         self.fs.create_dir(posixpath.dirname(path), recursive=True)
-        if not self.local:  # an object store PUT is atomic by itself
-            with self.fs.open_output_stream(path) as out:
-                out.write(data)
-            return
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        storage.write_whole(self.fs, path, data)
 
     def read_bytes(self, key: str) -> bytes | None:
         if not self.exists(key):

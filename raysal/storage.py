@@ -6,6 +6,7 @@ import os
 import posixpath
 import shutil
 import tempfile
+import uuid
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Iterator
@@ -43,6 +44,25 @@ def resolve(path: str) -> tuple[pafs.FileSystem, str]:
     if scheme in ("s3", "gs", "gcs"):
         return _filesystem(f"{scheme}://{host}"), rest  # bucket/key: no per-call filesystem set-up
     return pafs.FileSystem.from_uri(path)
+
+
+def write_whole(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Write ``path`` (inside ``fs``) whole or not at all: temp file, fsync and rename on a local
+    disk; a single PUT, atomic by itself, on an object store."""
+    if not isinstance(fs, pafs.LocalFileSystem):
+        with fs.open_output_stream(path) as out:
+            out.write(data)
+        return
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def read_bytes(uri: str) -> bytes:

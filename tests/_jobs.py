@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
-# A quick round: 40 images, 2 epochs, a 200-image test split, blocks of 128 images.
+# A quick round: 40 images, 2 epochs, a 200-image test split, blocks of 64 images (scored in 4 batches).
 FAST = ["--budget", "40", "--set", "train.finetune_epochs=2", "--set", "data.test.rows=\"500:700\"",
-        "--set", "score.batch_size=32", "--num-cpus", "2"]
+        "--set", "score.batch_size=16", "--num-cpus", "2"]
 HUMAN = ["--set", "label.mode=\"human\""]
 
 
@@ -39,8 +39,8 @@ def run_until_killed(args: list[str], point: str | None = None, fire: Callable[[
 
     Args:
         point: a failpoint (``raysal.faults``) at which the round kills itself.
-        fire: polled with the output so far and the round's process group; when it returns True
-            the test kills that group (for faults whose evidence is outside the driver: files that
+        fire: polled with the output so far and the round's process group (also its session);
+            when it returns True the test kills that group (for faults whose evidence is outside the driver: files that
             Ray workers wrote, a line that a training worker logged). It may also kill one worker
             of the group itself and return False, to let the round go on.
     """
@@ -71,14 +71,18 @@ def run_until_killed(args: list[str], point: str | None = None, fire: Callable[[
     return out
 
 
-def kill_processes(pgid: int, title: str) -> list[int]:
-    """SIGKILL the processes of group ``pgid`` whose title (Ray sets it) contains ``title``."""
+def kill_processes(session: int, title: str) -> list[int]:
+    """SIGKILL the processes of session ``session`` whose title (Ray sets it) contains ``title``.
+
+    A round's Ray workers are in its session (``job`` starts one) but each in a process group
+    of its own.
+    """
     import psutil
 
     killed = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         try:
-            if os.getpgid(proc.pid) == pgid and title in " ".join(proc.info["cmdline"] or []):
+            if os.getsid(proc.pid) == session and title in " ".join(proc.info["cmdline"] or []):
                 proc.kill()
                 killed.append(proc.pid)
         except (ProcessLookupError, psutil.NoSuchProcess):

@@ -149,7 +149,9 @@ def test_bootstrap_and_two_rounds_on_two_nodes_with_the_state_on_s3(two_nodes, s
     assert state.is_published("models/0001") and state.is_published("models/0002")
     selected = [set(state.read_table(f"rounds/{n:04d}/selection.parquet")["image_id"].to_pylist()) for n in (1, 2)]
     assert len(selected[0]) == len(selected[1]) == 40 and not selected[0] & selected[1]
-    assert json.loads(state.read_bytes("history.json"))[-1]["round"] == 2
+    assert [h["round"] for h in json.loads(state.read_bytes("history.json"))] == [1, 2]
+    assert state.read_bytes("learning_curve.png")[:8] == b"\x89PNG\r\n\x1a\n"
+    assert state.exists("models/0002/test_metrics.json") and report["leased_by"] is None
     assert set(Path("/tmp").glob("raysal-*")) == before  # the driver's downloads were removed
     workers = two_nodes.python(_LEFT_IN_TMP)  # and the worker node's (models read by actors and train workers)
     assert workers.returncode == 0 and workers.stdout.strip().splitlines()[-1] == "[]", workers.stderr[-2000:]
