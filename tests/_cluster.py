@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -15,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = str(Path(sys.executable).parent)
 RAY = os.path.join(VENV_BIN, "ray")
 
@@ -46,8 +48,16 @@ class Cluster:
     procs: list[subprocess.Popen] = field(default_factory=list)
 
     def add_private_tmp_node(self, num_cpus: int) -> None:
-        """A worker node with a ``/tmp`` of its own: it cannot see a file the driver puts in ``/tmp``."""
-        script = (f"mount -t tmpfs none /tmp && exec {RAY} start --address={self.gcs} --num-cpus={num_cpus} "
+        """A worker node with a ``/tmp`` of its own: it cannot see a file the driver puts in ``/tmp``.
+
+        Only this checkout (with its venv) is mounted back at its own path, should it lie under
+        ``/tmp``, as a real node has raysal installed where the head has it.
+        """
+        code = shlex.quote(str(REPO))
+        keep = "/run/raysal-test-code"  # outside /tmp; only a mount point, left empty
+        script = (f"mkdir -p {keep} && mount --bind {code} {keep} && mount -t tmpfs none /tmp && "
+                  f"mkdir -p {code} && mount --bind {keep} {code} && "
+                  f"exec {RAY} start --address={self.gcs} --num-cpus={num_cpus} "
                   f"--node-ip-address=127.0.0.1 --disable-usage-stats --block")
         self.procs.append(subprocess.Popen(["unshare", "-m", "--propagation", "private", "bash", "-c", script],
                                            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
