@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -80,9 +81,11 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
             metrics.clear()
             metrics.update({k: float(v) for k, v in (logs or {}).items()}, epoch=epoch + 1, phase=self.phase)
             if ray.train.get_context().get_world_rank() == 0:  # one line per epoch, shown by the driver
-                print(f"raysal train: {self.phase} epoch {epoch + 1}/{total}: loss {metrics.get('loss', 0):.4f}, "
-                      f"accuracy {metrics.get('accuracy', 0):.4f}, val accuracy {metrics.get('val_accuracy', 0):.4f}",
-                      flush=True)
+                # Not print(): Ray Train patches it to log each line twice.
+                sys.stdout.write(f"raysal train: {self.phase} epoch {epoch + 1}/{total}: loss "
+                                 f"{metrics.get('loss', 0):.4f}, accuracy {metrics.get('accuracy', 0):.4f}, "
+                                 f"val accuracy {metrics.get('val_accuracy', 0):.4f}\n")
+                sys.stdout.flush()
             if epoch + 1 < total:  # the last epoch is reported below, with the checkpoint
                 ray.train.report(dict(metrics))
 
