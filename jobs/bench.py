@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray")
     args = parser.parse_args(argv)
 
-    from raysal import bench
+    import benchmarks as bench  # jobs/benchmarks.py: benchmark code is not part of the installed package
 
     repeats = args.repeats or (1 if args.quick else 3)
     rows: list[dict] = []

@@ -8,9 +8,9 @@ lost machine would. Without the variable a point costs one dictionary lookup. Pu
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
-import sys
 
 KILL_AT_ENV = "RAYSAL_KILL_AT"
 
@@ -19,5 +19,5 @@ def point(name: str) -> None:
     """Die here if the environment asks for it; otherwise do nothing."""
     if os.environ.get(KILL_AT_ENV) != name:
         return
-    print(f"raysal fault: killed at {name}", file=sys.stderr, flush=True)
+    logging.getLogger(__name__).warning("fault: killed at %s", name)  # on the console, and in the log
     os.killpg(os.getpgrp(), signal.SIGKILL)

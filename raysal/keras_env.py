@@ -1,15 +1,16 @@
 """Keras 2 (``tf-keras``) for every process that touches TensorFlow.
 
 TensorFlow 2.21 defaults to Keras 3, which breaks ``hub.KerasLayer`` inside a model and
-``MultiWorkerMirroredStrategy`` training. TensorFlow reads ``TF_USE_LEGACY_KERAS`` once, when it
-is first imported, so every raysal module that imports TensorFlow imports this one first, and
-Ray workers also receive the variable through their ``runtime_env``.
+``MultiWorkerMirroredStrategy`` training. raysal's code imports ``tf_keras`` by name, never
+``tf.keras``, and ``tensorflow_hub`` picks ``tf_keras`` itself when ``tf.keras`` is Keras 3, so a
+process where TensorFlow was imported first (a notebook) still builds and runs raysal's models.
+``TF_USE_LEGACY_KERAS=1`` is set as well, for the processes started from here, and Ray workers
+receive it through their ``runtime_env``.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
 LEGACY_KERAS_ENV = {"TF_USE_LEGACY_KERAS": "1"}
 QUIET_TF_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2"}  # hide TensorFlow's C++ info lines; errors still show
@@ -21,16 +22,13 @@ def worker_env() -> dict[str, str]:
 
 
 def use_legacy_keras() -> None:
-    """Set the variable, or fail loudly if TensorFlow was already imported without it."""
+    """Select Keras 2 for TensorFlow imported from now on, here and in child processes.
+
+    Where TensorFlow is already imported (with Keras 3 as ``tf.keras``), this changes nothing in
+    this process, and needs not: raysal never uses ``tf.keras``.
+    """
     for key, value in QUIET_TF_ENV.items():
         os.environ.setdefault(key, value)
-    if os.environ.get("TF_USE_LEGACY_KERAS") == "1":
-        return
-    if "tensorflow" in sys.modules:
-        raise ImportError(
-            "TensorFlow was imported before raysal could select Keras 2: set TF_USE_LEGACY_KERAS=1 "
-            "in the environment, or import raysal before tensorflow"
-        )
     os.environ.update(LEGACY_KERAS_ENV)
 
 

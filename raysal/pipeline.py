@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -77,7 +78,7 @@ class Scorer:
     """Holds one model per actor; ``__call__`` scores one batch of decoded images."""
 
     def __init__(self, model_dir: str, criterion: str, seed: int, batch_size: int, top_probs: int,
-                 xla: bool = False, mixed_precision: bool = False) -> None:
+                 xla: bool = False, mixed_precision: bool = False, board: Any = None) -> None:
         keras_env.use_legacy_keras()
         import tensorflow as tf
         import tf_keras as keras
@@ -91,6 +92,7 @@ class Scorer:
         with storage.local_copy(model_dir) as local:  # a download is removed once the weights are loaded
             self.model, model_cfg, self.classes = models.load_checkpoint(local)
         self.criterion = criteria.get_criterion(criterion, seed)
+        self.board = board  # a progress.Board that counts scored images, or None
         self.batch_size = batch_size
         self.top = min(top_probs, len(self.classes))
         size = model_cfg.input_size
@@ -129,18 +131,23 @@ class Scorer:
                 predicted[ok] = order[:, 0]
                 top_classes[ok] = order
                 top_probs[ok] = np.take_along_axis(probs, order, axis=1)
+        if self.board is not None:
+            self.board.add.remote(n)  # not awaited: progress never slows scoring
         return {"image_id": batch["image_id"], "uri": batch["uri"], "label": batch["label"], "score": scores,
                 "predicted": predicted, "top_classes": top_classes, "top_probs": top_probs, "error": errors}
 
 
-def score(decoded: ray.data.Dataset, model_dir: str, cfg: Config) -> ray.data.Dataset:
-    """Score decoded images with an actor pool; columns ``SCORE_COLUMNS``."""
+def score(decoded: ray.data.Dataset, model_dir: str, cfg: Config, board: Any = None) -> ray.data.Dataset:
+    """Score decoded images with an actor pool; columns ``SCORE_COLUMNS``.
+
+    ``board``: a ``progress.Board`` that the actors tell how many images they scored.
+    """
     s = cfg.score
     return decoded.map_batches(
         Scorer,
         fn_constructor_kwargs={"model_dir": model_dir, "criterion": cfg.select.criterion, "seed": cfg.seed,
                                "batch_size": s.batch_size, "top_probs": s.top_probs, "xla": s.xla,
-                               "mixed_precision": s.mixed_precision},
+                               "mixed_precision": s.mixed_precision, "board": board},
         batch_size=s.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=s.min_actors, max_size=s.max_actors,
                                            max_concurrent_calls_per_actor=s.calls_per_actor,

@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from raysal import faults
 from raysal import labels as labels_lib
 from raysal import lease as lease_lib
-from raysal import pipeline, sources
+from raysal import pipeline, progress, sources
 from raysal.config import Config, SourceConfig, config_from_dict
 from raysal.metrics import accuracy_report
 from raysal.plots import learning_curve_png
@@ -74,6 +74,7 @@ class _Round:
     cfg: Config
     number: int
     seconds: dict[str, float]
+    board: Any = None  # a progress.Board that workers report to; None = no progress lines
 
     @property
     def key(self) -> str:
@@ -99,12 +100,14 @@ def _train(r: _Round, train_ds: ray.data.Dataset, init_model: int | None, output
 
     val_ds = pipeline.decode(r.source(r.cfg.data.val), r.cfg).map_batches(pipeline.labelled_images,
                                                                             batch_format="numpy")
-    with tempfile.TemporaryDirectory(prefix="raysal-model-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="raysal-model-") as tmp, \
+            progress.watch(r.board, "training") as board:
         result = train.train_model(
             r.cfg, train_ds.materialize(), val_ds.materialize(),  # decoded once, not once per epoch
             output_dir=os.path.join(tmp, "model"), storage_path=r.state.uri("train"),
             run_name=f"model-{output_model:04d}",
-            init_uri=None if init_model is None else r.model_uri(init_model))
+            init_uri=None if init_model is None else r.model_uri(init_model), board=board,
+            label="bootstrap" if output_model == 0 else "train")
         r.state.publish_dir(result.model_dir, r.state.model_key(output_model))
     return result.metrics
 
@@ -132,8 +135,10 @@ def stage_score(r: _Round, label_file: str | None) -> str:
         pool = pool.map_batches(pipeline.drop_ids, fn_kwargs={"ids_ref": ray.put(excluded)}, batch_format="numpy")
     scores_key = f"{r.key}/scores"
     r.state.delete_dir(scores_key)  # a partial write by a crashed run
-    pipeline.score(pipeline.decode(pool, r.cfg), r.model_uri(r.number - 1), r.cfg).write_parquet(
-        r.state.uri(scores_key))
+    total = sources.source_size(r.cfg.data.pool, r.cfg.data.classes, r.data_root) - len(excluded)
+    with progress.watch(r.board, "scoring", total) as board:
+        pipeline.score(pipeline.decode(pool, r.cfg), r.model_uri(r.number - 1), r.cfg, board=board).write_parquet(
+            r.state.uri(scores_key))
     r.state.commit_stage(r.number, "score", {"model": r.number - 1, "excluded": int(len(excluded))})
     return DONE
 
@@ -150,6 +155,10 @@ def stage_select(r: _Round, label_file: str | None) -> str:
     left = pool_size - len(skipped["image_id"])
     if r.cfg.select.budget > left:
         log.warning("budget %d exceeds the %d images left to select: selected all of them", r.cfg.select.budget, left)
+    if len(skipped["image_id"]):
+        log.warning("%d pool images could not be scored and were skipped (e.g. %s: %s); the list with reasons is "
+                    "%s", len(skipped["image_id"]), skipped["uri"][0], skipped["reason"][0],
+                    r.state.uri(r.key, "skipped.parquet"))
     r.state.write_table(f"{r.key}/selection.parquet", pa.table({
         "image_id": pa.array(best["image_id"], pa.int64()), "uri": pa.array(best["uri"], pa.string()),
         "score": pa.array(best["score"], pa.float64()), "predicted": pa.array(best["predicted"], pa.int64()),
@@ -222,8 +231,11 @@ def test_accuracy(r: _Round, model: int) -> dict[str, Any]:
     cached = r.state.read_json(key)
     if cached is not None:
         return cached
-    rows = pipeline.score(pipeline.decode(r.source(r.cfg.data.test), r.cfg), r.model_uri(model), r.cfg) \
-        .select_columns(["predicted", "label", "error"]).to_pandas()
+    test = r.cfg.data.test
+    with progress.watch(r.board, f"testing model {model}",
+                        sources.source_size(test, r.cfg.data.classes, r.data_root)) as board:
+        rows = pipeline.score(pipeline.decode(r.source(test), r.cfg), r.model_uri(model), r.cfg, board=board) \
+            .select_columns(["predicted", "label", "error"]).to_pandas()
     rows = rows[(rows["error"] == "") & rows["label"].notna()]
     report = accuracy_report(rows["predicted"].to_numpy(), rows["label"].to_numpy(), r.cfg.data.classes)
     r.state.write_json(key, report)
@@ -242,6 +254,7 @@ def stage_evaluate(r: _Round, label_file: str | None) -> str:
     r.state.write_json(f"{r.key}/metrics.json", metrics)
     r.state.commit_stage(r.number, "evaluate", {"test_accuracy_before": before["accuracy"],
                                                 "test_accuracy_after": after["accuracy"],
+                                                "test_per_class_after": after["per_class"],
                                                 "selection_accuracy_before": on_selection["accuracy"]})
     return DONE
 
@@ -338,25 +351,37 @@ def check_startable(cfg: Config, state_root: str, label_file: str | None = None,
 
 
 def run_round(cfg: Config, state_root: str, label_file: str | None = None, break_lock: bool = False,
-              lease_ttl: float = lease_lib.DEFAULT_TTL_S) -> RoundOutcome:
+              lease_ttl: float = lease_lib.DEFAULT_TTL_S, show_progress: bool = True) -> RoundOutcome:
     """Run (or resume) one round to the end, or until it waits for human labels.
 
     Everything that can refuse the round (an incompatible config, labels for a round that waits
     for none, a live lease) is decided before the state is changed. The lease is renewed while
-    the round runs, and every change first checks that it is still held.
+    the round runs, and every change first checks that it is still held. Needs Ray
+    (``raysal.cluster.init_ray``).
+
+    Args:
+        label_file: human labels for the round that waits for them (CSV or Parquet).
+        break_lock: take the run's lease over now, even from a live round.
+        lease_ttl: seconds the lease lasts unless renewed; a dead driver's round is taken
+            over after this.
+        show_progress: log scoring progress and training epochs (logger ``raysal``).
     """
     check_startable(cfg, state_root, label_file, break_lock)
     state = RunState(state_root)
     seconds: dict[str, float] = {}
     with lease_lib.hold(state, ttl=lease_ttl, break_lease=break_lock) as lease:
         state.guard = lease.check
+        board = progress.new_board() if show_progress else None
         try:
-            return _run_held(state, cfg, label_file, seconds)
+            return _run_held(state, cfg, label_file, seconds, board)
         finally:
             state.guard = None
+            if board is not None:
+                ray.kill(board)
 
 
-def _run_held(state: RunState, cfg: Config, label_file: str | None, seconds: dict[str, float]) -> RoundOutcome:
+def _run_held(state: RunState, cfg: Config, label_file: str | None, seconds: dict[str, float],
+              board: Any) -> RoundOutcome:
     if check_compatible(state, cfg):  # again, now that no other round can write run.json
         state.write_json("run.json", _identity(cfg))
     number = current_round(state)
@@ -368,8 +393,8 @@ def _run_held(state: RunState, cfg: Config, label_file: str | None, seconds: dic
     else:
         cfg = config_from_dict(stored)  # a resumed round finishes with the config it started with
         log.info("round %d: resuming at stage %s", number, state.next_stage(number))
-    r = _Round(state, cfg, number, seconds)
-    bootstrap(_Round(state, cfg, 0, seconds))
+    r = _Round(state, cfg, number, seconds, board)
+    bootstrap(_Round(state, cfg, 0, seconds, board))
     while (stage := state.next_stage(number)) is not None:
         with _stage(stage, seconds):
             status = STAGE_FUNCTIONS[stage](r, label_file)
@@ -394,7 +419,9 @@ def _finish(r: _Round) -> dict[str, Any]:
         "labelled_total": st.stage_done(r.number, "train")["train_size"],  # seed set + every label so far
         "model_before": st.model_key(r.number - 1), "model_after": st.model_key(r.number),
         **{k: evaluate[k] for k in ("test_accuracy_before", "test_accuracy_after", "selection_accuracy_before")},
+        "test_per_class_after": evaluate.get("test_per_class_after"),
         "selection": st.uri(r.key, "selection.parquet"), "skipped_report": st.uri(r.key, "skipped.parquet"),
+        "metrics": st.uri(r.key, "metrics.json"), "learning_curve": st.uri("learning_curve.png"),
         "stage_seconds": dict(r.seconds),  # this run's stages only, when the round was resumed
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -433,20 +460,28 @@ def status(state_root: str) -> dict[str, Any]:
             "history": state.uri("history.json"), "learning_curve": state.uri("learning_curve.png")}
 
 
-def format_outcome(outcome: RoundOutcome) -> str:
+def format_outcome(outcome: RoundOutcome, log_path: str | None = None) -> str:
     """The human summary printed at the end of a round."""
     if outcome.status == WAITING:
-        return outcome.message
+        return outcome.message + (f"\n  log: {log_path}" if log_path else "")
     rec = outcome.record
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
-    stages = ", ".join(f"{name} {sec:.1f} s" for name, sec in outcome.stage_seconds.items())
-    return "\n".join([
+    stages = ", ".join(f"{name} {sec:.0f} s" for name, sec in outcome.stage_seconds.items())
+    per_class = rec.get("test_per_class_after") or {}
+    lines = [
         f"round {rec['round']}: selected {rec['selected']} of {rec['pool_size']} pool images "
-        f"({rec['skipped']} skipped), {rec['labelled_total']} labelled in all",
-        f"  scores: {fmt(rec['score_min'])} .. {fmt(rec['score_max'])} ({rec['criterion']})",
+        f"({rec['skipped']} skipped) by {rec['criterion']}, {rec['labelled_total']} labelled in all",
         f"  test accuracy: {fmt(rec['test_accuracy_before'])} before retraining, "
-        f"{fmt(rec['test_accuracy_after'])} after",
-        f"  accuracy on the selected images before retraining: {fmt(rec['selection_accuracy_before'])}",
-        f"  selection: {rec['selection']}",
-        f"  wall time: {stages or 'nothing left to do'}",
-    ])
+        f"{fmt(rec['test_accuracy_after'])} after; on the selected images before retraining "
+        f"{fmt(rec['selection_accuracy_before'])}",
+    ]
+    if per_class:
+        lines.append("  test accuracy per class: " + ", ".join(
+            f"{name} {'n/a' if acc is None else f'{acc:.2f}'}" for name, acc in per_class.items()))
+    lines += [f"  wall time: {stages or 'nothing left to do'}",
+              f"  selection:      {rec['selection']}",
+              f"  metrics:        {rec.get('metrics', 'n/a')}",
+              f"  learning curve: {rec.get('learning_curve', 'n/a')}"]
+    if log_path:
+        lines.append(f"  log:            {log_path}")
+    return "\n".join(lines)

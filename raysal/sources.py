@@ -258,3 +258,14 @@ class _ManifestBatch:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return _conform(batch, self.classes, self.where, self.base)
+
+
+def source_size(cfg: SourceConfig, classes: Sequence[str], root: str) -> int:
+    """How many images ``cfg`` holds: from the listing, or a manifest's Parquet metadata."""
+    table = source_table(cfg, classes, root)
+    if table is not None:
+        return len(table)
+    import pyarrow.dataset as pads
+
+    fs, inner = storage.resolve(resolve_path(cfg.path, root))
+    return pads.dataset(inner, filesystem=fs, format="parquet").count_rows()

@@ -69,6 +69,7 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
         return ds.with_options(options)
 
     total = loop_config["total_epochs"]
+    board = loop_config["board"]
     train_ds, val_ds = shard("train", shuffle=True), shard("val", shuffle=False)  # re-iterated each epoch
     metrics: dict[str, Any] = {}
 
@@ -81,11 +82,14 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
             metrics.clear()
             metrics.update({k: float(v) for k, v in (logs or {}).items()}, epoch=epoch + 1, phase=self.phase)
             if ray.train.get_context().get_world_rank() == 0:  # one line per epoch, shown by the driver
-                # Not print(): Ray Train patches it to log each line twice.
-                sys.stdout.write(f"raysal train: {self.phase} epoch {epoch + 1}/{total}: loss "
-                                 f"{metrics.get('loss', 0):.4f}, accuracy {metrics.get('accuracy', 0):.4f}, "
-                                 f"val accuracy {metrics.get('val_accuracy', 0):.4f}\n")
-                sys.stdout.flush()
+                line = (f"{loop_config['label']}: {self.phase} epoch {epoch + 1}/{total}: loss "
+                        f"{metrics.get('loss', 0):.4f}, accuracy {metrics.get('accuracy', 0):.4f}, "
+                        f"val accuracy {metrics.get('val_accuracy', 0):.4f}")
+                if board is not None:
+                    board.say.remote(line)  # the driver logs it: a cluster's worker output stays on its node
+                else:  # not print(): Ray Train patches it to log each line twice
+                    sys.stdout.write(f"raysal {line}\n")
+                    sys.stdout.flush()
             if epoch + 1 < total:  # the last epoch is reported below, with the checkpoint
                 ray.train.report(dict(metrics))
 
@@ -106,7 +110,8 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
 
 
 def train_model(cfg: Config, train_ds: ray.data.Dataset, val_ds: ray.data.Dataset, output_dir: str,
-                storage_path: str, run_name: str, init_uri: str | None = None) -> TrainResult:
+                storage_path: str, run_name: str, init_uri: str | None = None, board: Any = None,
+                label: str = "training") -> TrainResult:
     """Train (or continue training from the checkpoint at ``init_uri``) and copy the final
     checkpoint to ``output_dir``. A worker that dies is restarted (``train.max_failures`` times),
     and training starts again from ``init_uri``.
@@ -116,6 +121,8 @@ def train_model(cfg: Config, train_ds: ray.data.Dataset, val_ds: ray.data.Datase
         storage_path: Ray Train's storage (shared by all nodes on a cluster).
         init_uri: a checkpoint in the run's state (a path every node sees, or a URI), read by
             each worker.
+        board: a ``progress.Board`` that rank 0 sends one line per epoch to, starting with
+            ``label``; None: rank 0 writes the lines to its stdout.
     """
     t = cfg.train
     phases = _phases(t)
@@ -123,7 +130,7 @@ def train_model(cfg: Config, train_ds: ray.data.Dataset, val_ds: ray.data.Datase
     trainer = TensorflowTrainer(
         _train_loop,
         train_loop_config={"model": asdict(cfg.model), "train": asdict(t), "classes": list(cfg.data.classes),
-                           "seed": cfg.seed, "init_uri": init_uri,
+                           "seed": cfg.seed, "init_uri": init_uri, "board": board, "label": label,
                            "total_epochs": sum(p[3] for p in phases)},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.gpus_per_worker > 0,
                                      resources_per_worker=resources),

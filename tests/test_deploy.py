@@ -67,6 +67,7 @@ KUBECTL_VERBS = {"create": "create", "delete": "delete", "get": "get"}  # get wi
 @dataclass(frozen=True)
 class Project:
     pyproject: dict
+    constraints: dict[str, str]  # constraints.txt: the exact versions, by lower-case name
     cluster_yaml: dict
     dockerfile: str
     dockerignore: str
@@ -88,6 +89,8 @@ def load_project() -> Project:
         rounds[document["kind"]] = document
     return Project(
         pyproject=tomllib.loads((REPO / "pyproject.toml").read_text()),
+        constraints=dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", (REPO / "constraints.txt").read_text().lower(),
+                                    re.M)),
         cluster_yaml=yaml.safe_load((REPO / "cluster.yaml").read_text()),
         dockerfile=(DEPLOY / "Dockerfile").read_text(),
         dockerignore=(DEPLOY / "Dockerfile.dockerignore").read_text(),
@@ -99,10 +102,9 @@ def load_project() -> Project:
     )
 
 
-def pins(pyproject: dict) -> dict[str, str]:
-    """``{"ray": "2.60.0", "tensorflow": "2.21.0", ...}`` from the ``name[extras]==version`` dependencies."""
-    pinned = (re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==(\S+)", d) for d in pyproject["project"]["dependencies"])
-    return {m.group(1).lower(): m.group(2) for m in pinned if m}
+def pins(p: Project) -> dict[str, str]:
+    """``{"ray": "2.60.0", "tensorflow": "2.21.0", ...}``: the versions constraints.txt pins."""
+    return p.constraints
 
 
 def instructions(dockerfile: str) -> list[tuple[str, str]]:
@@ -219,8 +221,8 @@ def base_image_problems(p: Project) -> list[str]:
     match = re.fullmatch(r"rayproject/ray:(?P<ray>\d+\.\d+\.\d+)-py3(?P<minor>\d+)-gpu", image)
     if not match:
         return problems + [f"FROM {image} is not a rayproject/ray:<version>-py3XX-gpu image"]
-    if match["ray"] != pins(p.pyproject)["ray"]:
-        problems.append(f"FROM has Ray {match['ray']}, pyproject.toml pins ray {pins(p.pyproject)['ray']}")
+    if match["ray"] != pins(p)["ray"]:
+        problems.append(f"FROM has Ray {match['ray']}, constraints.txt pins ray {pins(p)['ray']}")
     requires_python = p.pyproject["project"]["requires-python"]
     if f"3.{match['minor']}" not in SpecifierSet(requires_python):
         problems.append(f"FROM has Python 3.{match['minor']}, pyproject.toml requires {requires_python}")
@@ -237,11 +239,13 @@ def install_problems(p: Project) -> list[str]:
     problems = []
     if "." not in words:
         problems.append("the Dockerfile does not pip install the project (`pip install .`)")
-    wanted = f"tensorflow[and-cuda]=={pins(p.pyproject)['tensorflow']}"
+    wanted = f"tensorflow[and-cuda]=={pins(p)['tensorflow']}"
     if wanted not in words:
         found = [w for w in words if w.startswith("tensorflow")]
         problems.append(f"the Dockerfile installs {found}, not {wanted} "
-                        "(pyproject.toml's TensorFlow with its CUDA libraries)")
+                        "(constraints.txt's TensorFlow with its CUDA libraries)")
+    if not any(install[i:i + 2] == ["-c", "constraints.txt"] for install in installs for i in range(len(install))):
+        problems.append("the Dockerfile installs the project without `-c constraints.txt`, the versions it is tested with")
     workdirs = [args for keyword, args in instructions(p.dockerfile) if keyword == "WORKDIR"]
     copies = [args.split() for keyword, args in instructions(p.dockerfile) if keyword == "COPY"]
     if not workdirs or not any(c[-2:] == [".", "."] for c in copies):
@@ -513,18 +517,16 @@ def _with(p: Project, which: str, change: Callable[[dict], None]) -> Project:
     return replace(p, **{which: document})
 
 
-def _bump_ray_in_pyproject(p: Project) -> Project:
-    def change(pyproject: dict) -> None:
-        deps = pyproject["project"]["dependencies"]
-        deps[:] = [re.sub(r"^ray\[(.*)\]==\S+$", r"ray[\1]==2.61.0", d) for d in deps]
-    return _with(p, "pyproject", change)
+def _bump_ray_in_constraints(p: Project) -> Project:
+    return replace(p, constraints={**p.constraints, "ray": "2.61.0"})
 
 
-def _bump_tensorflow_in_pyproject(p: Project) -> Project:
-    def change(pyproject: dict) -> None:
-        deps = pyproject["project"]["dependencies"]
-        deps[:] = ["tensorflow==2.22.0" if d.startswith("tensorflow==") else d for d in deps]
-    return _with(p, "pyproject", change)
+def _bump_tensorflow_in_constraints(p: Project) -> Project:
+    return replace(p, constraints={**p.constraints, "tensorflow": "2.22.0"})
+
+
+def _install_without_constraints(p: Project) -> Project:
+    return replace(p, dockerfile=p.dockerfile.replace(" -c constraints.txt", ""))
 
 
 def _python_310_image(p: Project) -> Project:
@@ -676,8 +678,9 @@ RAYJOB_BREAKAGES = [
 
 
 BREAKAGES = [
-    (_bump_ray_in_pyproject, "pyproject.toml pins ray 2.61.0"),
-    (_bump_tensorflow_in_pyproject, "not tensorflow[and-cuda]==2.22.0"),
+    (_bump_ray_in_constraints, "constraints.txt pins ray 2.61.0"),
+    (_bump_tensorflow_in_constraints, "not tensorflow[and-cuda]==2.22.0"),
+    (_install_without_constraints, "without `-c constraints.txt`"),
     (_python_310_image, "not cluster.yaml's image"),
     (_tensorflow_without_cuda, "not tensorflow[and-cuda]==2.21.0"),
     (_worker_on_stock_ray_image, "not the image deploy/Dockerfile builds"),

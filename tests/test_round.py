@@ -43,14 +43,34 @@ def outcome(state: Path, number: int = 1) -> tuple[list, list]:
 def reference_round(waiting_state, tmp_path_factory) -> Path:
     """Two rounds started at once on one state: exactly one runs. Its result is the reference."""
     state = copy_state(waiting_state, tmp_path_factory.mktemp("ref") / "state", keep_rounds=False)
-    first, second = job("--state", str(state), *FAST), job("--state", str(state), *FAST)
+    progress_each_second = {"RAYSAL_PROGRESS_S": "1"}  # so that short scoring shows progress lines too
+    first, second = (job("--state", str(state), *FAST, env=progress_each_second) for _ in range(2))
     results = sorted([(p.wait(timeout=400), p.stdout.read()) for p in (first, second)], key=lambda r: r[0])
     (code_a, out_a), (code_b, out_b) = results
     assert (code_a, code_b) == (0, 4), out_a[-2000:] + out_b[-2000:]
     # The loser found the winner's lease, or lost the race to create it: either way it says so.
     assert f"state {state}" in out_b and "another round" in out_b and "Traceback" not in out_b
     assert "round 1: selected 40 of 897 pool images" in out_a
+    (state.parent / "console.txt").write_text(out_a)
     return state
+
+
+def test_the_console_shows_raysal_lines_only_and_the_log_has_the_rest(reference_round):
+    lines = (reference_round.parent / "console.txt").read_text().splitlines()
+    ours = re.compile(r"^\d\d:\d\d:\d\d raysal ")
+    summary = [line for line in lines if not ours.match(line)]
+    # Nothing from Ray or TensorFlow: every line is raysal's, or the summary at the end.
+    assert summary and summary[0].startswith("round 1: selected 40") and lines[-len(summary):] == summary, lines
+    assert all(line.startswith("  ") for line in summary[1:]), summary
+    assert len(lines) <= 40, lines
+    assert any(re.search(r"raysal scoring: \d+/897 images \(\d+%\), \d+ images/s", line) for line in lines), lines
+    assert any(re.search(r"raysal train: finetune epoch 2/2: loss \d\.\d{4}, accuracy", line) for line in lines)
+    assert any(line.startswith("  test accuracy per class: 0 ") for line in summary), summary
+    (log,) = (reference_round / "logs").glob("*.log")
+    assert f"  log:            {log}" in summary
+    text = log.read_text()
+    assert "(RayTrainWorker pid=" in text and "Running Dataset" in text  # the workers' and Ray Data's lines
+    assert text.count("raysal stage train: started") == 1  # and raysal's own, once each
 
 
 def test_two_rounds_at_once_exactly_one_runs(reference_round):
@@ -121,8 +141,8 @@ def test_faults_at_every_stage_boundary_and_inside_every_stage_lose_nothing(refe
 
     out = run_until_killed(args, point="train:ended", fire=kill_worker)  # a clean end of training, then the kill
     assert workers, "no Ray Train worker was found to kill after its first epoch"
-    first_epochs = re.findall(r"\(RayTrainWorker pid=(\d+)\).*raysal train: finetune epoch 1/2", out)
-    assert len(set(first_epochs)) >= 2, out[-3000:]  # a new worker trained again after the restart
+    # The killed group's first epoch, then the restarted group's: training started again after the restart.
+    assert out.count("raysal train: finetune epoch 1/2") >= 2, out[-3000:]
     assert _stages(state) == {"score", "select", "label", "train"}
 
     run_until_killed(args, point="evaluate:first-model-evaluated")

@@ -1,0 +1,221 @@
+"""The command line: ``raysal round``, ``raysal status``, ``raysal prepare``.
+
+``jobs/round.py`` (the entry point for ``ray job submit``) is ``raysal round``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import traceback
+from typing import Any, Sequence
+
+log = logging.getLogger("raysal.cli")
+
+ROUND_DOC = """Run one active-learning round: score the pool, select, label, retrain, evaluate.
+
+    raysal round                                # the offline demo, state in .raysal/demo
+    raysal round --config flowers --state runs/flowers --budget 500
+    raysal status --state .raysal/demo --json
+    raysal round --config my.toml --import-labels labels.csv   # human labels arrived
+    ray job submit --working-dir . -- python jobs/round.py --config demo --state /shared/runs/demo
+
+A round interrupted by a crash is resumed at its first stage not yet committed. The console
+shows raysal's own lines; everything else (Ray's and TensorFlow's output) goes to a log file,
+copied to <state>/logs/ when the round ends; -v shows it on the console too.
+
+exit codes:
+  0  the round is done
+  1  the round failed; running it again resumes it
+  2  bad arguments, config, label file or pool (repeated ids, paths other nodes cannot see);
+     nothing was changed
+  3  data or model missing; nothing was changed
+  4  another round holds the run's lease; nothing was changed
+  5  the round is waiting for human labels (--import-labels FILE once they are done)
+  6  the round lost its lease (paused past its TTL, or broken by another round) and stopped
+     before its next commit; running it again resumes it
+"""
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_MISSING, EXIT_LOCKED, EXIT_WAITING, EXIT_LEASE_LOST = 0, 1, 2, 3, 4, 5, 6
+STARTED = (EXIT_OK, EXIT_FAILED, EXIT_WAITING, EXIT_LEASE_LOST)  # exits after which the state may have changed
+
+
+def parse_args(argv: Sequence[str] | None, prog: str = "raysal round") -> argparse.Namespace:
+    from raysal.config import preset_names
+
+    parser = argparse.ArgumentParser(prog=prog, description=ROUND_DOC.split("\n\n")[0],
+                                     epilog=ROUND_DOC[ROUND_DOC.index("exit codes:"):],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="demo", help=f"a preset ({', '.join(preset_names())}) or a .toml file")
+    parser.add_argument("--state", default=None,
+                        help="the run's state: a folder or a pyarrow.fs URI (default: .raysal/<config name>)")
+    parser.add_argument("--budget", type=int, help="images to select this round (select.budget)")
+    parser.add_argument("--criterion", help="least_confidence | smallest_margin | entropy | random")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config field, e.g. --set score.max_actors=4 (repeatable)")
+    parser.add_argument("--import-labels", metavar="FILE", help="human labels for the waiting round (CSV/Parquet)")
+    parser.add_argument("--break-lock", action="store_true",
+                        help="take over the run's lease now, without waiting for it to expire")
+    parser.add_argument("--lease-ttl", type=float, default=None, metavar="SECONDS",
+                        help="how long the run's lease lasts unless renewed (renewed every third of it; "
+                             "default 60): a round whose driver died is taken over after this")
+    parser.add_argument("--status", action="store_true", help="print the run's state and exit")
+    parser.add_argument("--json", action="store_true", help="with --status: machine-readable output")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (ignored on a cluster)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show Ray's and TensorFlow's output on the console too (it always goes to the log)")
+    return parser.parse_args(argv)
+
+
+def print_status(report: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"state {report['state']}: {len(report['rounds'])} round(s), latest model {report['latest_model']}")
+    lease = report["leased_by"]
+    if lease:
+        state = "expired, to be taken over" if lease["expired"] else f"expires {time.ctime(lease['expires_at'])}"
+        print(f"  leased by pid {lease['pid']} on {lease['host']} since {time.ctime(lease['acquired_at'])} ({state})")
+    for r in report["rounds"]:
+        line = f"  round {r['round']}: {r['state']}, selected {r.get('selected')}"
+        if r["state"] == "done":
+            line += (f", test accuracy {r['test_accuracy_before']:.4f} -> {r['test_accuracy_after']:.4f}, "
+                     f"on the selection before retraining {r['selection_accuracy_before']:.4f}")
+        print(line)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from raysal import config as config_lib
+
+    overrides = dict(config_lib.parse_override(o) for o in args.overrides)
+    if args.budget is not None:
+        overrides["select.budget"] = args.budget
+    if args.criterion is not None:
+        overrides["select.criterion"] = args.criterion
+    cfg = config_lib.absolute_paths(config_lib.load_config(args.config, overrides))
+    if args.lease_ttl is not None and not args.lease_ttl > 0:
+        raise config_lib.ConfigError(f"--lease-ttl: must be > 0 seconds, got {args.lease_ttl}")
+    return cfg
+
+
+def _keep_log(log_path: str, state_root: str) -> str:
+    """Copy the round's log into ``<state>/logs/``; return where it is now."""
+    import os
+
+    from raysal import console, storage
+
+    target = storage.join(state_root, "logs", console.log_file_name())
+    try:
+        fs, inner = storage.resolve(target)
+        fs.create_dir(storage.resolve(storage.join(state_root, "logs"))[1], recursive=True)
+        with open(log_path, "rb") as f:
+            storage.write_whole(fs, inner, f.read())
+    except OSError as exc:
+        log.warning("could not copy the log to %s (%s); it stays at %s", target, exc, log_path)
+        return log_path
+    os.remove(log_path)
+    return target
+
+
+def round_main(argv: Sequence[str] | None = None, prog: str = "raysal round") -> int:
+    args = parse_args(argv, prog)
+    from raysal import console
+    from raysal import config as config_lib
+
+    console.use_console(None)  # raysal's lines on stderr until the round's console takes over
+    try:
+        cfg = _config(args)
+    except config_lib.ConfigError as exc:
+        print(f"error: bad config: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    from raysal import rounds, storage
+
+    state_root = storage.absolute(args.state or f".raysal/{cfg.name}")  # workers must never see a relative path
+    if args.status:
+        print_status(rounds.status(state_root), args.json)
+        return EXIT_OK
+
+    from raysal import labels, lease, preflight
+    from raysal.sources import SourceError
+
+    try:  # everything that can refuse the round without Ray is decided first, and writes nothing
+        preflight.check(cfg, state_root)
+        rounds.check_startable(cfg, state_root, label_file=args.import_labels, break_lock=args.break_lock)
+    except (preflight.Unavailable, SourceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_MISSING
+    except (preflight.Refused, labels.LabelFileError, rounds.Incompatible, rounds.NothingToLabel) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except lease.Locked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+
+    with console.captured_output(args.verbose) as (_, log_path):
+        log.info("round of %s, state %s; full log %s", cfg.name, state_root, log_path)
+        code, result = _run(args, cfg, state_root)
+        if code in STARTED:
+            log_path = _keep_log(log_path, state_root)
+    if isinstance(result, rounds.RoundOutcome):
+        print(rounds.format_outcome(result, log_path))
+    else:
+        print(f"{result}\n  log: {log_path}", file=sys.stderr)
+    return code
+
+
+def _run(args: argparse.Namespace, cfg: Any, state_root: str) -> tuple[int, Any]:
+    """The round, inside the console capture: (exit code, the outcome or an error message)."""
+    import ray
+
+    from raysal import labels, lease, preflight, rounds
+    from raysal.cluster import init_ray
+    from raysal.sources import SourceError
+    from raysal.state import StateError
+
+    started_ray = not ray.is_initialized()
+    try:
+        init_ray(args.num_cpus)
+        preflight.check_cluster(cfg, state_root)
+        outcome = rounds.run_round(cfg, state_root, label_file=args.import_labels, break_lock=args.break_lock,
+                                   **({"lease_ttl": args.lease_ttl} if args.lease_ttl else {}))
+    except (preflight.Unavailable, SourceError) as exc:
+        return EXIT_MISSING, f"error: {exc}"
+    except (preflight.Refused, labels.LabelFileError, rounds.Incompatible, rounds.NothingToLabel) as exc:
+        return EXIT_CONFIG, f"error: {exc}"
+    except lease.Locked as exc:
+        return EXIT_LOCKED, f"error: {exc}"
+    except lease.LeaseLost as exc:
+        return EXIT_LEASE_LOST, f"error: {exc}"
+    except StateError as exc:
+        return EXIT_FAILED, f"error: {exc}"
+    except Exception as exc:  # noqa: BLE001  (the traceback goes to the log; the console gets one line)
+        traceback.print_exc()
+        return EXIT_FAILED, (f"error: the round failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                             "\n  (the traceback is in the log; running the round again resumes it)")
+    finally:
+        if started_ray:
+            ray.shutdown()  # inside the capture: Ray's goodbye lines go to the log
+    return (EXIT_WAITING if outcome.status == rounds.WAITING else EXIT_OK), outcome
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``raysal COMMAND ...``: round, status, prepare."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"round": "run (or resume) one round", "status": "print a run's state",
+                "prepare": "turn a folder or manifest of images into a ready run"}
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        print("usage: raysal {round,status,prepare} ...\n\n" + "\n".join(f"  {c:8} {h}" for c, h in commands.items())
+              + "\n\n`raysal COMMAND --help` for a command's options.",
+              file=sys.stdout if argv and argv[0] in ("-h", "--help") else sys.stderr)
+        return EXIT_OK if argv and argv[0] in ("-h", "--help") else EXIT_CONFIG
+    command, rest = argv[0], argv[1:]
+    if command == "round":
+        return round_main(rest, prog="raysal round")
+    if command == "status":
+        return round_main(["--status", *rest], prog="raysal status")
+    from raysal import prepare
+
+    return prepare.main(rest, prog="raysal prepare")
