@@ -362,7 +362,7 @@ def round_benchmarks(quick: bool, repeats: int) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         subprocess.run([sys.executable, job, "--state", tmp, "--set", "train.finetune_epochs=3" if quick else
-                        "train.finetune_epochs=10"], check=True, capture_output=True, text=True)
+                        "train.finetune_epochs=6"], check=True, capture_output=True, text=True)
         total = time.perf_counter() - start
         with open(os.path.join(tmp, "rounds", "0001", "round.json")) as f:
             seconds = json.load(f)["stage_seconds"]

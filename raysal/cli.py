@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -103,8 +104,6 @@ def _config(args: argparse.Namespace) -> Any:
 
 def _keep_log(log_path: str, state_root: str) -> str:
     """Copy the round's log into ``<state>/logs/``; return where it is now."""
-    import os
-
     from raysal import console, storage
 
     target = storage.join(state_root, "logs", console.log_file_name())
@@ -159,7 +158,10 @@ def round_main(argv: Sequence[str] | None = None, prog: str = "raysal round") ->
         code, result = _run(args, cfg, state_root)
         if code in STARTED:
             log_path = _keep_log(log_path, state_root)
-    if isinstance(result, rounds.RoundOutcome):
+    if code not in STARTED:  # refused: the message says why, and nothing, not even a log, is left behind
+        os.remove(log_path)
+        print(result, file=sys.stderr)
+    elif isinstance(result, rounds.RoundOutcome):
         print(rounds.format_outcome(result, log_path))
     else:
         print(f"{result}\n  log: {log_path}", file=sys.stderr)

@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 SOURCE_KINDS = ("manifest", "folder", "tfds", "digits")
-MODEL_KINDS = ("small_cnn", "hub", "inception_v3")
+MODEL_KINDS = ("small_cnn", "hub", "inception_v3", "keras")
+MODEL_USES = ("backbone", "classifier")
+MODEL_OUTPUTS = ("", "logits", "probs")
+PREPROCESS_MODES = ("", "unit", "symmetric", "mean_std")
 CRITERION_NAMES = ("least_confidence", "smallest_margin", "entropy", "random")
 
 
@@ -85,11 +88,17 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: str = "small_cnn"  # small_cnn | hub (frozen feature vector + Dense) | inception_v3
+    kind: str = "small_cnn"  # small_cnn | hub (TF Hub SavedModel) | inception_v3 | keras (your saved Keras model)
     input_size: int = 32  # square side in pixels; 299 for InceptionV3 as in the article
     handle: str = ""  # kind = hub: TF Hub handle, local SavedModel path or cached URL
+    path: str = ""  # kind = keras: SavedModel folder, .keras or .h5 file; local or a URI (s3://...)
+    use: str = "backbone"  # hub, keras: backbone (outputs feed a new Dropout + Dense head) | classifier (are the classes)
+    outputs: str = ""  # use = classifier: logits | probs; "" = the last layer's activation (keras), logits (hub)
     weights: str = ""  # kind = inception_v3: local weights file; "" = random init (no download)
-    dropout: float = 0.2  # before the Dense head
+    preprocess: str = ""  # unit [0, 1] | symmetric [-1, 1] | mean_std; "" = symmetric for inception_v3, else unit
+    mean: tuple[float, ...] = ()  # preprocess = mean_std: per-channel (R, G, B) mean of pixels / 255
+    std: tuple[float, ...] = ()  # preprocess = mean_std: per-channel (R, G, B) std of pixels / 255, each > 0
+    dropout: float = 0.2  # before the Dense head (use = backbone)
 
     def __post_init__(self) -> None:
         _check(self.kind in MODEL_KINDS, "model.kind", f"{self.kind!r} is not one of {MODEL_KINDS}")
@@ -98,7 +107,35 @@ class ModelConfig:
             _check(self.input_size >= 75, "model.input_size", f"InceptionV3 needs >= 75, got {self.input_size}")
         if self.kind == "hub":
             _check(bool(self.handle), "model.handle", "is required when model.kind = 'hub'")
+        if self.kind == "keras":
+            _check(bool(self.path), "model.path", "is required when model.kind = 'keras'")
+        else:
+            _check(not self.path, "model.path", f"is only read when model.kind = 'keras', not {self.kind!r}")
+        _check(self.use in MODEL_USES, "model.use", f"{self.use!r} is not one of {MODEL_USES}")
+        if self.use == "classifier":
+            _check(self.kind in ("hub", "keras"), "model.use",
+                   f"'classifier' needs a pretrained classifier (model.kind = 'hub' or 'keras'), not {self.kind!r}")
+        _check(self.outputs in MODEL_OUTPUTS, "model.outputs", f"{self.outputs!r} is not one of {MODEL_OUTPUTS}")
+        _check(not self.outputs or self.use == "classifier", "model.outputs",
+               f"is only read when model.use = 'classifier', got {self.outputs!r}")
+        _check(self.preprocess in PREPROCESS_MODES, "model.preprocess",
+               f"{self.preprocess!r} is not one of {PREPROCESS_MODES}")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if self.preprocess == "mean_std":
+                _check(len(values) == 3, f"model.{name}",
+                       f"needs 3 values (R, G, B) when model.preprocess = 'mean_std', got {list(values)}")
+            else:
+                _check(not values, f"model.{name}",
+                       f"is only read when model.preprocess = 'mean_std', got {list(values)}")
+        _check(all(s > 0 for s in self.std), "model.std", f"every value must be > 0, got {list(self.std)}")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", f"{self.dropout} is outside [0, 1)")
+
+    @classmethod
+    def from_dict(cls, table: Mapping[str, Any]) -> ModelConfig:
+        """Rebuild from ``asdict`` output or a checkpoint's JSON (lists back to tuples), validated
+        like a ``[model]`` table; fields the table lacks (an older checkpoint) take their defaults."""
+        return _build(cls, table, "model")
 
 
 @dataclass(frozen=True)
@@ -189,6 +226,10 @@ class Config:
 
     def __post_init__(self) -> None:
         _check(0 <= self.seed < 2**32, "seed", f"must be in [0, 2**32), got {self.seed}")  # numpy's seed range
+        if self.model.kind == "hub" and self.model.use == "classifier":
+            _check(self.train.head_epochs == 0, "train.head_epochs",
+                   f"must be 0 when model.kind = 'hub' and model.use = 'classifier' (a hub classifier has no "
+                   f"separate head: train it whole with train.finetune_epochs), got {self.train.head_epochs}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), round-trippable through ``config_from_dict``."""
@@ -203,15 +244,23 @@ class Config:
         return strip(dataclasses.asdict(self))
 
 
+def _absolute(path: str, cwd: str | None) -> str:
+    if not path or "://" in path or os.path.isabs(os.path.expanduser(path)):
+        return path
+    return os.path.abspath(os.path.join(cwd or os.getcwd(), os.path.expanduser(path)))
+
+
 def absolute_paths(cfg: Config, cwd: str | None = None) -> Config:
-    """``cfg`` with a relative local ``data.root`` made absolute against ``cwd`` (default: the
-    working directory), so no path that a worker reads depends on where the driver started.
-    Source paths are relative to ``data.root``; URIs are left as they are."""
-    root = cfg.data.root
-    if not root or "://" in root or os.path.isabs(os.path.expanduser(root)):
-        return cfg
-    absolute = os.path.abspath(os.path.join(cwd or os.getcwd(), os.path.expanduser(root)))
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=absolute))
+    """``cfg`` with a relative local ``data.root``, ``model.path`` and ``model.handle`` made
+    absolute against ``cwd`` (default: the working directory), so no path that a worker reads
+    depends on where the driver started. Source paths are relative to ``data.root``; URIs are
+    left as they are."""
+    data = dataclasses.replace(cfg.data, root=_absolute(cfg.data.root, cwd))
+    handle = cfg.model.handle  # a local SavedModel folder, or a URL (resolved through the hub cache)
+    if handle and os.path.exists(os.path.expanduser(handle)):
+        handle = _absolute(handle, cwd)
+    model = dataclasses.replace(cfg.model, path=_absolute(cfg.model.path, cwd), handle=handle)
+    return dataclasses.replace(cfg, data=data, model=model)
 
 
 def preset_names() -> list[str]:
@@ -254,10 +303,18 @@ def _apply_override(table: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     if dataclasses.is_dataclass(hint):
         _check(isinstance(value, dict), where, f"must be a table, got {value!r}")
         return _build(hint, value, where)
+    if typing.get_origin(hint) is tuple and typing.get_args(hint)[0] is float:
+        _check(isinstance(value, (list, tuple)) and all(_is_number(v) for v in value), where,
+               f"must be a list of finite numbers, got {value!r}")
+        return tuple(float(v) for v in value)
     if typing.get_origin(hint) is tuple:
         _check(isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value), where,
                f"must be a list of strings, got {value!r}")
@@ -266,8 +323,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         _check(isinstance(value, bool), where, f"must be true or false, got {value!r}")
         return value
     if hint is float:
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), where,
-               f"must be a finite number, got {value!r}")
+        _check(_is_number(value), where, f"must be a finite number, got {value!r}")
         return float(value)
     if hint is int:
         _check(isinstance(value, int) and not isinstance(value, bool), where, f"must be an integer, got {value!r}")

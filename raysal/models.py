@@ -1,8 +1,12 @@
-"""Keras 2 models: a TF Hub backbone + Dense head (the article's), InceptionV3, a small CNN.
+"""Keras 2 models: a TF Hub backbone + Dense head (the article's), InceptionV3, a small CNN,
+and a user's own saved Keras model or TF Hub classifier.
 
-Every model takes uint8 images ``[n, size, size, 3]`` and rescales inside the graph, so the
-pipeline ships bytes, not floats. The feature extractor is the layer named ``backbone``; the
-head phase of training freezes it, the fine-tune phase unfreezes it.
+Every model takes uint8 images ``[n, size, size, 3]`` and rescales inside the graph
+(``model.preprocess``), so the pipeline ships bytes, not floats. The feature extractor is the
+layer named ``backbone``; the head phase of training freezes it, the fine-tune phase unfreezes it.
+A pretrained classifier (``model.use = "classifier"``) keeps its own head: for a Keras model its
+last layer with weights (plus any Softmax/Activation after it), the layers before it being the
+backbone; a TF Hub classifier is all backbone, with no head of its own to train.
 
 A checkpoint is a folder with ``model.json`` (the model config and class names) and
 ``weights.h5``: rebuilding from the config and loading the weights needs no pickled code.
@@ -18,10 +22,12 @@ from typing import Any, Sequence
 from raysal import keras_env  # noqa: F401  (before TensorFlow)
 
 import numpy as np
+import pyarrow.fs as pafs
 import tensorflow as tf
 import tf_keras as keras
 from numpy.typing import NDArray
 
+from raysal import storage
 from raysal.config import ModelConfig
 
 BACKBONE = "backbone"
@@ -32,6 +38,11 @@ HUB_CACHE_ENV = "TFHUB_CACHE_DIR"
 
 class ModelUnavailable(RuntimeError):
     """A model that cannot be built offline; the message says how to provide it."""
+
+
+class ModelRefused(ValueError):
+    """A model that loads but does not fit the config (not a Keras model, wrong input or class
+    count, outputs of unknown kind); the message names the field to change."""
 
 
 def hub_handle_available(handle: str) -> str | None:
@@ -54,41 +65,160 @@ def hub_handle_available(handle: str) -> str | None:
             f"SavedModel folder, or copy a populated cache and set {HUB_CACHE_ENV}")
 
 
-def _backbone(cfg: ModelConfig) -> tuple[keras.layers.Layer, float, float]:
-    """The feature extractor and the (scale, offset) that maps uint8 pixels to its input range."""
+def keras_model_available(path: str) -> str | None:
+    """Why the saved Keras model at ``path`` (a folder or file, local or URI) cannot be read, or None."""
+    try:
+        fs, inner = storage.resolve(path)
+        found = fs.get_file_info(inner).type != pafs.FileType.NotFound
+    except OSError as exc:  # no credentials, an unknown bucket or scheme
+        return f"cannot read {path}: {exc}"
+    return None if found else f"saved Keras model {path} does not exist"
+
+
+def pixel_scale_offset(cfg: ModelConfig) -> tuple[float | tuple[float, ...], float | tuple[float, ...]]:
+    """(scale, offset), scalars or per channel, so that ``pixels * scale + offset`` is the model's input."""
+    mode = cfg.preprocess or ("symmetric" if cfg.kind == "inception_v3" else "unit")
+    if mode == "unit":
+        return 1 / 255.0, 0.0  # [0, 1]
+    if mode == "symmetric":
+        return 1 / 127.5, -1.0  # [-1, 1]
+    # (pixels / 255 - mean) / std, per channel
+    return (tuple(1 / (255.0 * s) for s in cfg.std), tuple(-m / s for m, s in zip(cfg.mean, cfg.std)))
+
+
+def _load_keras(cfg: ModelConfig) -> keras.Model:
+    """The saved model at ``model.path``, read on this node (downloaded first when a URI)."""
+    problem = keras_model_available(cfg.path)
+    if problem:
+        raise ModelUnavailable(f"model.path: {problem}")
+    with storage.local_copy(cfg.path) as local:  # weights are in memory once loaded: the download can go
+        saved_model = os.path.isdir(local)
+        try:
+            net = keras.models.load_model(local, compile=False)
+        except Exception as exc:  # h5py, the SavedModel and the .keras readers each raise their own errors
+            raise ModelRefused(f"model.path: {cfg.path} is not a saved Keras model (a SavedModel folder, .keras or "
+                               f".h5 file saved by Keras, with no custom layers): {exc}") from None
+    if not isinstance(net, keras.Model):
+        raise ModelRefused(f"model.path: {cfg.path} is a SavedModel but not a Keras model: load it with "
+                           "model.kind = 'hub' and model.handle instead")
+    if len(net.inputs or []) != 1 or len(net.outputs or []) != 1:
+        raise ModelRefused(f"model.path: {cfg.path} needs exactly one input and one output (a Functional or "
+                           f"Sequential model), got {len(net.inputs or [])} and {len(net.outputs or [])}")
+    if saved_model:
+        # Under a distribution strategy a revived SavedModel's variables lose their layer names, and
+        # weights.h5 needs them: rebuild the layers from their config and copy the weights over.
+        clone = keras.models.clone_model(net)
+        clone.set_weights(net.get_weights())
+        net = clone
+    shape = tuple(net.inputs[0].shape[1:])
+    if len(shape) != 3 or shape[2] != 3 or any(side not in (None, cfg.input_size) for side in shape[:2]):
+        raise ModelRefused(f"model.input_size: {cfg.path} takes images of shape {shape}, not "
+                           f"({cfg.input_size}, {cfg.input_size}, 3): set model.input_size to its side")
+    return net
+
+
+def _activation(layer: keras.layers.Layer) -> str:
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    return getattr(getattr(layer, "activation", None), "__name__", "linear")
+
+
+def _split_classifier(net: keras.Model, cfg: ModelConfig) -> tuple[keras.Model, list[keras.layers.Layer], str]:
+    """A Keras classifier cut into (backbone, head layers, "logits" | "probs").
+
+    The head is the last layer with weights and the weightless activations after it; the
+    backbone is everything before the head.
+    """
+    layers = [layer for layer in net.layers if not isinstance(layer, keras.layers.InputLayer)]
+    first = len(layers) - 1
+    while first > 0 and not layers[first].weights and isinstance(layers[first], (keras.layers.Softmax,
+                                                                                 keras.layers.Activation)):
+        first -= 1
+    head = layers[first:]
+    try:
+        chained = head[-1].output is net.outputs[0] and all(b.input is a.output for a, b in zip(head, head[1:]))
+        features = head[0].input
+    except AttributeError:  # a layer called more than once has no single input or output
+        chained, features = False, None
+    if not head[0].weights or not chained or isinstance(features, (list, tuple, dict)):
+        raise ModelRefused(f"model.use: the classifier {cfg.path} must end in a layer with weights (its head, e.g. "
+                           "Dense), optionally followed by Softmax or Activation layers, each called once; "
+                           f"it ends in {[type(layer).__name__ for layer in head]}. Or use it with model.use = "
+                           "'backbone'")
+    activations = [a for a in map(_activation, head) if a != "linear"]
+    outputs = cfg.outputs or {(): "logits", ("softmax",): "probs"}.get(tuple(activations), "")
+    if not outputs:
+        raise ModelRefused(f"model.outputs: cannot tell whether {cfg.path} outputs logits or probabilities (its "
+                           f"head's activations are {activations}): set model.outputs = 'logits' or 'probs'")
+    return keras.Model(net.inputs, features, name=BACKBONE), head, outputs
+
+
+def _backbone(cfg: ModelConfig) -> keras.layers.Layer:
+    """The feature extractor (use = backbone), or the whole TF Hub classifier (use = classifier)."""
     if cfg.kind == "hub":
         import tensorflow_hub as hub
 
         problem = hub_handle_available(cfg.handle)
         if problem:
             raise ModelUnavailable(f"model.handle: {problem}")
-        return hub.KerasLayer(os.path.expanduser(cfg.handle), trainable=False, name=BACKBONE), 1 / 255.0, 0.0
+        try:
+            return hub.KerasLayer(os.path.expanduser(cfg.handle), trainable=False, name=BACKBONE)
+        except (OSError, ValueError) as exc:  # a folder that is not a SavedModel, a TF1 Hub module
+            raise ModelRefused(f"model.handle: {cfg.handle} is not a TF2 SavedModel that hub.KerasLayer loads: "
+                               f"{exc}") from None
+    if cfg.kind == "keras":
+        net = _load_keras(cfg)
+        return keras.Model(net.inputs, net.outputs, name=BACKBONE)
     if cfg.kind == "inception_v3":
         if cfg.weights and not os.path.isfile(os.path.expanduser(cfg.weights)):
             raise ModelUnavailable(f"model.weights: InceptionV3 weights file {cfg.weights} does not exist "
                                    "(use the include_top=False weights; '' trains from random init)")
         net = keras.applications.InceptionV3(include_top=False, weights=os.path.expanduser(cfg.weights) or None,
                                              input_shape=(cfg.input_size, cfg.input_size, 3), pooling="avg")
-        return keras.Model(net.inputs, net.outputs, name=BACKBONE), 1 / 127.5, -1.0
+        return keras.Model(net.inputs, net.outputs, name=BACKBONE)
     layers = keras.layers
-    cnn = keras.Sequential([
+    return keras.Sequential([
         layers.Conv2D(16, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
         layers.Conv2D(32, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
         layers.Conv2D(64, 3, padding="same", activation="relu"), layers.MaxPooling2D(), layers.Flatten(),
     ], name=BACKBONE)
-    return cnn, 1 / 255.0, 0.0
 
 
 def build_model(cfg: ModelConfig, num_classes: int) -> keras.Model:
-    """Backbone + Dropout + Dense softmax head, with the backbone frozen (head phase)."""
-    backbone, scale, offset = _backbone(cfg)
-    backbone.trainable = False
+    """A model whose output is class probabilities ``[n, num_classes]``, with the backbone frozen
+    (head phase): backbone + Dropout + Dense softmax head, or a pretrained classifier as it is
+    (``model.use = "classifier"``; Softmax added when it outputs logits).
+
+    Raises:
+        ModelUnavailable: the model's file or handle cannot be read here.
+        ModelRefused: a classifier whose class count is not ``num_classes``, or another mismatch.
+    """
+    scale, offset = pixel_scale_offset(cfg)
     inputs = keras.Input((cfg.input_size, cfg.input_size, 3), dtype=tf.uint8, name="image")
     x = keras.layers.Rescaling(scale, offset)(inputs)
+    if cfg.use == "classifier" and cfg.kind == "keras":
+        backbone, head, outputs = _split_classifier(_load_keras(cfg), cfg)
+    else:
+        backbone, head, outputs = _backbone(cfg), [], cfg.outputs or "logits"
+    backbone.trainable = False
     x = backbone(x, training=False)  # BatchNorm stays in inference mode even when fine-tuned
-    x = keras.layers.Dropout(cfg.dropout)(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="head")(x)
-    return keras.Model(inputs, outputs, name=f"raysal_{cfg.kind}")
+    if cfg.use == "backbone":
+        x = keras.layers.Dropout(cfg.dropout)(x)
+        return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax", name="head")(x),
+                           name=f"raysal_{cfg.kind}")
+    for layer in head:
+        x = layer(x)
+    found = x.shape[-1]
+    if found is None:  # a SavedModel whose signature leaves the class count open: run it once
+        found = keras.Model(inputs, x)(np.zeros((1, cfg.input_size, cfg.input_size, 3), np.uint8)).shape[-1]
+    if found != num_classes:
+        where = cfg.path if cfg.kind == "keras" else cfg.handle
+        raise ModelRefused(f"model.use: the classifier {where} has {found} outputs but data.classes has "
+                           f"{num_classes} classes: list its classes in data.classes, in its output order, or use "
+                           "it with model.use = 'backbone' (a new head for your classes)")
+    if outputs == "logits":
+        x = keras.layers.Softmax(name="probs")(x)
+    return keras.Model(inputs, x, name=f"raysal_{cfg.kind}")
 
 
 def set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
@@ -114,7 +244,7 @@ def read_checkpoint_meta(directory: str) -> dict[str, Any]:
 def load_checkpoint(directory: str) -> tuple[keras.Model, ModelConfig, list[str]]:
     """Rebuild the model from its stored config and load its weights."""
     meta = read_checkpoint_meta(directory)
-    cfg = ModelConfig(**meta["model"])
+    cfg = ModelConfig.from_dict(meta["model"])
     model = build_model(cfg, len(meta["classes"]))
     model.load_weights(os.path.join(directory, WEIGHTS_FILE))
     return model, cfg, meta["classes"]

@@ -121,9 +121,8 @@ def bootstrap(r: _Round) -> None:
     """Round 0: train the first model on the labelled seed set, unless it exists."""
     if r.state.latest_model() is not None:
         return
-    with _stage("bootstrap", r.seconds):
-        metrics = _train(r, _seed_images(r), init_model=None, output_model=0)
-    log.info("round-0 model: val_accuracy %.4f", metrics.get("val_accuracy", float("nan")))
+    with _stage("bootstrap", r.seconds):  # its last epoch line gives the round-0 model's val accuracy
+        _train(r, _seed_images(r), init_model=None, output_model=0)
 
 
 # --- the stages ------------------------------------------------------------------------------
@@ -273,7 +272,9 @@ def _identity(cfg: Config) -> dict[str, Any]:
     """What must stay the same for every round of a run."""
     data = cfg.to_dict()
     return {"classes": data["data"]["classes"], "pool": data["data"]["pool"],
-            "model": {"kind": cfg.model.kind, "input_size": cfg.model.input_size}}
+            "model": {"kind": cfg.model.kind, "input_size": cfg.model.input_size,
+                      # a classifier's head is its own last layer: the model's shape changes with `use`
+                      **({"use": cfg.model.use} if cfg.model.use != "backbone" else {})}}
 
 
 class Incompatible(StateError):
@@ -478,8 +479,9 @@ def format_outcome(outcome: RoundOutcome, log_path: str | None = None) -> str:
     if per_class:
         lines.append("  test accuracy per class: " + ", ".join(
             f"{name} {'n/a' if acc is None else f'{acc:.2f}'}" for name, acc in per_class.items()))
-    lines += [f"  wall time: {stages or 'nothing left to do'}",
-              f"  selection:      {rec['selection']}",
+    if not stages:
+        lines.append("  (resumed after its last stage had committed: only its record was written now)")
+    lines += [f"  selection:      {rec['selection']}",
               f"  metrics:        {rec.get('metrics', 'n/a')}",
               f"  learning curve: {rec.get('learning_curve', 'n/a')}"]
     if log_path:

@@ -73,17 +73,20 @@ def read_bytes(uri: str) -> bytes:
 
 @contextmanager
 def local_copy(uri: str) -> Iterator[str]:
-    """A local folder with the contents of ``uri`` for the ``with`` block: the folder itself when
-    local, else a download into a temp folder that is removed when the block ends."""
+    """A local path with the contents of ``uri``, a folder or a single file, for the ``with``
+    block: the path itself when local, else a download into a temp folder that is removed when
+    the block ends (a file keeps its name there, so its extension still says its format)."""
     if not is_uri(uri) or uri.startswith("file://"):
         yield resolve(uri)[1]
         return
     fs, inner = resolve(uri)
-    if fs.get_file_info(inner).type != pafs.FileType.Directory:
+    kind = fs.get_file_info(inner).type
+    if kind not in (pafs.FileType.Directory, pafs.FileType.File):
         raise FileNotFoundError(f"{uri} does not exist")
     target = tempfile.mkdtemp(prefix="raysal-")
+    local = os.path.join(target, posixpath.basename(inner.rstrip("/"))) if kind == pafs.FileType.File else target
     try:
-        pafs.copy_files(inner, target, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
-        yield target
+        pafs.copy_files(inner, local, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        yield local
     finally:
         shutil.rmtree(target, ignore_errors=True)
