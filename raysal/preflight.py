@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from raysal import storage
+from raysal import sources, storage
 from raysal.config import Config, SourceConfig
 from raysal.sources import SourceError, prepared_tfds_builder, resolve_path
 
@@ -59,26 +60,89 @@ def _check_source(cfg: SourceConfig, root: str) -> None:
         raise Unavailable(f"{cfg.where}.path: {what} {path} does not exist")
 
 
+def _split_classes(source: SourceConfig, classes: tuple[str, ...], root: str) -> set[str] | None:
+    """The classes that a split's labels name; None where that takes more than reading labels
+    (a TFDS split, the digits set not written yet)."""
+    if source.kind == "tfds":
+        return None
+    path = resolve_path(source.path, root)
+    if source.kind == "digits" and not os.path.exists(os.path.join(path, sources.DIGITS_MANIFEST)):
+        return None
+    table = sources.source_table(source, classes, root)
+    if table is not None:
+        labels = table["label"]
+    else:  # a whole manifest: its label column alone
+        fs, inner = storage.resolve(path)
+        if "label" not in pq.read_schema(inner, filesystem=fs).names:
+            return set()
+        names = pc.unique(pq.read_table(inner, filesystem=fs, columns=["label"])["label"])
+        labels = sources.labels_to_index(names, classes, source.where)
+    return {classes[i] for i in pc.unique(labels).drop_null().to_pylist()}
+
+
+def check_split_classes(cfg: Config, root: str) -> None:
+    """Raise ``Refused`` when the seed set holds a single class, or a split lacks a class that
+    another split has: the model (from such a seed set) or the accuracy (on such a test split)
+    would say nothing about that class, and a round would report it without a word."""
+    splits = (cfg.data.labelled, cfg.data.val, cfg.data.test)
+    present = {s.where: found for s in splits if (found := _split_classes(s, cfg.data.classes, root)) is not None}
+    order = {name: i for i, name in enumerate(cfg.data.classes)}
+    problems = []
+    seed = present.get(cfg.data.labelled.where)
+    if seed is not None and len(seed) < 2:
+        which = f"every image is of class {next(iter(seed))!r}" if seed else "no image has a label"
+        problems.append(f"{cfg.data.labelled.where}: {which}; a model trained on it tells no classes apart")
+    for where, found in present.items():
+        others = {w: f for w, f in present.items() if w != where}
+        for name in sorted(set().union(*others.values()) - found, key=order.get):
+            having = [w for w, f in others.items() if name in f]
+            problems.append(f"{where} has no image of class {name!r}, which {' and '.join(having)} "
+                            f"{'has' if len(having) == 1 else 'have'}")
+    if problems:
+        raise Refused("; ".join(problems) + ". Every split needs images of every class: split the labelled images "
+                      "by class (raysal prepare does), not by rows of a sorted list")
+
+
 def _nearest_existing(path: str) -> str:
     while not os.path.exists(path):
         path = os.path.dirname(path)
     return path
 
 
+def _check_model(cfg: Config) -> None:
+    """A model file or handle that is missing is ``Unavailable``; a Keras model, or a TF Hub
+    classifier, that does not fit the config is ``Refused``: both are loaded here, on the driver."""
+    m = cfg.model
+    if m.kind not in ("hub", "keras") and not (m.kind == "inception_v3" and m.weights):
+        return
+    from raysal import models
+
+    if m.kind == "hub":
+        field, problem = "model.handle", models.hub_handle_available(m.handle)
+    elif m.kind == "keras":
+        field, problem = "model.path", models.keras_model_available(m.path)
+    else:
+        field, problem = "model.weights", (None if os.path.isfile(os.path.expanduser(m.weights))
+                                           else f"InceptionV3 weights file {m.weights} does not exist")
+    if problem:
+        raise Unavailable(f"{field}: {problem}")
+    if m.kind == "keras" or m.use == "classifier":
+        try:
+            models.build_model(m, len(cfg.data.classes))
+        except models.ModelUnavailable as exc:
+            raise Unavailable(str(exc)) from None
+        except models.ModelRefused as exc:
+            raise Refused(str(exc)) from None
+
+
 def check(cfg: Config, state_root: str) -> None:
-    """Raise ``Unavailable`` naming the first missing input of the round; writes nothing."""
+    """Raise ``Unavailable`` naming the first missing input of the round, ``Refused`` for a model
+    that does not fit it; writes nothing."""
     root = data_root(cfg, state_root)
     for source in _sources(cfg):
         _check_source(source, root)
-    if cfg.model.kind == "hub" or (cfg.model.kind == "inception_v3" and cfg.model.weights):
-        from raysal import models
-
-        problem = (models.hub_handle_available(cfg.model.handle) if cfg.model.kind == "hub"
-                   else None if os.path.isfile(os.path.expanduser(cfg.model.weights))
-                   else f"InceptionV3 weights file {cfg.model.weights} does not exist")
-        if problem:
-            field = "model.handle" if cfg.model.kind == "hub" else "model.weights"
-            raise Unavailable(f"{field}: {problem}")
+    check_split_classes(cfg, root)
+    _check_model(cfg)
     if not storage.is_uri(state_root):
         existing = _nearest_existing(state_root)
         if not (os.path.isdir(existing) and os.access(existing, os.W_OK)):
@@ -92,6 +156,8 @@ def _local_paths(cfg: Config, state_root: str) -> dict[str, str]:
     for source in _sources(cfg):
         if source.kind != "tfds":
             paths[f"{source.where}.path"] = resolve_path(source.path, root)
+    if cfg.model.kind == "keras":
+        paths["model.path"] = os.path.expanduser(cfg.model.path)
     for source in _sources(cfg):
         path = paths.get(f"{source.where}.path", "")
         if source.kind == "manifest" and os.path.isfile(path):  # and where its images are

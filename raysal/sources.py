@@ -52,7 +52,7 @@ def resolve_path(path: str, root: str) -> str:
     return posixpath.join(root, path) if storage.is_uri(root) else os.path.join(root, path)
 
 
-def _labels_to_index(labels: pa.Array, classes: Sequence[str], where: str) -> pa.Array:
+def labels_to_index(labels: pa.Array, classes: Sequence[str], where: str) -> pa.Array:
     if pa.types.is_floating(labels.type):  # pandas writes an integer column with nulls as float
         whole = pc.fill_null(pc.equal(labels, pc.floor(labels)), True)
         if not pc.all(whole).as_py():
@@ -97,7 +97,7 @@ def _conform(table: pa.Table, classes: Sequence[str], where: str, base: str) -> 
     missing = {"image_id", "uri"} - set(table.column_names)
     if missing:
         raise SourceError(f"{where}: manifest lacks columns {sorted(missing)}; it needs image_id, uri[, label]")
-    labels = (_labels_to_index(table["label"].combine_chunks(), classes, where) if "label" in table.column_names
+    labels = (labels_to_index(table["label"].combine_chunks(), classes, where) if "label" in table.column_names
               else pa.nulls(len(table), pa.int64()))
     uris = _absolute_uris(table["uri"].cast(pa.string()).combine_chunks(), base)
     return _check_unique(pa.table({"image_id": table["image_id"].cast(pa.int64()), "uri": uris, "label": labels}),
