@@ -51,9 +51,10 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
-def progress_line(task: str, done: int, total: int | None, elapsed_s: float) -> str:
-    """``scoring: 400/897 images (45%), 38 images/s, 13 s left``."""
-    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+def progress_line(task: str, done: int, total: int | None, elapsed_s: float, rate: float | None = None) -> str:
+    """``scoring: 400/897 images (45%), 38 images/s, 13 s left``; ``rate`` defaults to done / elapsed."""
+    if rate is None:
+        rate = done / elapsed_s if elapsed_s > 0 else 0.0
     if not total:
         return f"{task}: {done} images, {rate:.0f} images/s"
     left = f", {_duration((total - done) / rate)} left" if 0 < rate and done < total else ""
@@ -67,6 +68,7 @@ class Watch:
         self.board, self.task, self.total, self.interval_s = board, task, total, interval_s
         self.started = time.monotonic()
         self.done = 0
+        self._first: tuple[float, int] | None = None  # (when, count) of the first count seen
         self._last_line = self.started
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"raysal-progress-{task}", daemon=True)
@@ -83,8 +85,13 @@ class Watch:
         while not self._stop.wait(POLL_S):
             self._poll()
             now = time.monotonic()
+            if self.done and self._first is None:
+                self._first = (now, self.done)
             if self.done and now - self._last_line >= self.interval_s:
-                log.info("%s", progress_line(self.task, self.done, self.total, now - self.started))
+                # The rate since the first batch: the actors' start-up is not work that the rest will repeat.
+                since, base = self._first or (self.started, 0)
+                rate = (self.done - base) / (now - since) if self.done > base and now > since else None
+                log.info("%s", progress_line(self.task, self.done, self.total, now - self.started, rate))
                 self._last_line = now
 
     def __enter__(self) -> "Watch":

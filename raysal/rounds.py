@@ -95,21 +95,24 @@ class _Round:
 
 # --- round 0 ---------------------------------------------------------------------------------
 
-def _train(r: _Round, train_ds: ray.data.Dataset, init_model: int | None, output_model: int) -> dict[str, Any]:
+def _train(r: _Round, train_ds: ray.data.Dataset, init_model: int | None,
+           output_model: int) -> tuple[dict[str, Any], int]:
+    """Train, publish the model; return the last epoch's metrics and the number of training images."""
     from raysal import train  # TensorFlow and Ray Train load only when a model is trained
 
     val_ds = pipeline.decode(r.source(r.cfg.data.val), r.cfg).map_batches(pipeline.labelled_images,
                                                                             batch_format="numpy")
+    decoded = train_ds.materialize()  # decoded once, not once per epoch
     with tempfile.TemporaryDirectory(prefix="raysal-model-") as tmp, \
             progress.watch(r.board, "training") as board:
         result = train.train_model(
-            r.cfg, train_ds.materialize(), val_ds.materialize(),  # decoded once, not once per epoch
+            r.cfg, decoded, val_ds.materialize(),
             output_dir=os.path.join(tmp, "model"), storage_path=r.state.uri("train"),
             run_name=f"model-{output_model:04d}",
             init_uri=None if init_model is None else r.model_uri(init_model), board=board,
             label="bootstrap" if output_model == 0 else "train")
         r.state.publish_dir(result.model_dir, r.state.model_key(output_model))
-    return result.metrics
+    return result.metrics, decoded.count()  # a materialised dataset counts from its metadata
 
 
 def _seed_images(r: _Round) -> ray.data.Dataset:
@@ -218,8 +221,8 @@ def stage_train(r: _Round, label_file: str | None) -> str:
         _keep_labelled, fn_kwargs={"labels_ref": ray.put(ids_and_labels)}, batch_format="numpy")
     train_ds = _seed_images(r).union(pipeline.decode(pool_labelled, r.cfg).map_batches(
         pipeline.labelled_images, batch_format="numpy"))
-    metrics = _train(r, train_ds, init_model=r.number - 1, output_model=r.number)
-    r.state.commit_stage(r.number, "train", {"model": r.number, "train_size": int(train_ds.count()),
+    metrics, train_size = _train(r, train_ds, init_model=r.number - 1, output_model=r.number)
+    r.state.commit_stage(r.number, "train", {"model": r.number, "train_size": int(train_size),
                                              "metrics": metrics})
     return DONE
 

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
-# A quick round: 40 images, 2 epochs, a 200-image test split, blocks of 64 images (scored in 4 batches).
-FAST = ["--budget", "40", "--set", "train.finetune_epochs=2", "--set", "data.test.rows=\"500:700\"",
-        "--set", "score.batch_size=16", "--num-cpus", "2"]
+# A quick round: 40 images, 2 epochs on one Ray Train worker (the tests of multi-worker training
+# ask for two), a 200-image test split, blocks of 64 images (scored in 4 batches).
+FAST = ["--budget", "40", "--set", "train.finetune_epochs=2", "--set", "train.num_workers=1",
+        "--set", "data.test.rows=\"500:700\"", "--set", "score.batch_size=16", "--num-cpus", "2"]
+TWO_WORKERS = ["--set", "train.num_workers=2"]  # after FAST: MultiWorkerMirroredStrategy across two workers
 HUMAN = ["--set", "label.mode=\"human\""]
 
 

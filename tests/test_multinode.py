@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from _cluster import Cluster, ray_job_submit, start_head
-from _jobs import FAST, REPO
+from _jobs import FAST, REPO, TWO_WORKERS
 
 BUCKET = "raysal-test"
 
@@ -83,7 +83,7 @@ def _round(cluster: Cluster, job_id: str, *args: str) -> tuple[int, str]:
 def test_a_state_in_the_drivers_tmp_is_refused_at_once(two_nodes, shared_folder):
     state = f"/tmp/raysal-state-{uuid.uuid4().hex[:8]}"
     code, out = _round(two_nodes, f"tmp-state-{uuid.uuid4().hex[:6]}", "--state", state,
-                       "--set", f'data.root="{shared_folder / "data"}"', *FAST)
+                       "--set", f'data.root="{shared_folder / "data"}"', *FAST, *TWO_WORKERS)
     assert code != 0, out[-3000:]
     assert "exit code 2" in out, out[-3000:]
     assert re.search(rf"--state: {state} is a path on this machine's disk, and node\(s\) \S+ \(node [0-9a-f]{{8}}\) "
@@ -118,7 +118,7 @@ def test_bootstrap_and_two_rounds_on_two_nodes_with_the_state_on_s3(two_nodes, s
 
     run = f"two-nodes-{uuid.uuid4().hex[:6]}"
     root = f"s3://{BUCKET}/{run}"
-    args = ["--state", root, "--set", f'data.root="{shared_folder / "data"}"', *FAST]
+    args = ["--state", root, "--set", f'data.root="{shared_folder / "data"}"', *FAST, *TWO_WORKERS]
     before = set(Path("/tmp").glob("raysal-*"))
     first_id = f"raysal-{run}-round-0001"
     code, out = _round(two_nodes, first_id, *args)
