@@ -41,6 +41,12 @@ def run_round(cfg: Config, state: str, label_file: str | None = None, break_lock
     from raysal import config as config_lib
     from raysal import preflight, rounds, storage
 
+    import logging
+
+    from raysal import console
+
+    if not logging.getLogger(console.LOGGER).handlers:  # a notebook: stages, progress and epochs on stderr
+        console.use_console(None)
     cfg = config_lib.absolute_paths(cfg)
     state = storage.absolute(state)
     preflight.check(cfg, state)

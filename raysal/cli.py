@@ -124,7 +124,6 @@ def round_main(argv: Sequence[str] | None = None, prog: str = "raysal round") ->
     from raysal import console
     from raysal import config as config_lib
 
-    console.use_console(None)  # raysal's lines on stderr until the round's console takes over
     try:
         cfg = _config(args)
     except config_lib.ConfigError as exc:
@@ -153,11 +152,15 @@ def round_main(argv: Sequence[str] | None = None, prog: str = "raysal round") ->
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_LOCKED
 
+    _exit_on_sigterm()
     with console.captured_output(args.verbose) as (_, log_path):
         log.info("round of %s, state %s; full log %s", cfg.name, state_root, log_path)
-        code, result = _run(args, cfg, state_root)
-        if code in STARTED:
-            log_path = _keep_log(log_path, state_root)
+        code, result = EXIT_FAILED, None  # what an interruption (Ctrl-C, SIGTERM) leaves: a started round
+        try:
+            code, result = _run(args, cfg, state_root)
+        finally:
+            if code in STARTED:
+                log_path = _keep_log(log_path, state_root)
     if code not in STARTED:  # refused: the message says why, and nothing, not even a log, is left behind
         os.remove(log_path)
         print(result, file=sys.stderr)
@@ -166,6 +169,27 @@ def round_main(argv: Sequence[str] | None = None, prog: str = "raysal round") ->
     else:
         print(f"{result}\n  log: {log_path}", file=sys.stderr)
     return code
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM (``ray job stop``, a pod shut down) ends the round as Ctrl-C does: the lease is
+    released and the log kept. Only where nobody else handles it."""
+    import signal
+    import threading
+
+    def leave(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, leave)
+
+
+def failure_line(exc: BaseException) -> str:
+    """The line that says why: a Ray task's own exception, the last line of a long message."""
+    cause = getattr(exc, "cause", None)  # a RayTaskError carries the task's exception
+    text = str(cause if isinstance(cause, BaseException) else exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[-1][:400] if lines else ''}"
 
 
 def _run(args: argparse.Namespace, cfg: Any, state_root: str) -> tuple[int, Any]:
@@ -179,24 +203,28 @@ def _run(args: argparse.Namespace, cfg: Any, state_root: str) -> tuple[int, Any]
 
     started_ray = not ray.is_initialized()
     try:
-        init_ray(args.num_cpus)
-        preflight.check_cluster(cfg, state_root)
-        outcome = rounds.run_round(cfg, state_root, label_file=args.import_labels, break_lock=args.break_lock,
-                                   **({"lease_ttl": args.lease_ttl} if args.lease_ttl else {}))
-    except (preflight.Unavailable, SourceError) as exc:
-        return EXIT_MISSING, f"error: {exc}"
-    except (preflight.Refused, labels.LabelFileError, rounds.Incompatible, rounds.NothingToLabel) as exc:
-        return EXIT_CONFIG, f"error: {exc}"
-    except lease.Locked as exc:
-        return EXIT_LOCKED, f"error: {exc}"
-    except lease.LeaseLost as exc:
-        return EXIT_LEASE_LOST, f"error: {exc}"
-    except StateError as exc:
-        return EXIT_FAILED, f"error: {exc}"
-    except Exception as exc:  # noqa: BLE001  (the traceback goes to the log; the console gets one line)
-        traceback.print_exc()
-        return EXIT_FAILED, (f"error: the round failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                             "\n  (the traceback is in the log; running the round again resumes it)")
+        try:  # refusals: nothing is written
+            init_ray(args.num_cpus)
+            preflight.check_cluster(cfg, state_root)
+        except (preflight.Unavailable, SourceError) as exc:
+            return EXIT_MISSING, f"error: {exc}"
+        except preflight.Refused as exc:
+            return EXIT_CONFIG, f"error: {exc}"
+        try:
+            outcome = rounds.run_round(cfg, state_root, label_file=args.import_labels, break_lock=args.break_lock,
+                                       **({"lease_ttl": args.lease_ttl} if args.lease_ttl else {}))
+        except (labels.LabelFileError, rounds.Incompatible, rounds.NothingToLabel) as exc:  # before the lease
+            return EXIT_CONFIG, f"error: {exc}"
+        except lease.Locked as exc:
+            return EXIT_LOCKED, f"error: {exc}"
+        except lease.LeaseLost as exc:
+            return EXIT_LEASE_LOST, f"error: {exc}"
+        except (StateError, SourceError, preflight.Unavailable) as exc:  # the round had started: it may resume
+            return EXIT_FAILED, f"error: {exc}\n  (running the round again resumes it)"
+        except Exception as exc:  # noqa: BLE001  (the traceback goes to the log; the console gets one line)
+            traceback.print_exc()
+            return EXIT_FAILED, (f"error: the round failed: {failure_line(exc)}"
+                                 "\n  (the traceback is in the log; running the round again resumes it)")
     finally:
         if started_ray:
             ray.shutdown()  # inside the capture: Ray's goodbye lines go to the log

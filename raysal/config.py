@@ -251,7 +251,7 @@ def _absolute(path: str, cwd: str | None) -> str:
 
 
 def absolute_paths(cfg: Config, cwd: str | None = None) -> Config:
-    """``cfg`` with a relative local ``data.root``, ``model.path`` and ``model.handle`` made
+    """``cfg`` with a relative local ``data.root``, ``model.path``, ``model.weights`` and ``model.handle`` made
     absolute against ``cwd`` (default: the working directory), so no path that a worker reads
     depends on where the driver started. Source paths are relative to ``data.root``; URIs are
     left as they are."""
@@ -259,7 +259,8 @@ def absolute_paths(cfg: Config, cwd: str | None = None) -> Config:
     handle = cfg.model.handle  # a local SavedModel folder, or a URL (resolved through the hub cache)
     if handle and os.path.exists(os.path.expanduser(handle)):
         handle = _absolute(handle, cwd)
-    model = dataclasses.replace(cfg.model, path=_absolute(cfg.model.path, cwd), handle=handle)
+    model = dataclasses.replace(cfg.model, path=_absolute(cfg.model.path, cwd), handle=handle,
+                                weights=_absolute(cfg.model.weights, cwd))
     return dataclasses.replace(cfg, data=data, model=model)
 
 

@@ -66,16 +66,29 @@ def log_file_name() -> str:
 
 
 class _Tee(threading.Thread):
-    """Copies a pipe to the log file and to the console (verbose mode)."""
+    """Copies a pipe to the log file and to the console (verbose mode).
+
+    It owns its descriptors and closes them when the pipe ends. A console that went away (a
+    closed ``| head``) or a full disk never stops it draining the pipe: a pipe nobody reads
+    would block every write of the process.
+    """
 
     def __init__(self, read_fd: int, log_fd: int, console_fd: int) -> None:
         super().__init__(name="raysal-log-tee", daemon=True)
         self.read_fd, self.log_fd, self.console_fd = read_fd, log_fd, console_fd
 
     def run(self) -> None:
-        while chunk := os.read(self.read_fd, 65536):
-            os.write(self.log_fd, chunk)
-            os.write(self.console_fd, chunk)
+        targets = [self.log_fd, self.console_fd]
+        try:
+            while chunk := os.read(self.read_fd, 65536):
+                for target in list(targets):
+                    try:
+                        os.write(target, chunk)
+                    except OSError:
+                        targets.remove(target)  # stop writing there, keep draining
+        finally:
+            for fd in (self.read_fd, self.log_fd, self.console_fd):
+                os.close(fd)
 
 
 @contextmanager
@@ -84,17 +97,19 @@ def captured_output(verbose: bool = False) -> Iterator[tuple[IO[str], str]]:
 
     Yields the console stream and the log file's path (a local temp file; the caller copies it
     where it belongs). With ``verbose`` the console also shows everything the log gets.
-    Descriptors and the logger are restored on exit.
+    Descriptors and the ``raysal`` logger are restored on exit, whatever ends the block.
     """
     sys.stdout.flush()
     sys.stderr.flush()
+    logger = logging.getLogger(LOGGER)
+    before = (list(logger.handlers), logger.propagate, logger.level)
     fd, log_path = tempfile.mkstemp(prefix="raysal-", suffix=".log")
     saved = {1: os.dup(1), 2: os.dup(2)}
     tee: _Tee | None = None
     write_end = fd
     if verbose:
         read_end, write_end = os.pipe()
-        tee = _Tee(read_end, fd, saved[2])
+        tee = _Tee(read_end, os.dup(fd), os.dup(saved[2]))
         tee.start()
     console = open(os.dup(saved[1]), "w", buffering=1, encoding="utf-8", errors="replace")
     os.dup2(write_end, 1)
@@ -110,10 +125,9 @@ def captured_output(verbose: bool = False) -> Iterator[tuple[IO[str], str]]:
         if tee is not None:
             os.close(write_end)
             tee.join(timeout=5)  # a child that still holds the pipe keeps it open: don't wait for it
-            if not tee.is_alive():
-                os.close(tee.read_fd)
         os.close(fd)
         for copy in saved.values():
             os.close(copy)
-        use_console(None)  # outside a capture raysal's lines go to stderr, as any library's
+        logger.handlers[:], logger.propagate = before[0], before[1]
+        logger.setLevel(before[2])
         console.close()

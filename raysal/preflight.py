@@ -142,6 +142,11 @@ def check(cfg: Config, state_root: str) -> None:
     for source in _sources(cfg):
         _check_source(source, root)
     check_split_classes(cfg, root)
+    pool = cfg.data.pool
+    digits_pending = pool.kind == "digits" and not os.path.exists(
+        os.path.join(resolve_path(pool.path, root), sources.DIGITS_MANIFEST))
+    if pool.rows and pool.kind != "tfds" and not digits_pending:
+        sources.source_table(pool, cfg.data.classes, root)  # a slice past the end fails now, not mid-round
     _check_model(cfg)
     if not storage.is_uri(state_root):
         existing = _nearest_existing(state_root)
@@ -158,6 +163,10 @@ def _local_paths(cfg: Config, state_root: str) -> dict[str, str]:
             paths[f"{source.where}.path"] = resolve_path(source.path, root)
     if cfg.model.kind == "keras":
         paths["model.path"] = os.path.expanduser(cfg.model.path)
+    if cfg.model.kind == "inception_v3" and cfg.model.weights:
+        paths["model.weights"] = os.path.expanduser(cfg.model.weights)
+    if cfg.model.kind == "hub" and os.path.isdir(os.path.expanduser(cfg.model.handle)):
+        paths["model.handle"] = os.path.expanduser(cfg.model.handle)
     for source in _sources(cfg):
         path = paths.get(f"{source.where}.path", "")
         if source.kind == "manifest" and os.path.isfile(path):  # and where its images are

@@ -423,17 +423,22 @@ class PrepareConfig:
         return self.model in ("hub", "keras") or (self.model == "inception_v3" and bool(self.weights))
 
 
+def _anywhere(path: str) -> str:
+    """A local path made absolute, so the config works from any directory; URIs as they are."""
+    return path if not path or "://" in path else os.path.abspath(os.path.expanduser(path))
+
+
 def model_table(cfg: PrepareConfig) -> dict[str, Any]:
     table: dict[str, Any] = {"kind": cfg.model}
     size = cfg.input_size or DEFAULT_INPUT_SIZE.get(cfg.model)
     if size is not None:
         table["input_size"] = size
-    if cfg.model == "hub":
-        table["handle"] = cfg.handle
+    if cfg.model == "hub":  # a local SavedModel folder, or a URL resolved through the hub cache
+        table["handle"] = _anywhere(cfg.handle) if os.path.exists(os.path.expanduser(cfg.handle)) else cfg.handle
     if cfg.model == "inception_v3" and cfg.weights:
-        table["weights"] = cfg.weights
+        table["weights"] = _anywhere(cfg.weights)
     if cfg.model == "keras":
-        table["path"] = cfg.model_path
+        table["path"] = _anywhere(cfg.model_path)
         if cfg.model_use:
             table["use"] = cfg.model_use
     return table

@@ -34,6 +34,7 @@ class Board:
 
     def reset(self) -> None:
         self.done = 0
+        self.lines = []
 
     def add(self, count: int) -> None:
         self.done += count
@@ -69,6 +70,7 @@ class Watch:
         self.started = time.monotonic()
         self.done = 0
         self._first: tuple[float, int] | None = None  # (when, count) of the first count seen
+        self._last_count = 0
         self._last_line = self.started
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"raysal-progress-{task}", daemon=True)
@@ -76,8 +78,8 @@ class Watch:
     def _poll(self) -> None:
         try:
             self.done, lines = ray.get(self.board.drain.remote(), timeout=30)
-        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
-            return  # progress is a courtesy: a slow or lost board never fails the work
+        except Exception:  # noqa: BLE001  (progress is a courtesy: a slow or lost board never fails the work)
+            return
         for line in lines:
             log.info("%s", line)
 
@@ -91,18 +93,28 @@ class Watch:
                 # The rate since the first batch: the actors' start-up is not work that the rest will repeat.
                 since, base = self._first or (self.started, 0)
                 rate = (self.done - base) / (now - since) if self.done > base and now > since else None
-                log.info("%s", progress_line(self.task, self.done, self.total, now - self.started, rate))
-                self._last_line = now
+                self._log_count(now, rate)
+
+    def _log_count(self, now: float, rate: float | None) -> None:
+        log.info("%s", progress_line(self.task, self.done, self.total, now - self.started, rate))
+        self._last_line, self._last_count = now, self.done
 
     def __enter__(self) -> "Watch":
-        ray.get(self.board.reset.remote(), timeout=60)  # one board serves a round's tasks in turn
+        try:
+            ray.get(self.board.reset.remote(), timeout=60)  # one board serves a round's tasks in turn
+        except Exception:  # noqa: BLE001  (no progress then, but the work goes on)
+            return self
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if not self._thread.is_alive():
+            return
         self._stop.set()
         self._thread.join(timeout=60)
         self._poll()  # lines reported after the last poll
+        if exc[0] is None and self.done and self.done != self._last_count and self.total:
+            self._log_count(time.monotonic(), None)  # the final count, once
 
 
 def new_board() -> Any:

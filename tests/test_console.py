@@ -120,3 +120,29 @@ def test_workers_report_to_the_board_and_the_driver_logs_it(ray_session):
     with progress.watch(None, "nothing") as handle:
         assert handle is None
 
+
+
+RAISES = textwrap.dedent("""
+    import logging, os
+    from raysal import console
+    logger = logging.getLogger("raysal")
+    before = (list(logger.handlers), logger.propagate, logger.level)
+    for verbose in (False, True):
+        try:
+            with console.captured_output(verbose) as (out, path):
+                os.write(1, f"captured {verbose}\\n".encode())
+                raise RuntimeError("boom")
+        except RuntimeError:
+            pass
+        restored = (list(logger.handlers), logger.propagate, logger.level) == before
+        print("after", verbose, restored, f"captured {verbose}" in open(path).read(), flush=True)
+        os.remove(path)
+""")
+
+
+def test_the_capture_restores_the_console_and_the_logger_when_the_body_raises():
+    result = subprocess.run([sys.executable, "-c", RAISES], capture_output=True, text=True, timeout=120, cwd=REPO,
+                            check=True)
+    lines = result.stdout.splitlines() + result.stderr.splitlines()
+    assert "after False True True" in lines and "after True True True" in lines, lines
+    assert "captured False" not in lines and "captured True" in lines  # the quiet capture kept it in the log

@@ -218,12 +218,14 @@ def test_models_and_their_training(tmp_path) -> None:
     assert hub == {"model": {"kind": "hub", "input_size": 299, "handle": "/models/inception"},
                    "train": prepare.PRETRAINED}
     keras = model_and_train(model="keras", model_path="m.keras", model_use="classifier", input_size=224)
-    assert keras["model"] == {"kind": "keras", "input_size": 224, "path": "m.keras", "use": "classifier"}
+    # a relative local file is written absolute: the config works from any directory
+    assert keras["model"] == {"kind": "keras", "input_size": 224, "path": os.path.abspath("m.keras"),
+                              "use": "classifier"}
     assert keras["train"] == {"batch_size": 32, "head_epochs": 3, "finetune_epochs": 2, "head_learning_rate": 1e-3,
                               "finetune_learning_rate": 1e-5}
     assert model_and_train(model="inception_v3")["train"] == prepare.FROM_SCRATCH  # random init
     assert model_and_train(model="inception_v3", weights="w.h5")["model"] == {
-        "kind": "inception_v3", "input_size": 299, "weights": "w.h5"}
+        "kind": "inception_v3", "input_size": 299, "weights": os.path.abspath("w.h5")}
     assert model_and_train()["model"] == {"kind": "small_cnn", "input_size": 32}
 
 

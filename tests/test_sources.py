@@ -338,6 +338,12 @@ def test_preflight_demo_passes_and_writes_nothing(digits_root, tmp_path):
     assert not state.exists() and not fresh_root.exists()
 
 
+def test_preflight_refuses_a_pool_slice_past_the_end_before_the_round_starts(digits_root, tmp_path):
+    config = load_config("demo", {"data.root": str(digits_root), "data.pool.rows": "99999:"})
+    with pytest.raises(sources.SourceError, match=r"^data.pool.rows: '99999:' starts past the source's 1797 rows"):
+        preflight.check(config, str(tmp_path / "state"))
+
+
 def test_preflight_refuses_a_state_that_cannot_be_created(digits_root, tmp_path):
     (tmp_path / "a-file").write_text("")
     with pytest.raises(preflight.Unavailable, match="^--state: cannot create .* is not a writable folder"):
