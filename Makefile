@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(BIN)/python jobs/round.py --config demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 bench: $(STAMP)
 	$(BIN)/python jobs/bench.py --quick
