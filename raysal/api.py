@@ -38,12 +38,10 @@ def run_round(cfg: Config, state: str, label_file: str | None = None, break_lock
     ``preflight.Refused``, ``lease.Locked`` and the like, naming the problem. Returns the outcome:
     ``status`` is ``"done"`` or ``"waiting for labels"``; ``record`` is the round's record.
     """
-    from raysal import config as config_lib
-    from raysal import preflight, rounds, storage
-
     import logging
 
-    from raysal import console
+    from raysal import config as config_lib
+    from raysal import console, preflight, rounds, storage
 
     if not logging.getLogger(console.LOGGER).handlers:  # a notebook: stages, progress and epochs on stderr
         console.use_console(None)

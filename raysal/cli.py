@@ -136,21 +136,17 @@ def round_main(argv: Sequence[str] | None = None, prog: str = "raysal round") ->
         print_status(rounds.status(state_root), args.json)
         return EXIT_OK
 
-    from raysal import labels, lease, preflight
-    from raysal.sources import SourceError
+    from raysal import preflight
 
     try:  # everything that can refuse the round without Ray is decided first, and writes nothing
         preflight.check(cfg, state_root)
         rounds.check_startable(cfg, state_root, label_file=args.import_labels, break_lock=args.break_lock)
-    except (preflight.Unavailable, SourceError) as exc:
+    except Exception as exc:  # noqa: BLE001  (a refusal gets its exit code; anything else is a bug: raised)
+        code = refusal_code(exc)
+        if code is None:
+            raise
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_MISSING
-    except (preflight.Refused, labels.LabelFileError, rounds.Incompatible, rounds.NothingToLabel) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except lease.Locked as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_LOCKED
+        return code
 
     _exit_on_sigterm()
     with console.captured_output(args.verbose) as (_, log_path):
@@ -184,6 +180,17 @@ def _exit_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, leave)
 
 
+def refusal_code(exc: BaseException) -> int | None:
+    """The exit code of an error that refuses a round before it changes anything; None for others."""
+    from raysal import labels, lease, preflight, rounds
+    from raysal.sources import SourceError
+
+    refusals = {EXIT_MISSING: (preflight.Unavailable, SourceError),
+                EXIT_CONFIG: (preflight.Refused, labels.LabelFileError, rounds.Incompatible, rounds.NothingToLabel),
+                EXIT_LOCKED: (lease.Locked,)}
+    return next((code for code, kinds in refusals.items() if isinstance(exc, kinds)), None)
+
+
 def failure_line(exc: BaseException) -> str:
     """The line that says why: a Ray task's own exception, the last line of a long message."""
     cause = getattr(exc, "cause", None)  # a RayTaskError carries the task's exception
@@ -206,19 +213,15 @@ def _run(args: argparse.Namespace, cfg: Any, state_root: str) -> tuple[int, Any]
         try:  # refusals: nothing is written
             init_ray(args.num_cpus)
             preflight.check_cluster(cfg, state_root)
-        except (preflight.Unavailable, SourceError) as exc:
-            return EXIT_MISSING, f"error: {exc}"
-        except preflight.Refused as exc:
-            return EXIT_CONFIG, f"error: {exc}"
+        except (preflight.Unavailable, preflight.Refused, SourceError) as exc:
+            return refusal_code(exc), f"error: {exc}"
         try:
             outcome = rounds.run_round(cfg, state_root, label_file=args.import_labels, break_lock=args.break_lock,
                                        **({"lease_ttl": args.lease_ttl} if args.lease_ttl else {}))
-        except (labels.LabelFileError, rounds.Incompatible, rounds.NothingToLabel) as exc:  # before the lease
-            return EXIT_CONFIG, f"error: {exc}"
-        except lease.Locked as exc:
-            return EXIT_LOCKED, f"error: {exc}"
         except lease.LeaseLost as exc:
             return EXIT_LEASE_LOST, f"error: {exc}"
+        except (labels.LabelFileError, rounds.Incompatible, rounds.NothingToLabel, lease.Locked) as exc:
+            return refusal_code(exc), f"error: {exc}"  # decided before the lease: nothing was written
         except (StateError, SourceError, preflight.Unavailable) as exc:  # the round had started: it may resume
             return EXIT_FAILED, f"error: {exc}\n  (running the round again resumes it)"
         except Exception as exc:  # noqa: BLE001  (the traceback goes to the log; the console gets one line)

@@ -256,10 +256,8 @@ def absolute_paths(cfg: Config, cwd: str | None = None) -> Config:
     depends on where the driver started. Source paths are relative to ``data.root``; URIs are
     left as they are."""
     data = dataclasses.replace(cfg.data, root=_absolute(cfg.data.root, cwd))
-    handle = cfg.model.handle  # a local SavedModel folder, or a URL (resolved through the hub cache)
-    if handle and os.path.exists(os.path.expanduser(handle)):
-        handle = _absolute(handle, cwd)
-    model = dataclasses.replace(cfg.model, path=_absolute(cfg.model.path, cwd), handle=handle,
+    # A handle without "://" is a local SavedModel folder; a URL (through the hub cache) stays as it is.
+    model = dataclasses.replace(cfg.model, path=_absolute(cfg.model.path, cwd), handle=_absolute(cfg.model.handle, cwd),
                                 weights=_absolute(cfg.model.weights, cwd))
     return dataclasses.replace(cfg, data=data, model=model)
 

@@ -131,8 +131,7 @@ def _split_classifier(net: keras.Model, cfg: ModelConfig) -> tuple[keras.Model, 
     """
     layers = [layer for layer in net.layers if not isinstance(layer, keras.layers.InputLayer)]
     first = len(layers) - 1
-    while first > 0 and not layers[first].weights and isinstance(layers[first], (keras.layers.Softmax,
-                                                                                 keras.layers.Activation)):
+    while first > 0 and isinstance(layers[first], (keras.layers.Softmax, keras.layers.Activation)):
         first -= 1
     head = layers[first:]
     try:

@@ -60,13 +60,19 @@ def _check_source(cfg: SourceConfig, root: str) -> None:
         raise Unavailable(f"{cfg.where}.path: {what} {path} does not exist")
 
 
+def _digits_pending(source: SourceConfig, root: str) -> bool:
+    """The digits demo set, not written yet (it is, on first use, under the lease)."""
+    return source.kind == "digits" and not os.path.exists(
+        os.path.join(resolve_path(source.path, root), sources.DIGITS_MANIFEST))
+
+
 def _split_classes(source: SourceConfig, classes: tuple[str, ...], root: str) -> set[str] | None:
     """The classes that a split's labels name; None where that takes more than reading labels
     (a TFDS split, the digits set not written yet)."""
     if source.kind == "tfds":
         return None
     path = resolve_path(source.path, root)
-    if source.kind == "digits" and not os.path.exists(os.path.join(path, sources.DIGITS_MANIFEST)):
+    if _digits_pending(source, root):
         return None
     table = sources.source_table(source, classes, root)
     if table is not None:
@@ -117,22 +123,21 @@ def _check_model(cfg: Config) -> None:
         return
     from raysal import models
 
-    if m.kind == "hub":
-        field, problem = "model.handle", models.hub_handle_available(m.handle)
-    elif m.kind == "keras":
-        field, problem = "model.path", models.keras_model_available(m.path)
-    else:
-        field, problem = "model.weights", (None if os.path.isfile(os.path.expanduser(m.weights))
-                                           else f"InceptionV3 weights file {m.weights} does not exist")
-    if problem:
-        raise Unavailable(f"{field}: {problem}")
-    if m.kind == "keras" or m.use == "classifier":
+    if m.kind == "keras" or m.use == "classifier":  # built whole: the loader says what is missing or wrong
         try:
             models.build_model(m, len(cfg.data.classes))
         except models.ModelUnavailable as exc:
             raise Unavailable(str(exc)) from None
         except models.ModelRefused as exc:
             raise Refused(str(exc)) from None
+        return
+    if m.kind == "hub":
+        field, problem = "model.handle", models.hub_handle_available(m.handle)
+    else:
+        field, problem = "model.weights", (None if os.path.isfile(os.path.expanduser(m.weights))
+                                           else f"InceptionV3 weights file {m.weights} does not exist")
+    if problem:
+        raise Unavailable(f"{field}: {problem}")
 
 
 def check(cfg: Config, state_root: str) -> None:
@@ -143,9 +148,7 @@ def check(cfg: Config, state_root: str) -> None:
         _check_source(source, root)
     check_split_classes(cfg, root)
     pool = cfg.data.pool
-    digits_pending = pool.kind == "digits" and not os.path.exists(
-        os.path.join(resolve_path(pool.path, root), sources.DIGITS_MANIFEST))
-    if pool.rows and pool.kind != "tfds" and not digits_pending:
+    if pool.rows and pool.kind != "tfds" and not _digits_pending(pool, root):
         sources.source_table(pool, cfg.data.classes, root)  # a slice past the end fails now, not mid-round
     _check_model(cfg)
     if not storage.is_uri(state_root):

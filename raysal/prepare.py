@@ -26,7 +26,7 @@ import io
 import json
 import math
 import os
-import posixpath
+from collections import Counter
 import shlex
 import sys
 import tomllib
@@ -35,15 +35,15 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from raysal import storage
+from raysal.config import MODEL_KINDS as MODELS
 from raysal.config import MODEL_USES, ConfigError, config_from_dict
-from raysal.sources import manifest_base, resolve_path, stable_id
+from raysal.sources import folder_files, manifest_base, resolve_path, stable_id, whole_numbers
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_MISSING = 0, 2, 3
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -52,7 +52,6 @@ FILL_ORDER = ("test", "val", "labelled")  # the sized splits, filled in this ord
 SPLITS = ("labelled", "val", "test", "pool")  # as in the config's [data], and the order of the summary
 SPLIT_NAMES = {"labelled": "the seed set", "val": "val", "test": "test", "pool": "the pool"}
 CONFIG_FILE = "config.toml"
-MODELS = ("small_cnn", "hub", "inception_v3", "keras")
 DEFAULT_INPUT_SIZE = {"small_cnn": 32, "hub": 299, "inception_v3": 299}  # keras: the model file's own
 SEED_SHARE = 0.2  # the seed set beside an oracle pool: as large as the test split
 BUDGET_SHARE, MAX_BUDGET = 0.1, 500  # a round selects a tenth of the pool, at most the article's 500
@@ -213,21 +212,10 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _repeated(values: Sequence[Any]) -> list[Any]:
-    """The values seen before, in order of their second sighting."""
-    seen: set[Any] = set()
-    again = []
-    for value in values:
-        if value in seen:
-            again.append(value)
-        seen.add(value)
-    return again
-
-
 def _listing(source: str, image_ids: list[int], uris: list[str], labels: list[str] | None,
              notes: tuple[str, ...] = ()) -> Listing:
     """Refuse an image listed twice or an id used twice, then sort by image_id."""
-    twice = list(dict.fromkeys(_repeated(uris)))
+    twice = [uri for uri, n in Counter(uris).items() if n > 1]
     if twice:
         raise BadInput(f"{source} lists {_count(len(twice), 'image')} more than once, e.g. {_examples(twice)}: list "
                        "every image once")
@@ -246,10 +234,8 @@ def _listing(source: str, image_ids: list[int], uris: list[str], labels: list[st
 
 
 def _list_folder(path: str, labelled: bool) -> Listing:
-    fs, inner = storage.resolve(path)
-    infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
-    rel_paths = sorted(posixpath.relpath(i.path, inner) for i in infos if i.type == pafs.FileType.File)
-    rel_paths = [r for r in rel_paths if not any(part.startswith(".") for part in r.split("/"))]
+    rel_paths, all_uris = folder_files(path)
+    uri_of = dict(zip(rel_paths, all_uris))
     images = [r for r in rel_paths if r.lower().endswith(IMAGE_SUFFIXES)]
     others = [r for r in rel_paths if not r.lower().endswith(IMAGE_SUFFIXES)]
     notes = (f"left out {_count(len(others), 'file')} of {path} not named as images ({', '.join(IMAGE_SUFFIXES)}), "
@@ -264,9 +250,7 @@ def _list_folder(path: str, labelled: bool) -> Listing:
                            f"{_examples(loose)}: put every image in the subfolder of its class "
                            f"({path.rstrip('/')}/CLASS/IMAGE)")
         labels = [r.split("/")[0] for r in images]
-    prefix = path.rstrip("/")
-    uris = [f"{prefix}/{r}" if storage.is_uri(path) else os.path.join(inner, r) for r in images]
-    return _listing(path, [stable_id(r) for r in images], uris, labels, notes)
+    return _listing(path, [stable_id(r) for r in images], [uri_of[r] for r in images], labels, notes)
 
 
 def _read_table(path: str, fs: pafs.FileSystem, inner: str) -> pa.Table:
@@ -283,8 +267,8 @@ def _read_table(path: str, fs: pafs.FileSystem, inner: str) -> pa.Table:
 
 def _class_names(labels: pa.ChunkedArray) -> list[str | None]:
     """Labels as class names: strings as they are, whole numbers (pandas writes floats) as '0', '1'."""
-    if pa.types.is_floating(labels.type) and pc.all(pc.fill_null(pc.equal(labels, pc.floor(labels)), True)).as_py():
-        labels = labels.cast(pa.int64())
+    whole = whole_numbers(labels.combine_chunks())
+    labels = labels if whole is None else whole
     names = labels.cast(pa.string()).to_pylist()
     return [None if n is None or not n.strip() else n.strip() for n in names]
 
@@ -423,22 +407,17 @@ class PrepareConfig:
         return self.model in ("hub", "keras") or (self.model == "inception_v3" and bool(self.weights))
 
 
-def _anywhere(path: str) -> str:
-    """A local path made absolute, so the config works from any directory; URIs as they are."""
-    return path if not path or "://" in path else os.path.abspath(os.path.expanduser(path))
-
-
 def model_table(cfg: PrepareConfig) -> dict[str, Any]:
     table: dict[str, Any] = {"kind": cfg.model}
     size = cfg.input_size or DEFAULT_INPUT_SIZE.get(cfg.model)
     if size is not None:
         table["input_size"] = size
     if cfg.model == "hub":  # a local SavedModel folder, or a URL resolved through the hub cache
-        table["handle"] = _anywhere(cfg.handle) if os.path.exists(os.path.expanduser(cfg.handle)) else cfg.handle
+        table["handle"] = storage.absolute(cfg.handle)  # a URL stays as it is
     if cfg.model == "inception_v3" and cfg.weights:
-        table["weights"] = _anywhere(cfg.weights)
+        table["weights"] = storage.absolute(cfg.weights)
     if cfg.model == "keras":
-        table["path"] = _anywhere(cfg.model_path)
+        table["path"] = storage.absolute(cfg.model_path)
         if cfg.model_use:
             table["use"] = cfg.model_use
     return table
@@ -532,7 +511,7 @@ def plan_run(cfg: PrepareConfig) -> Plan:
         counts["pool"] = np.zeros(len(classes), np.int64)
     pool_size = manifests["pool"].num_rows
     budget = cfg.budget or default_budget(pool_size)
-    table = config_table(cfg, classes.tolist(), os.path.abspath(os.path.expanduser(cfg.out)), budget)
+    table = config_table(cfg, classes.tolist(), storage.absolute(cfg.out), budget)
     described = {f"data.{s}": f"{int(counts[s].sum())} images" for s in SPLITS if s != "pool"}
     described["data.pool"] = (f"{pool_size} images of {pool.source}, labelled by people" if pool is not None
                               else f"{pool_size} images, labelled from the data when selected")

@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from raysal import faults
 from raysal import labels as labels_lib
 from raysal import lease as lease_lib
-from raysal import pipeline, progress, sources
+from raysal import pipeline, preflight, progress, sources
 from raysal.config import Config, SourceConfig, config_from_dict
 from raysal.metrics import accuracy_report
 from raysal.plots import learning_curve_png
@@ -82,12 +82,16 @@ class _Round:
 
     @property
     def data_root(self) -> str:
-        return self.cfg.data.root or self.state.uri("data")  # as preflight.data_root
+        return preflight.data_root(self.cfg, self.state.root)
 
     def source(self, source: SourceConfig) -> ray.data.Dataset:
-        # Blocks of a few model batches: the pool streams through decoding and scoring in pieces.
-        return sources.read_source(source, self.cfg.data.classes, self.data_root,
-                                   block_rows=BATCHES_PER_BLOCK * self.cfg.score.batch_size)
+        return self.sized_source(source)[0]
+
+    def sized_source(self, source: SourceConfig) -> tuple[ray.data.Dataset, int]:
+        """The source and its size. Blocks of a few model batches: the pool streams through
+        decoding and scoring in pieces."""
+        return sources.read_source_with_size(source, self.cfg.data.classes, self.data_root,
+                                             block_rows=BATCHES_PER_BLOCK * self.cfg.score.batch_size)
 
     def model_uri(self, number: int) -> str:
         return self.state.uri(self.state.model_key(number))
@@ -132,12 +136,12 @@ def bootstrap(r: _Round) -> None:
 
 def stage_score(r: _Round, label_file: str | None) -> str:
     excluded = r.state.selected_ids(before=r.number)
-    pool = r.source(r.cfg.data.pool)
+    pool, pool_size = r.sized_source(r.cfg.data.pool)
     if len(excluded):
         pool = pool.map_batches(pipeline.drop_ids, fn_kwargs={"ids_ref": ray.put(excluded)}, batch_format="numpy")
     scores_key = f"{r.key}/scores"
     r.state.delete_dir(scores_key)  # a partial write by a crashed run
-    total = sources.source_size(r.cfg.data.pool, r.cfg.data.classes, r.data_root) - len(excluded)
+    total = pool_size - len(excluded)  # every excluded id is a pool image
     with progress.watch(r.board, "scoring", total) as board:
         pipeline.score(pipeline.decode(pool, r.cfg), r.model_uri(r.number - 1), r.cfg, board=board).write_parquet(
             r.state.uri(scores_key))
@@ -233,10 +237,9 @@ def test_accuracy(r: _Round, model: int) -> dict[str, Any]:
     cached = r.state.read_json(key)
     if cached is not None:
         return cached
-    test = r.cfg.data.test
-    with progress.watch(r.board, f"testing model {model}",
-                        sources.source_size(test, r.cfg.data.classes, r.data_root)) as board:
-        rows = pipeline.score(pipeline.decode(r.source(test), r.cfg), r.model_uri(model), r.cfg, board=board) \
+    test, size = r.sized_source(r.cfg.data.test)
+    with progress.watch(r.board, f"testing model {model}", size) as board:
+        rows = pipeline.score(pipeline.decode(test, r.cfg), r.model_uri(model), r.cfg, board=board) \
             .select_columns(["predicted", "label", "error"]).to_pandas()
     rows = rows[(rows["error"] == "") & rows["label"].notna()]
     report = accuracy_report(rows["predicted"].to_numpy(), rows["label"].to_numpy(), r.cfg.data.classes)

@@ -52,12 +52,18 @@ def resolve_path(path: str, root: str) -> str:
     return posixpath.join(root, path) if storage.is_uri(root) else os.path.join(root, path)
 
 
+def whole_numbers(labels: pa.Array) -> pa.Array | None:
+    """Float labels that are all whole numbers (pandas writes an integer column with nulls as
+    float) as int64; None when some are fractional. Other types as they are."""
+    if not pa.types.is_floating(labels.type):
+        return labels
+    return labels.cast(pa.int64()) if pc.all(pc.fill_null(pc.equal(labels, pc.floor(labels)), True)).as_py() else None
+
+
 def labels_to_index(labels: pa.Array, classes: Sequence[str], where: str) -> pa.Array:
-    if pa.types.is_floating(labels.type):  # pandas writes an integer column with nulls as float
-        whole = pc.fill_null(pc.equal(labels, pc.floor(labels)), True)
-        if not pc.all(whole).as_py():
-            raise SourceError(f"{where}: labels must be class indices or class names, got fractional numbers")
-        labels = labels.cast(pa.int64())
+    labels = whole_numbers(labels)
+    if labels is None:
+        raise SourceError(f"{where}: labels must be class indices or class names, got fractional numbers")
     if pa.types.is_integer(labels.type):
         bad = pc.or_(pc.less(labels, 0), pc.greater_equal(labels, len(classes)))
         if pc.any(bad).as_py():
@@ -111,23 +117,33 @@ def read_manifest_table(path: str, classes: Sequence[str], where: str) -> pa.Tab
     return _conform(pq.read_table(inner, filesystem=fs), classes, where, manifest_base(path))
 
 
+def folder_files(path: str) -> tuple[list[str], list[str]]:
+    """Every file under the folder ``path`` (hidden ones aside), sorted: (relative paths, uris).
+
+    The relative path is what an image's id is derived from (``stable_id``)."""
+    fs, inner = storage.resolve(path)
+    infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
+    rel_paths = sorted(posixpath.relpath(i.path, inner) for i in infos if i.type == pafs.FileType.File)
+    rel_paths = [r for r in rel_paths if not any(part.startswith(".") for part in r.split("/"))]
+    prefix = path.rstrip("/")
+    uris = [f"{prefix}/{r}" if storage.is_uri(path) else os.path.join(inner, r) for r in rel_paths]
+    return rel_paths, uris
+
+
 def list_folder(path: str, classes: Sequence[str], where: str) -> pa.Table:
     """Every file under ``path`` (hidden ones aside), sorted; a class-named subfolder gives the label."""
     fs, inner = storage.resolve(path)
     if fs.get_file_info(inner).type != pafs.FileType.Directory:
         raise SourceError(f"{where}: image folder {path} does not exist")
-    infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
-    rel_paths = sorted(posixpath.relpath(i.path, inner) for i in infos if i.type == pafs.FileType.File)
-    rel_paths = [r for r in rel_paths if not any(part.startswith(".") for part in r.split("/"))]
+    rel_paths, uris = folder_files(path)
     index = {name: i for i, name in enumerate(classes)}
     unknown = sorted({r.split("/")[0] for r in rel_paths if "/" in r} - set(index))
     if unknown:
         log.warning("%s: subfolders %s of %s are not in data.classes: their images get no label",
                     where, unknown[:10], path)
-    prefix = path.rstrip("/")
     table = pa.table({
         "image_id": pa.array([stable_id(r) for r in rel_paths], pa.int64()),
-        "uri": pa.array([f"{prefix}/{r}" if storage.is_uri(path) else os.path.join(inner, r) for r in rel_paths]),
+        "uri": pa.array(uris, pa.string()),
         "label": pa.array([index.get(r.split("/")[0]) if "/" in r else None for r in rel_paths], pa.int64()),
     })
     return _check_unique(table, where)
@@ -233,12 +249,20 @@ def read_source(cfg: SourceConfig, classes: Sequence[str], root: str,
     A source read on the driver is cut into blocks of ``block_rows``, so decode tasks run in
     parallel and the pipeline streams; a manifest keeps Ray's own blocks.
     """
+    return read_source_with_size(cfg, classes, root, block_rows)[0]
+
+
+def read_source_with_size(cfg: SourceConfig, classes: Sequence[str], root: str,
+                          block_rows: int = DRIVER_BLOCK_ROWS) -> tuple["ray.data.Dataset", int]:
+    """``read_source`` and the number of images in it, from the table read on the driver or a
+    manifest's Parquet metadata: the source is read once, and nothing is decoded to count it."""
+    import pyarrow.dataset as pads
     import ray.data
 
     table = source_table(cfg, classes, root)
     if table is not None:
         blocks = [table.slice(i, block_rows) for i in range(0, len(table), block_rows)]
-        return ray.data.from_arrow(blocks or [table])
+        return ray.data.from_arrow(blocks or [table]), len(table)
     path = resolve_path(cfg.path, root)
     fs, inner = storage.resolve(path)
     if fs.get_file_info(inner).type == pafs.FileType.NotFound:
@@ -246,8 +270,9 @@ def read_source(cfg: SourceConfig, classes: Sequence[str], root: str,
     names = pq.read_schema(inner, filesystem=fs).names  # fail fast, on the driver, before any task
     if not {"image_id", "uri"} <= set(names):
         raise SourceError(f"{cfg.where}: manifest {path} lacks columns {sorted({'image_id', 'uri'} - set(names))}")
+    rows = pads.dataset(inner, filesystem=fs, format="parquet").count_rows()
     return ray.data.read_parquet(path).map_batches(_ManifestBatch(tuple(classes), cfg.where, manifest_base(path)),
-                                                   batch_format="pyarrow")
+                                                   batch_format="pyarrow"), rows
 
 
 class _ManifestBatch:
@@ -259,13 +284,3 @@ class _ManifestBatch:
     def __call__(self, batch: pa.Table) -> pa.Table:
         return _conform(batch, self.classes, self.where, self.base)
 
-
-def source_size(cfg: SourceConfig, classes: Sequence[str], root: str) -> int:
-    """How many images ``cfg`` holds: from the listing, or a manifest's Parquet metadata."""
-    table = source_table(cfg, classes, root)
-    if table is not None:
-        return len(table)
-    import pyarrow.dataset as pads
-
-    fs, inner = storage.resolve(resolve_path(cfg.path, root))
-    return pads.dataset(inner, filesystem=fs, format="parquet").count_rows()

@@ -14,7 +14,7 @@ import raysal.keras_env  # noqa: F401  (before TensorFlow)
 import numpy as np
 import pytest
 import tf_keras
-from test_models import HUB_SIZE, save_hub_module, save_keras_classifier
+from _models import HUB_SIZE, save_hub_module, save_keras_classifier
 
 from raysal import models, pipeline, preflight
 from raysal.config import Config, load_config
