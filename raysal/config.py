@@ -149,6 +149,8 @@ class TrainConfig:
     head_learning_rate: float = 1e-3  # Adam
     finetune_learning_rate: float = 1e-5  # small, so fine-tuning does not wreck the backbone
     max_failures: int = 2  # worker-group restarts after a worker dies (a lost node, an OOM kill)
+    images_per_worker: int = 2000  # one worker per this many training images, up to num_workers; 0: always num_workers
+    in_memory_mb: int = 1024  # a worker keeps its shard in memory across epochs up to this size; larger ones stream
 
     def __post_init__(self) -> None:
         _check(self.num_workers >= 1, "train.num_workers", f"must be >= 1, got {self.num_workers}")
@@ -159,6 +161,8 @@ class TrainConfig:
         _check(self.finetune_epochs >= 0, "train.finetune_epochs", f"must be >= 0, got {self.finetune_epochs}")
         _check(self.head_epochs + self.finetune_epochs >= 1, "train", "head_epochs + finetune_epochs must be >= 1")
         _check(self.max_failures >= 0, "train.max_failures", f"must be >= 0, got {self.max_failures}")
+        _check(self.images_per_worker >= 0, "train.images_per_worker", f"must be >= 0, got {self.images_per_worker}")
+        _check(self.in_memory_mb >= 0, "train.in_memory_mb", f"must be >= 0, got {self.in_memory_mb}")
         for name in ("head_learning_rate", "finetune_learning_rate"):
             value = getattr(self, name)
             _check(0 < value < 1, f"train.{name}", f"{value} is outside (0, 1)")

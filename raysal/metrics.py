@@ -7,6 +7,8 @@ from typing import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+TEST_METRICS_FILE = "test_metrics.json"  # a model's accuracy on the test split, kept in its folder
+
 
 def accuracy_report(predicted: NDArray[np.integer], labels: NDArray[np.integer],
                     classes: Sequence[str]) -> dict[str, object]:

@@ -8,9 +8,11 @@ assumes Ray is initialised (``raysal.cluster.init_ray``).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 import ray.data
 from numpy.typing import NDArray
@@ -28,7 +31,7 @@ from raysal import labels as labels_lib
 from raysal import lease as lease_lib
 from raysal import pipeline, preflight, progress, sources
 from raysal.config import Config, SourceConfig, config_from_dict
-from raysal.metrics import accuracy_report
+from raysal.metrics import TEST_METRICS_FILE, accuracy_report
 from raysal.plots import learning_curve_png
 from raysal.state import STAGES, RunState, StateError
 
@@ -106,7 +109,16 @@ def _train(r: _Round, train_ds: ray.data.Dataset, init_model: int | None,
 
     val_ds = pipeline.decode(r.source(r.cfg.data.val), r.cfg).map_batches(pipeline.labelled_images,
                                                                             batch_format="numpy")
+    test, test_size = r.sized_source(r.cfg.data.test)
+    test_ds = None
+    if test_size * r.cfg.model.input_size ** 2 * 3 <= r.cfg.train.in_memory_mb * 2**20:
+        test_ds = pipeline.decode(test, r.cfg).map_batches(pipeline.labelled_images, batch_format="numpy")
+        # Read by rank 0 as training ends: its progress bars would reach the driver after the round.
+        test_ds.context.enable_progress_bars = False
+        test_ds = test_ds.materialize()  # decoded now, beside the training set, not by rank 0 alone
+        test_ds.context.enable_progress_bars = False
     decoded = train_ds.materialize()  # decoded once, not once per epoch
+    train_size = decoded.count()  # a materialised dataset counts from its metadata
     with tempfile.TemporaryDirectory(prefix="raysal-model-") as tmp, \
             progress.watch(r.board, "training") as board:
         result = train.train_model(
@@ -114,9 +126,11 @@ def _train(r: _Round, train_ds: ray.data.Dataset, init_model: int | None,
             output_dir=os.path.join(tmp, "model"), storage_path=r.state.uri("train"),
             run_name=f"model-{output_model:04d}",
             init_uri=None if init_model is None else r.model_uri(init_model), board=board,
-            label="bootstrap" if output_model == 0 else "train")
+            label="bootstrap" if output_model == 0 else "train", train_size=train_size, test_ds=test_ds)
         r.state.publish_dir(result.model_dir, r.state.model_key(output_model))
-    return result.metrics, decoded.count()  # a materialised dataset counts from its metadata
+        if result.test_metrics is not None:  # what test_accuracy would compute, computed by training
+            r.state.write_json(f"{r.state.model_key(output_model)}/{TEST_METRICS_FILE}", result.test_metrics)
+    return result.metrics, train_size
 
 
 def _seed_images(r: _Round) -> ray.data.Dataset:
@@ -190,9 +204,11 @@ def stage_label(r: _Round, label_file: str | None) -> str:
     selection = _selection(r)
     selected = selection["image_id"].to_numpy()
     if r.cfg.label.mode == "oracle":
-        found = _scores(r).select_columns(["image_id", "label"]).map_batches(
-            pipeline.keep_ids, fn_kwargs={"ids_ref": ray.put(np.sort(selected))}, batch_format="pyarrow").take_all()
-        by_id = {int(row["image_id"]): row["label"] for row in found}
+        # Read here, not in Ray tasks: two columns stream by and only the selected rows are kept
+        # (a Ray Data job costs seconds to start for a hundred labels).
+        found = r.state.read_table(f"{r.key}/scores", columns=["image_id", "label"],
+                                   filters=pc.field("image_id").isin(pa.array(selected, pa.int64())))
+        by_id = dict(zip(found["image_id"].to_pylist(), found["label"].to_pylist()))
         missing = [int(i) for i in selected if by_id.get(int(i)) is None or np.isnan(float(by_id[int(i)]))]
         if missing:
             raise StateError(f"round {r.number}: oracle labelling needs labels in the pool source, but "
@@ -232,8 +248,13 @@ def stage_train(r: _Round, label_file: str | None) -> str:
 
 
 def test_accuracy(r: _Round, model: int) -> dict[str, Any]:
-    """Accuracy of model ``model`` on the test split; computed once and kept with the model."""
-    key = f"{r.state.model_key(model)}/test_metrics.json"
+    """Accuracy of model ``model`` on the test split; computed once and kept with the model.
+
+    Training computes it for the model it trains when the decoded test split fits in
+    ``train.in_memory_mb``: rank 0 holds the model already, and the evaluate stage then has no
+    actor pool to start. A larger test split is scored here by the actor pool.
+    """
+    key = f"{r.state.model_key(model)}/{TEST_METRICS_FILE}"
     cached = r.state.read_json(key)
     if cached is not None:
         return cached
@@ -401,6 +422,9 @@ def _run_held(state: RunState, cfg: Config, label_file: str | None, seconds: dic
         cfg = config_from_dict(stored)  # a resumed round finishes with the config it started with
         log.info("round %d: resuming at stage %s", number, state.next_stage(number))
     r = _Round(state, cfg, number, seconds, board)
+    if state.latest_model() is None or (state.stage_done(number, "train") is None and (
+            cfg.label.mode == "oracle" or label_file is not None or state.stage_done(number, "label"))):
+        _import_in_background("raysal.train")
     bootstrap(_Round(state, cfg, 0, seconds, board))
     while (stage := state.next_stage(number)) is not None:
         with _stage(stage, seconds):
@@ -414,6 +438,17 @@ def _run_held(state: RunState, cfg: Config, label_file: str | None, seconds: dic
     record = _finish(r)
     _redraw(state, cfg)
     return RoundOutcome(number, DONE, record=record, stage_seconds=seconds)
+
+
+def _import_in_background(module: str) -> None:
+    """Start importing ``module`` now, in a thread, for a stage that will need it.
+
+    Training needs TensorFlow and Ray Train on the driver, an import of 5-8 s on 2 cores; while
+    the stages before it run, the driver mostly waits for Ray, so the import costs the round
+    nothing. The stage's own import waits for this one to finish (Python's import lock).
+    """
+    threading.Thread(target=importlib.import_module, args=(module,), name=f"raysal-import-{module}",
+                     daemon=True).start()
 
 
 def _finish(r: _Round) -> dict[str, Any]:

@@ -106,10 +106,12 @@ class RunState:
         pq.write_table(table, sink)
         self.write_bytes(key, sink.getvalue().to_pybytes())
 
-    def read_table(self, key: str, columns: list[str] | None = None) -> pa.Table | None:
+    def read_table(self, key: str, columns: list[str] | None = None, filters: Any = None) -> pa.Table | None:
+        """A Parquet file, or a folder of them, read whole; ``filters`` (a pyarrow expression)
+        keeps matching rows only, as the files stream by."""
         if not self.exists(key):
             return None
-        return pq.read_table(self._path(key), filesystem=self.fs, columns=columns)
+        return pq.read_table(self._path(key), filesystem=self.fs, columns=columns, filters=filters)
 
     def delete_dir(self, key: str) -> None:
         self._before_change()

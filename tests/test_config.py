@@ -323,3 +323,14 @@ def test_seed_outside_what_the_seeded_code_accepts_is_refused(seed: int) -> None
 def test_config_requires_data() -> None:
     with pytest.raises(TypeError):
         Config()  # type: ignore[call-arg]
+
+
+def test_a_small_training_set_gets_fewer_workers():
+    from raysal.config import TrainConfig
+    from raysal.train import workers_for
+
+    t = TrainConfig(num_workers=4, images_per_worker=2000)
+    assert [workers_for(t, n) for n in (0, 1, 2000, 2001, 7999, 100_000)] == [1, 1, 1, 2, 4, 4]
+    assert workers_for(TrainConfig(num_workers=4, images_per_worker=0), 10) == 4  # 0: always num_workers
+    with pytest.raises(ConfigError, match="train.images_per_worker"):
+        TrainConfig(images_per_worker=-1)

@@ -74,6 +74,24 @@ def test_the_console_shows_raysal_lines_only_and_the_log_has_the_rest(reference_
     assert text.count("raysal stage train: started") == 1  # and raysal's own, once each
 
 
+def test_training_stores_the_test_accuracy_that_scoring_the_test_split_gives(ray_session, reference_round, tmp_path):
+    """Rank 0 evaluates the model it trained, so the evaluate stage scores nothing; what it
+    stored is what the evaluate stage's actor pool computes for the same model."""
+    from raysal import rounds
+    from raysal.config import config_from_dict
+    from raysal.state import RunState
+
+    assert "raysal testing model" not in (reference_round.parent / "console.txt").read_text()
+    state = copy_state(reference_round, tmp_path / "state", keep_rounds=True)
+    cfg = config_from_dict(json.loads((state / "rounds" / "0001" / "config.json").read_text()))
+    r = rounds._Round(RunState(str(state)), cfg, 1, {})
+    for model in (0, 1):  # by the bootstrap's training, and by round 1's
+        stored = state / "models" / f"{model:04d}" / "test_metrics.json"
+        by_training = json.loads(stored.read_text())
+        stored.unlink()
+        assert by_training["count"] == 200 and rounds.test_accuracy(r, model) == by_training, model
+
+
 def test_two_rounds_at_once_exactly_one_runs(reference_round):
     from raysal import lease
     from raysal.state import RunState
