@@ -2,7 +2,7 @@
 
     python jobs/bench.py --quick            # a few minutes on a laptop
     python jobs/bench.py --out bench.json   # the full set
-    python jobs/bench.py --only scoring     # one group: scoring | decode | topk | memory | round
+    python jobs/bench.py --only scoring     # one group: scoring | decode | topk | memory | round | scale
 
 Every figure is reported next to its baseline, measured in the same run on the same data, as a
 ratio; timings are medians of repeats. Results go to a JSON file and a markdown table.
@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Sequence
 
 EXIT_OK = 0
-GROUPS = ["scoring", "decode", "topk", "memory", "round"]
+GROUPS = ["scoring", "decode", "topk", "memory", "round", "scale", "trainset"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # needs no Ray (nor TensorFlow), so it also runs where only raysal.images' packages are.
     for group in sorted(args.only or GROUPS, key=lambda g: g != "round"):
         print(f"bench: {group} ...", flush=True)
-        if group not in ("round", "decode"):
+        if group not in ("round", "decode", "trainset"):  # trainset starts a Ray of its own, as round does
             from raysal.cluster import init_ray
 
             init_ray(args.num_cpus)

@@ -23,6 +23,7 @@ MODEL_USES = ("backbone", "classifier")
 MODEL_OUTPUTS = ("", "logits", "probs")
 PREPROCESS_MODES = ("", "unit", "symmetric", "mean_std")
 CRITERION_NAMES = ("least_confidence", "smallest_margin", "entropy", "random")
+TRAIN_DATA_MODES = ("auto", "memory", "cache")
 
 
 class ConfigError(ValueError):
@@ -151,6 +152,8 @@ class TrainConfig:
     max_failures: int = 2  # worker-group restarts after a worker dies (a lost node, an OOM kill)
     images_per_worker: int = 2000  # one worker per this many training images, up to num_workers; 0: always num_workers
     in_memory_mb: int = 1024  # a worker keeps its shard in memory across epochs up to this size; larger ones stream
+    data: str = "auto"  # where the decoded set waits between epochs: memory (Ray's object store) | cache (Parquet
+    # shards in the state, read back each epoch) | auto: memory when it takes at most half of the object store
 
     def __post_init__(self) -> None:
         _check(self.num_workers >= 1, "train.num_workers", f"must be >= 1, got {self.num_workers}")
@@ -161,6 +164,7 @@ class TrainConfig:
         _check(self.finetune_epochs >= 0, "train.finetune_epochs", f"must be >= 0, got {self.finetune_epochs}")
         _check(self.head_epochs + self.finetune_epochs >= 1, "train", "head_epochs + finetune_epochs must be >= 1")
         _check(self.max_failures >= 0, "train.max_failures", f"must be >= 0, got {self.max_failures}")
+        _check(self.data in TRAIN_DATA_MODES, "train.data", f"{self.data!r} is not one of {TRAIN_DATA_MODES}")
         _check(self.images_per_worker >= 0, "train.images_per_worker", f"must be >= 0, got {self.images_per_worker}")
         _check(self.in_memory_mb >= 0, "train.in_memory_mb", f"must be >= 0, got {self.in_memory_mb}")
         for name in ("head_learning_rate", "finetune_learning_rate"):

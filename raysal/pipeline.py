@@ -10,19 +10,24 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import ray
 import ray.data
+import ray.experimental
 from numpy.typing import NDArray
+from ray.data.dataset import MaterializedDataset
 
 from raysal import keras_env, storage
 from raysal.config import Config
 from raysal.images import UndecodableImage, decode_image
-from raysal.topk import top_k_indices
+from raysal.topk import candidate_rows, top_k_indices, top_k_unordered
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +40,8 @@ def _decode_one(data: bytes | None, uri: str, size: int) -> tuple[NDArray[np.uin
         return decode_image(data if data is not None else storage.read_bytes(uri), size), ""
     except UndecodableImage as exc:
         return None, str(exc)
-    except OSError as exc:  # missing file, permission, network: the image is unreadable, not the job
-        return None, f"unreadable: {exc}"
+    except (OSError, ValueError, NotImplementedError) as exc:  # missing file, permission, network, a uri no
+        return None, f"unreadable: {exc}"  # filesystem takes (ArrowInvalid): the image is unreadable, not the job
 
 
 def decode_batch(batch: dict[str, NDArray], size: int, threads: int = 1) -> dict[str, NDArray]:
@@ -157,24 +162,141 @@ def score(decoded: ray.data.Dataset, model_dir: str, cfg: Config, board: Any = N
     )
 
 
-CANDIDATE, SKIPPED, LOWEST = 0, 1, 2  # why a row survived a block, in the ``_role`` column
+MERGE_FAN_IN = 16  # best-k tables merged per step: the driver never holds more than 16k of them
 
 
-def _column(table: pa.Table, name: str) -> NDArray:
-    return table[name].to_numpy()  # numeric columns: zero-copy when there is one chunk
+def _numpy(column: pa.ChunkedArray) -> NDArray:
+    """A column as numpy: zero-copy for one chunk without nulls; null scores become NaN."""
+    array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    return array.to_numpy(zero_copy_only=False)
 
 
-def _block_survivors(block: pa.Table, k: int, exclude_ref: ray.ObjectRef) -> pa.Table:
-    """The rows of one block the driver needs: its top k, its skipped rows, its lowest score."""
-    scores = _column(block, "score")
-    skipped = (np.flatnonzero(pc.not_equal(block["error"], "").to_numpy(zero_copy_only=False))
-               if "error" in block.column_names else np.empty(0, np.intp))
-    top = top_k_indices(scores, _column(block, "image_id"), k, ray.get(exclude_ref))
-    valid = np.flatnonzero(~np.isnan(scores))
-    lowest = valid[[np.argmin(scores[valid])]] if valid.size else np.empty(0, np.intp)
-    keep = np.concatenate([top, skipped, lowest])
-    role = np.repeat([CANDIDATE, SKIPPED, LOWEST], [len(top), len(skipped), len(lowest)]).astype(np.int8)
-    return block.take(keep).append_column("_role", pa.array(role))
+def _best_rows(tables: list[pa.Table | None], k: int, ordered: bool) -> pa.Table | None:
+    """The top k rows of the tables together; in selection order when ``ordered``."""
+    tables = [t for t in tables if t is not None]
+    if not tables:
+        return None
+    merged = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    scores, ids = _numpy(merged["score"]), _numpy(merged["image_id"])
+    return merged.take(top_k_indices(scores, ids, k) if ordered else top_k_unordered(scores, ids, k))
+
+
+@dataclass(frozen=True)
+class _Scanned:
+    """What a scan reports besides its best rows."""
+
+    skipped: pa.Table | None  # image_id, uri, reason of the rows with a non-empty ``error``
+    lowest: float  # the lowest score; inf when every score was NaN
+    rows: int
+
+
+def _scan(parts: Iterable[pa.Table], k: int, exclude_sorted: NDArray[np.int64],
+          columns: list[str]) -> tuple[pa.Table | None, _Scanned]:
+    """The best k rows of a stream of parts (in no set order), and what else the round reports.
+
+    Only candidates leave a part (``candidate_rows``: at most k, none below the best k's lowest
+    score seen so far), and they merge when they pass 2k, so a scan holds ~3k rows plus one part.
+    """
+    kept: list[pa.Table | None] = []
+    n_kept, threshold = 0, -np.inf
+    skipped: list[pa.Table] = []
+    lowest, rows = np.inf, 0
+    for part in parts:
+        scores, ids = _numpy(part["score"]), _numpy(part["image_id"])  # [n], [n]
+        rows += len(scores)
+        low = np.fmin.reduce(scores) if len(scores) else np.nan  # fmin skips NaN
+        if low < lowest:
+            lowest = float(low)
+        if "error" in part.column_names and not pa.types.is_null(part.schema.field("error").type):
+            bad = np.flatnonzero(_numpy(pc.binary_length(part["error"]).fill_null(0)))  # null: no error
+            if bad.size:
+                rows_bad = part.take(bad)
+                skipped.append(pa.table({"image_id": rows_bad["image_id"], "uri": rows_bad["uri"],
+                                         "reason": rows_bad["error"]}))
+        keep = candidate_rows(scores, ids, k, threshold, exclude_sorted)
+        if not keep.size:
+            continue
+        if keep.size == k:  # k rows of this part score at least their lowest: nothing below it can win
+            threshold = max(threshold, float(scores[keep].min()))
+        kept.append(part.select(columns).take(keep))
+        n_kept += keep.size
+        if n_kept > 2 * k:
+            best = _best_rows(kept, k, ordered=False)
+            kept, n_kept = [best], best.num_rows
+            threshold = max(threshold, float(_numpy(best["score"]).min()))  # best holds k rows here
+    skipped_table = pa.concat_tables(skipped, promote_options="permissive") if skipped else None
+    return _best_rows(kept, k, ordered=False), _Scanned(skipped_table, lowest, rows)
+
+
+@ray.remote(num_returns=2)
+def _scan_blocks(k: int, exclude_sorted: NDArray[np.int64], columns: list[str],
+                 *blocks: pa.Table) -> tuple[pa.Table | None, _Scanned]:
+    return _scan(blocks, k, exclude_sorted, columns)
+
+
+@ray.remote(num_returns=2)
+def _scan_files(fs: pafs.FileSystem, paths: list[str], read: list[str], k: int, exclude_sorted: NDArray[np.int64],
+                columns: list[str]) -> tuple[pa.Table | None, _Scanned]:
+    def parts() -> Iterable[pa.Table]:  # file by file: each keeps its own column types
+        for path in paths:
+            for batch in pq.ParquetFile(path, filesystem=fs).iter_batches(columns=read):
+                yield pa.Table.from_batches([batch])
+
+    return _scan(parts(), k, exclude_sorted, columns)
+
+
+@ray.remote
+def _merge_best(k: int, *tables: pa.Table | None) -> pa.Table | None:
+    return _best_rows(list(tables), k, ordered=False)
+
+
+def _cluster_cpus() -> int:
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def _block_groups(blocks: list[ray.ObjectRef], groups: int) -> list[list[ray.ObjectRef]]:
+    """Blocks cut into about ``groups`` runs of equal bytes, each run held by one node, so that
+    a task over a run starts where its blocks are (Ray places a task by its arguments' bytes)."""
+    where = ray.experimental.get_object_locations(blocks)
+    by_node: dict[str, list[tuple[ray.ObjectRef, int]]] = {}
+    for ref in blocks:
+        place = where.get(ref, {})
+        node = (place.get("node_ids") or [""])[0]  # "": small enough to travel inline
+        by_node.setdefault(node, []).append((ref, place.get("object_size") or 1))
+    target = sum(size for refs in by_node.values() for _, size in refs) / groups
+    runs: list[list[ray.ObjectRef]] = []
+    for refs in by_node.values():
+        run, run_bytes = [], 0
+        for ref, size in refs:
+            run.append(ref)
+            run_bytes += size
+            if run_bytes >= target:
+                runs.append(run)
+                run, run_bytes = [], 0
+        if run:
+            runs.append(run)
+    return runs
+
+
+def _scan_dataset(scored: ray.data.Dataset, k: int, exclude_ref: ray.ObjectRef, columns: list[str],
+                  tasks: int) -> list[tuple[ray.ObjectRef, ray.ObjectRef]]:
+    wanted = list(dict.fromkeys([*columns, *(["uri", "error"] if "error" in scored.columns() else [])]))
+    if not isinstance(scored, MaterializedDataset):
+        scored = scored.select_columns(wanted)  # pushed into the read; a materialised one is read as it is
+    blocks = scored.to_arrow_refs()
+    runs = _block_groups(blocks, tasks) if blocks else []
+    return [_scan_blocks.remote(k, exclude_ref, columns, *run) for run in runs]
+
+
+def _scan_parquet(folder: str, k: int, exclude_ref: ray.ObjectRef, columns: list[str],
+                  tasks: int) -> list[tuple[ray.ObjectRef, ray.ObjectRef]]:
+    fs, path = storage.resolve(folder)
+    found = pads.dataset(path, filesystem=fs, format="parquet")  # pyarrow's discovery: skips _* and .* files
+    if not found.files:
+        return []
+    read = list(dict.fromkeys([*columns, *(["uri", "error"] if "error" in found.schema.names else [])]))
+    runs = np.array_split(np.array(found.files, dtype=object), min(len(found.files), tasks))
+    return [_scan_files.remote(fs, list(paths), read, k, exclude_ref, columns) for paths in runs]
 
 
 @dataclass(frozen=True)
@@ -185,41 +307,47 @@ class Selection:
     skipped: dict[str, NDArray]  # image_id, uri, reason of every image that could not be scored
     score_min: float | None  # over every scored image
     score_max: float | None
+    rows_read: int  # every row of the scores: selectable, skipped and excluded
 
 
-def select_top_k(scored: ray.data.Dataset, k: int, exclude_ids: NDArray[np.int64] | None = None,
-                 columns: tuple[str, ...] = ("image_id", "uri", "score", "predicted")) -> Selection:
+def select_top_k(scored: ray.data.Dataset | str, k: int, exclude_ids: NDArray[np.int64] | None = None,
+                 columns: tuple[str, ...] = ("image_id", "uri", "score", "predicted"),
+                 tasks: int | None = None) -> Selection:
     """Exact top-k rows of ``scored`` by (score desc, image_id asc), never an excluded id.
 
-    One pass: each block keeps its own best k (``argpartition``) plus its skipped rows and its
-    lowest score; the survivors stream to the driver as Arrow batches and merge into a running
-    top-k, so the driver holds ~2k rows plus one batch, and the skipped rows.
+    ``scored`` is a dataset, or the folder (path or URI) of the Parquet files scoring wrote: plain
+    tasks read those files, only the columns needed. (Ray Data's ``read_parquet`` starts actors to
+    read the footers on every read, ~7 s on 2 cores: more than the whole selection.) One task per
+    CPU scans its blocks or files (``_scan``); plain tasks, as Ray Data's per-task cost (~25 ms on
+    2 cores) is more than a block's top-k. Their best k merge on the driver (first in tasks, 16 at
+    a time, when there are many), so the driver holds ~16k rows plus the skipped ones.
+
+    Args:
+        tasks: how many scan tasks (about; blocks are grouped by node); default one per CPU.
     """
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    columns = list(dict.fromkeys(["image_id", "score", *columns]))
     exclude = np.unique(np.asarray(exclude_ids if exclude_ids is not None else [], dtype=np.int64))
     exclude_ref = ray.put(exclude)  # stored once; tasks fetch it instead of each carrying a copy
-    wanted = list(dict.fromkeys([*columns, *(["error"] if "error" in scored.columns() else [])]))
-    survivors = scored.select_columns(wanted).map_batches(
-        _block_survivors, fn_kwargs={"k": k, "exclude_ref": exclude_ref}, batch_size=None, batch_format="pyarrow")
-    best: pa.Table | None = None
-    skipped: list[pa.Table] = []
-    lowest = np.inf
-    for batch in survivors.iter_batches(batch_size=max(k, 4096), batch_format="pyarrow"):
-        role = _column(batch, "_role")
-        candidates = batch.filter(pa.array(role == CANDIDATE)).select(list(columns))
-        merged = (candidates if best is None else pa.concat_tables([best, candidates])).combine_chunks()
-        best = merged.take(top_k_indices(_column(merged, "score"), _column(merged, "image_id"), k))
-        if (role == SKIPPED).any():
-            rows = batch.filter(pa.array(role == SKIPPED))
-            skipped.append(pa.table({"image_id": rows["image_id"], "uri": rows["uri"], "reason": rows["error"]}))
-        if (role == LOWEST).any():
-            lowest = min(lowest, float(_column(batch, "score")[role == LOWEST].min()))
+    scan = _scan_parquet if isinstance(scored, str) else _scan_dataset
+    scans = scan(scored, k, exclude_ref, columns, max(1, tasks or _cluster_cpus()))
+    best_refs = [best for best, _ in scans]
+    while len(best_refs) > MERGE_FAN_IN:
+        best_refs = [_merge_best.remote(k, *best_refs[i:i + MERGE_FAN_IN])
+                     for i in range(0, len(best_refs), MERGE_FAN_IN)]
+    best = _best_rows(ray.get(best_refs), k, ordered=True)
+    reports: list[_Scanned] = ray.get([report for _, report in scans])
     rows = {c: (best[c].to_numpy(zero_copy_only=False) if best is not None else np.empty(0)) for c in columns}
-    skipped_table = pa.concat_tables(skipped) if skipped else None
+    skipped = [r.skipped for r in reports if r.skipped is not None]
+    skipped_table = pa.concat_tables(skipped, promote_options="permissive") if skipped else None
     skipped_columns = {c: (skipped_table[c].to_numpy(zero_copy_only=False) if skipped_table is not None
                            else np.empty(0, dtype=object)) for c in ("image_id", "uri", "reason")}
+    lowest = min((r.lowest for r in reports), default=np.inf)
     # The highest score of all is the first selected one unless every top row was excluded.
-    return Selection(rows=rows, skipped=skipped_columns, score_min=None if np.isinf(lowest) else lowest,
-                     score_max=float(rows["score"][0]) if len(rows["score"]) else None)
+    return Selection(rows=rows, skipped=skipped_columns, score_min=None if lowest == np.inf else float(lowest),
+                     score_max=float(rows["score"][0]) if len(rows["score"]) else None,
+                     rows_read=sum(r.rows for r in reports))
 
 
 # Small per-batch transforms of a round, kept here so Ray workers import no TensorFlow for them.
@@ -231,11 +359,6 @@ def drop_ids(batch: dict[str, NDArray], ids_ref: ray.ObjectRef) -> dict[str, NDA
 def labelled_images(batch: dict[str, NDArray]) -> dict[str, NDArray]:
     keep = (batch["error"] == "") & ~np.isnan(batch["label"].astype(np.float64))
     return {"image": batch["image"][keep], "label": batch["label"][keep].astype(np.int64)}
-
-
-def keep_ids(batch: pa.Table, ids_ref: ray.ObjectRef) -> pa.Table:
-    """Rows whose image_id is in the sorted id array behind ``ids_ref``."""
-    return batch.filter(pc.is_in(batch["image_id"], value_set=pa.array(ray.get(ids_ref))))
 
 
 @ray.remote(num_cpus=0.5)

@@ -52,12 +52,19 @@ def _check_source(cfg: SourceConfig, root: str) -> None:
             raise Unavailable(f"{cfg.where}.path: the digits demo set is written to a local folder, not {path}: "
                               "set data.root to a local path")
         return
+    if cfg.kind == "manifest":  # a file, a folder of shards or a glob; its footers alone are read
+        try:
+            manifest = sources.open_manifest(path, cfg.where)
+        except SourceError as exc:
+            raise Unavailable(f"{cfg.where}.path: {str(exc).removeprefix(f'{cfg.where}: ')}") from None
+        try:
+            sources.check_manifest(manifest, cfg.where)
+        except SourceError as exc:
+            raise Refused(str(exc)) from None
+        return
     fs, inner = storage.resolve(path)
-    kind = fs.get_file_info(inner).type
-    wanted = pafs.FileType.Directory if cfg.kind == "folder" else pafs.FileType.File
-    if kind != wanted:
-        what = "image folder" if cfg.kind == "folder" else "manifest file"
-        raise Unavailable(f"{cfg.where}.path: {what} {path} does not exist")
+    if fs.get_file_info(inner).type != pafs.FileType.Directory:
+        raise Unavailable(f"{cfg.where}.path: image folder {path} does not exist")
 
 
 def _digits_pending(source: SourceConfig, root: str) -> bool:
@@ -71,18 +78,12 @@ def _split_classes(source: SourceConfig, classes: tuple[str, ...], root: str) ->
     (a TFDS split, the digits set not written yet)."""
     if source.kind == "tfds":
         return None
-    path = resolve_path(source.path, root)
     if _digits_pending(source, root):
         return None
-    table = sources.source_table(source, classes, root)
-    if table is not None:
-        labels = table["label"]
-    else:  # a whole manifest: its label column alone
-        fs, inner = storage.resolve(path)
-        if "label" not in pq.read_schema(inner, filesystem=fs).names:
-            return set()
-        names = pc.unique(pq.read_table(inner, filesystem=fs, columns=["label"])["label"])
-        labels = sources.labels_to_index(names, classes, source.where)
+    if source.kind == "manifest":  # its label column alone, of the rows the split takes
+        labels = sources.manifest_labels(source, classes, root)
+    else:
+        labels = sources.source_table(source, classes, root)["label"]
     return {classes[i] for i in pc.unique(labels).drop_null().to_pylist()}
 
 
@@ -172,9 +173,17 @@ def _local_paths(cfg: Config, state_root: str) -> dict[str, str]:
         paths["model.handle"] = os.path.expanduser(cfg.model.handle)
     for source in _sources(cfg):
         path = paths.get(f"{source.where}.path", "")
-        if source.kind == "manifest" and os.path.isfile(path):  # and where its images are
-            uris = pq.ParquetFile(path).read_row_group(0, columns=["uri"])["uri"].to_pylist()[:1]
-            paths.update({f"{source.where} images ({u})": u for u in uris if u and not storage.is_uri(u)})
+        if source.kind == "manifest" and path:  # and where its images are, unless it carries them
+            try:
+                manifest = sources.open_manifest(path, source.where)
+                first = pq.ParquetFile(manifest.files[0], filesystem=manifest.fs)
+            except (SourceError, OSError, ValueError):  # refused by _check_source, with its reason
+                continue
+            if "image_bytes" in first.schema_arrow.names or not first.metadata.num_row_groups:
+                continue
+            uris = first.read_row_group(0, columns=["uri"])["uri"].to_pylist()[:1]
+            uris = [resolve_path(u, manifest.base) for u in uris if u]
+            paths.update({f"{source.where} images ({u})": u for u in uris if not storage.is_uri(u)})
     return {field: path for field, path in paths.items() if not storage.is_uri(path)}
 
 
@@ -194,7 +203,9 @@ def check_cluster(cfg: Config, state_root: str) -> None:
         if source.kind != "manifest":
             continue  # folder, TFDS and digits sources are read, and checked, on the driver
         path = resolve_path(source.path, root)
-        repeated = pipeline.duplicate_ids(ray.data.read_parquet(path, columns=["image_id"]))
+        shards = sources.open_manifest(path, source.where).paths
+        repeated = pipeline.duplicate_ids(
+            ray.data.read_parquet(shards, file_extensions=None).select_columns(["image_id"]))
         if repeated:
             raise Refused(f"{source.where}: manifest {path} repeats image_id values, e.g. {repeated}: every image "
                           "needs an id of its own, or it could be selected and labelled twice")

@@ -102,10 +102,14 @@ class _Round:
 
 # --- round 0 ---------------------------------------------------------------------------------
 
-def _train(r: _Round, train_ds: ray.data.Dataset, init_model: int | None,
+def _train(r: _Round, train_ds: ray.data.Dataset, max_rows: int, init_model: int | None,
            output_model: int) -> tuple[dict[str, Any], int]:
-    """Train, publish the model; return the last epoch's metrics and the number of training images."""
-    from raysal import train  # TensorFlow and Ray Train load only when a model is trained
+    """Train, publish the model; return the last epoch's metrics and the number of training images.
+
+    ``max_rows`` bounds the images in ``train_ds`` (the rows of its sources): it decides whether the
+    decoded set waits between epochs in Ray's object store or in a cache in the state (``trainset``).
+    """
+    from raysal import train, trainset  # TensorFlow and Ray Train load only when a model is trained
 
     val_ds = pipeline.decode(r.source(r.cfg.data.val), r.cfg).map_batches(pipeline.labelled_images,
                                                                             batch_format="numpy")
@@ -117,12 +121,13 @@ def _train(r: _Round, train_ds: ray.data.Dataset, init_model: int | None,
         test_ds.context.enable_progress_bars = False
         test_ds = test_ds.materialize()  # decoded now, beside the training set, not by rank 0 alone
         test_ds.context.enable_progress_bars = False
-    decoded = train_ds.materialize()  # decoded once, not once per epoch
-    train_size = decoded.count()  # a materialised dataset counts from its metadata
-    with tempfile.TemporaryDirectory(prefix="raysal-model-") as tmp, \
+    cache_uri = r.state.uri(f"train/decoded-{output_model:04d}")  # beside Ray Train's own folders
+    with trainset.prepare_train_set(train_ds, max_rows, r.cfg, cache_uri, guard=r.state.guard) as decoded, \
+            tempfile.TemporaryDirectory(prefix="raysal-model-") as tmp, \
             progress.watch(r.board, "training") as board:
+        train_size = decoded.count  # decoded once, not once per epoch, and counted as it was kept
         result = train.train_model(
-            r.cfg, decoded, val_ds.materialize(),
+            r.cfg, decoded.dataset, val_ds.materialize(),
             output_dir=os.path.join(tmp, "model"), storage_path=r.state.uri("train"),
             run_name=f"model-{output_model:04d}",
             init_uri=None if init_model is None else r.model_uri(init_model), board=board,
@@ -133,9 +138,10 @@ def _train(r: _Round, train_ds: ray.data.Dataset, init_model: int | None,
     return result.metrics, train_size
 
 
-def _seed_images(r: _Round) -> ray.data.Dataset:
-    return pipeline.decode(r.source(r.cfg.data.labelled), r.cfg).map_batches(pipeline.labelled_images,
-                                                                                batch_format="numpy")
+def _seed_images(r: _Round) -> tuple[ray.data.Dataset, int]:
+    """The decoded, labelled seed set, and the rows of its source (a bound on its size)."""
+    seed, size = r.sized_source(r.cfg.data.labelled)
+    return pipeline.decode(seed, r.cfg).map_batches(pipeline.labelled_images, batch_format="numpy"), size
 
 
 def bootstrap(r: _Round) -> None:
@@ -143,7 +149,8 @@ def bootstrap(r: _Round) -> None:
     if r.state.latest_model() is not None:
         return
     with _stage("bootstrap", r.seconds):  # its last epoch line gives the round-0 model's val accuracy
-        _train(r, _seed_images(r), init_model=None, output_model=0)
+        seed, seed_size = _seed_images(r)
+        _train(r, seed, seed_size, init_model=None, output_model=0)
 
 
 # --- the stages ------------------------------------------------------------------------------
@@ -163,15 +170,11 @@ def stage_score(r: _Round, label_file: str | None) -> str:
     return DONE
 
 
-def _scores(r: _Round) -> ray.data.Dataset:
-    return ray.data.read_parquet(r.state.uri(f"{r.key}/scores"))
-
-
 def stage_select(r: _Round, label_file: str | None) -> str:
-    scored = _scores(r)
-    pool_size = scored.count()  # from Parquet metadata
-    result = pipeline.select_top_k(scored, r.cfg.select.budget, r.state.selected_ids(before=r.number))
-    best, skipped = result.rows, result.skipped
+    # The scores folder itself, read by plain tasks: no Ray Data job to start for it.
+    result = pipeline.select_top_k(r.state.uri(f"{r.key}/scores"), r.cfg.select.budget,
+                                   r.state.selected_ids(before=r.number))
+    best, skipped, pool_size = result.rows, result.skipped, result.rows_read
     left = pool_size - len(skipped["image_id"])
     if r.cfg.select.budget > left:
         log.warning("budget %d exceeds the %d images left to select: selected all of them", r.cfg.select.budget, left)
@@ -223,7 +226,7 @@ def stage_label(r: _Round, label_file: str | None) -> str:
             r.state.write_bytes(f"{r.key}/to_label.csv", csv.encode())
         return WAITING
     else:
-        pool_ids = _scores(r).select_columns(["image_id"]).to_pandas()["image_id"].to_numpy()
+        pool_ids = r.state.read_table(f"{r.key}/scores", columns=["image_id"])["image_id"].to_numpy()
         table = labels_lib.validate_labels(labels_lib.read_label_file(label_file), selected, pool_ids,
                                            r.cfg.data.classes, r.number)
         source = label_file
@@ -239,9 +242,11 @@ def stage_train(r: _Round, label_file: str | None) -> str:
     ids_and_labels = (labelled["image_id"].to_numpy()[order], labelled["label"].to_numpy()[order])
     pool_labelled = r.source(r.cfg.data.pool).map_batches(
         _keep_labelled, fn_kwargs={"labels_ref": ray.put(ids_and_labels)}, batch_format="numpy")
-    train_ds = _seed_images(r).union(pipeline.decode(pool_labelled, r.cfg).map_batches(
+    seed, seed_size = _seed_images(r)
+    train_ds = seed.union(pipeline.decode(pool_labelled, r.cfg).map_batches(
         pipeline.labelled_images, batch_format="numpy"))
-    metrics, train_size = _train(r, train_ds, init_model=r.number - 1, output_model=r.number)
+    metrics, train_size = _train(r, train_ds, seed_size + len(order), init_model=r.number - 1,
+                                 output_model=r.number)
     r.state.commit_stage(r.number, "train", {"model": r.number, "train_size": int(train_size),
                                              "metrics": metrics})
     return DONE

@@ -4,9 +4,10 @@ Order: higher score first; among equal scores the smaller ``image_id`` first. Th
 so the selected set and its order do not depend on row order, block boundaries or worker
 count: a rerun selects the same ids. NaN scores are never selected.
 
-``block_top_k`` is what each block of a distributed dataset keeps; ``merge_top_k`` combines any
-number of such survivors. Because each block keeps every row that could be in the global top-k
-under the total order, the merge is exact. No global sort: ``argpartition`` is O(n).
+A distributed scan reads its parts (blocks, Parquet batches) one by one: ``candidate_rows`` is
+what a part may add to the best k found so far, and ``top_k_unordered`` (``top_k_indices`` for
+the final order) merges such survivors. Because a part keeps every row that could be in the
+global top-k under the total order, the merge is exact. No global sort: ``partition`` is O(n); only the final k are sorted.
 """
 
 from __future__ import annotations
@@ -50,14 +51,57 @@ def top_k_indices(
     return candidates[order[:k]]
 
 
-def merge_top_k(
-    parts: list[dict[str, NDArray]], k: int, score_column: str = "score", id_column: str = "image_id"
-) -> dict[str, NDArray]:
-    """Top k rows of the concatenation of column dicts, all columns kept, in selection order."""
-    parts = [p for p in parts if len(p[id_column])]
-    if not parts:
-        return {}
-    columns = parts[0].keys()
-    merged = {c: np.concatenate([p[c] for p in parts]) for c in columns}
-    keep = top_k_indices(merged[score_column], merged[id_column], k)
-    return {c: v[keep] for c, v in merged.items()}
+def top_k_unordered(scores: NDArray[np.floating], image_ids: NDArray[np.int64], k: int) -> NDArray[np.intp]:
+    """The rows ``top_k_indices`` selects (no exclusions), in no set order: O(n), nothing sorted.
+
+    Rows above the k-th best score are in; of the rows tied at it, the smallest ids fill what is
+    left (ids are unique, so a partition on them decides exactly).
+    """
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    candidates = np.flatnonzero(~np.isnan(scores))  # [m]
+    if candidates.size <= k:
+        return candidates
+    if k == 0:
+        return np.empty(0, dtype=np.intp)
+    cand_scores = scores[candidates]
+    kth = np.partition(cand_scores, cand_scores.size - k)[cand_scores.size - k]
+    above, tied = candidates[cand_scores > kth], candidates[cand_scores == kth]
+    need = k - above.size
+    if tied.size > need:
+        tied = tied[np.argpartition(image_ids[tied], need - 1)[:need]]
+    return np.concatenate([above, tied])
+
+
+def is_in_sorted(values: NDArray[np.int64], sorted_set: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """``np.isin`` for a set already sorted: a binary search per value, the set is not re-sorted."""
+    if not len(sorted_set):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[at] == values
+
+
+def candidate_rows(
+    scores: NDArray[np.floating],
+    image_ids: NDArray[np.int64],
+    k: int,
+    threshold: float = -np.inf,
+    exclude_sorted: NDArray[np.int64] | None = None,
+) -> NDArray[np.intp]:
+    """Rows of one part that can still be among the best k, at most k of them, in no set order.
+
+    Args:
+        scores: [n] the part's scores; NaN rows never qualify.
+        image_ids: [n] the part's ids.
+        k: how many the whole scan keeps.
+        threshold: a score some k already-seen rows reach (the k-th best so far): a row below it
+            cannot enter; a row equal to it still can, by a smaller id.
+        exclude_sorted: sorted ids that must never be selected.
+    """
+    keep = np.flatnonzero(scores >= threshold)  # [m]; NaN >= x is False
+    if exclude_sorted is not None and len(exclude_sorted) and keep.size:
+        keep = keep[~is_in_sorted(image_ids[keep], exclude_sorted)]
+    if keep.size > k:
+        keep = keep[top_k_unordered(scores[keep], image_ids[keep], k)]
+    return keep
+

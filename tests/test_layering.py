@@ -16,7 +16,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("ray", "tensorflow")
 PURE_MODULES = ["raysal.criteria", "raysal.topk", "raysal.config", "raysal.images", "raysal.metrics", "raysal.schedule",
-                "raysal.labels", "raysal.prepare", "raysal.console",
+                "raysal.labels", "raysal.prepare", "raysal.pack", "raysal.console",
                 "raysal", "raysal.api", "raysal.cli"]  # the API and the command load Ray when they run, not on import
 
 _PROBE = """

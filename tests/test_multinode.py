@@ -14,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import pytest
 
 from _cluster import Cluster, ray_job_submit, start_head
@@ -113,7 +114,7 @@ def fire_schedule(cluster: Cluster, run: str, *round_args: str) -> subprocess.Co
 def test_bootstrap_and_two_rounds_on_two_nodes_with_the_state_on_s3(two_nodes, shared_folder, s3):
     """Round 1 (with the round-0 model) through ``ray job submit``; round 2 from a schedule that
     fires twice, through jobs/submit.py; round 2 retrains from round 1's model."""
-    from raysal import rounds
+    from raysal import rounds, storage
     from raysal.state import RunState
 
     run = f"two-nodes-{uuid.uuid4().hex[:6]}"
@@ -128,7 +129,9 @@ def test_bootstrap_and_two_rounds_on_two_nodes_with_the_state_on_s3(two_nodes, s
     assert code != 0 and first_id in out
     assert rounds.current_round(RunState(root)) == 2 and not RunState(root).exists("rounds/0002")
 
-    fired = [fire_schedule(two_nodes, run, *args) for _ in range(2)]
+    # Round 2 keeps its decoded training set in a cache on S3, as a set larger than the object
+    # store would: shards written by tasks on either node, read back by the workers each epoch.
+    fired = [fire_schedule(two_nodes, run, *args, "--set", 'train.data="cache"') for _ in range(2)]
     assert all(f.returncode == 0 for f in fired), [f.stdout[-1000:] + f.stderr[-2000:] for f in fired]
     second_id = f"raysal-{run}-round-0002"
     assert f"round 2 of {run}: submitted {second_id} (not submitted yet)" in fired[0].stdout
@@ -152,6 +155,12 @@ def test_bootstrap_and_two_rounds_on_two_nodes_with_the_state_on_s3(two_nodes, s
     assert [h["round"] for h in json.loads(state.read_bytes("history.json"))] == [1, 2]
     assert state.read_bytes("learning_curve.png")[:8] == b"\x89PNG\r\n\x1a\n"
     assert state.exists("models/0002/test_metrics.json") and report["leased_by"] is None
+    fs, logs = storage.resolve(state.uri("logs"))  # the rounds' logs, copied to the state as each ended
+    texts = [fs.open_input_stream(f.path).read().decode() for f in fs.get_file_info(pafs.FileSelector(logs))]
+    cached = [t for t in texts if "training set: up to" in t]
+    assert len(cached) == 1 and f"{root}/train/decoded-0002" in cached[0], [t[-2000:] for t in texts]
+    assert state.stage_done(2, "train")["train_size"] == 380  # every image once, counted as written
+    assert not state.exists("train/decoded-0002")  # the cache is removed
     assert set(Path("/tmp").glob("raysal-*")) == before  # the driver's downloads were removed
     workers = two_nodes.python(_LEFT_IN_TMP)  # and the worker node's (models read by actors and train workers)
     assert workers.returncode == 0 and workers.stdout.strip().splitlines()[-1] == "[]", workers.stderr[-2000:]

@@ -110,6 +110,19 @@ def test_top_k_budget_above_what_is_left_selects_everything_left(ray_session):
     assert got["image_id"].tolist() == [7, 6, 5, 4, 3, 2, 1, 0]
 
 
+def test_an_image_that_cannot_be_read_is_reported_not_raised(tmp_path):
+    """A missing file, and uris no filesystem takes: each row gets its reason; the batch goes on."""
+    good = tmp_path / "good.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(good)
+    uris = np.array([str(good), str(tmp_path / "missing.png"), "http://example.invalid/a.jpg", "foo://a.jpg"],
+                    dtype=object)
+    batch = pipeline.decode_batch({"image_id": np.arange(4), "uri": uris, "label": np.zeros(4)}, 8)
+    assert batch["error"][0] == "" and batch["image"].shape == (4, 8, 8, 3)
+    assert all(e.startswith("unreadable: ") for e in batch["error"][1:]), batch["error"]
+
+
 @pytest.mark.parametrize(("options", "tolerance"), [({"xla": True}, 1e-5), ({"mixed_precision": True}, 5e-3)])
 def test_scorer_options_keep_the_scores(image_folder, tiny_checkpoint, options, tolerance):
     """XLA and mixed precision (GPU options) compute the same scores, here on the CPU, in-process."""

@@ -402,13 +402,16 @@ SHAPES = {"cat": "square", "dog": "circle", "fox": "triangle"}
 COLOURS = {"cat": (220, 40, 40), "dog": (40, 200, 60), "fox": (50, 60, 230)}
 
 
-def readme_commands() -> list[str]:
-    """The commands of the README's "Your own images" section: its one ```bash block."""
+def readme_commands() -> tuple[list[str], list[str]]:
+    """The README's "Your own images" section's two ```bash blocks: from a folder to a first round,
+    and "A large pool": pack the prepared pool, and start the run on its shards."""
     text = (REPO / "README.md").read_text()
     section = text.split("\n## Your own images\n", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"^```bash\n(.*?)^```", section, flags=re.S | re.M)
-    assert len(blocks) == 1, "the section has one bash block: the commands from a folder to a first round"
-    return [line for line in blocks[0].splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert len(blocks) == 2, "a folder to a first round; then the same run on a packed pool"
+    own, packed = ([line for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+                   for block in blocks)
+    return own, packed
 
 
 def _write_shapes(folder: Path, per_class: int) -> None:
@@ -432,9 +435,18 @@ def _write_shapes(folder: Path, per_class: int) -> None:
 
 @pytest.mark.timeout(1200)  # ~3 min on 2 idle cores; 11-13 min measured while other suites ran beside it
 def test_readme_own_images_commands_end_to_end(tmp_path) -> None:
-    commands = readme_commands()
-    prepare_args = shlex.split(next(c for c in commands if c.startswith("raysal prepare ")))
-    round_args = shlex.split(next(c for c in commands if c.startswith("raysal round ")))
+    """The README's commands from a folder of images to a first round, with the pool packed in
+    Parquet shards as "A large pool" says: its round command is the first one plus the pool's
+    path, so this one round runs both. (A round on an unpacked prepared pool, a manifest of
+    uris, is what the demo and most other round tests run.)"""
+    own, packed = readme_commands()
+    prepare_cmd = next(c for c in own if c.startswith("raysal prepare "))
+    own_round = next(c for c in own if c.startswith("raysal round "))
+    pack_cmd = next(c for c in packed if c.startswith("raysal pack "))
+    round_cmd = next(c for c in packed if c.startswith("raysal round "))
+    assert round_cmd.startswith(own_round + " --set data.pool.path="), (own_round, round_cmd)
+    commands = [prepare_cmd, pack_cmd, round_cmd]
+    prepare_args, round_args = shlex.split(prepare_cmd, comments=True), shlex.split(round_cmd, comments=True)
     images = tmp_path / prepare_args[2]  # raysal prepare IMAGES ...
     _write_shapes(images, per_class=30)
     assert (VENV_BIN / "raysal").exists(), "install raysal into .venv: the README's commands call `raysal`"
@@ -458,3 +470,15 @@ def test_readme_own_images_commands_end_to_end(tmp_path) -> None:
     (record,) = json.loads(status.stdout)["rounds"]
     assert record["state"] == "done" and record["round"] == 1
     assert record["test_accuracy_after"] >= 0.8, out[-4000:]  # chance is 1/3
+
+    # The round read the shards, whose rows are the prepared pool's: same ids, labels and uris.
+    pack_args = shlex.split(pack_cmd, comments=True)
+    shards = pack_args[pack_args.index("--out") + 1]
+    pool = pq.read_table(os.path.join(cfg.data.root, cfg.data.pool.path)).sort_by("image_id")
+    packed_rows = pq.read_table(tmp_path / shards).sort_by("image_id")
+    assert packed_rows.select(["image_id", "uri", "label"]).equals(pool.select(["image_id", "uri", "label"]))
+    assert all(len(b) > 0 for b in packed_rows["image_bytes"].to_pylist())
+    run_cfg = json.loads((tmp_path / state / "run.json").read_text())
+    assert run_cfg["pool"]["path"] == "pool-packed", run_cfg["pool"]
+    selection = pq.read_table(tmp_path / state / "rounds" / "0001" / "selection.parquet")
+    assert 0 < selection.num_rows and set(selection["uri"].to_pylist()) <= set(pool["uri"].to_pylist())

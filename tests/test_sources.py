@@ -268,7 +268,7 @@ def test_manifest_without_labels_gets_null_labels(tmp_path):
 @pytest.mark.parametrize(("columns", "message"), [
     ({"image_id": [1, 2], "uri": ["a", "b"], "label": ["cat", "horse"]}, r"data.pool: labels \['horse'\] are not in"),
     ({"image_id": [1, 2], "uri": ["a", "b"], "label": [0, 2]}, r"data.pool: label indices outside \[0, 2\)"),
-    ({"image_id": [1, 2], "label": ["cat", "dog"]}, r"data.pool: manifest lacks columns \['uri'\]"),
+    ({"image_id": [1, 2], "label": ["cat", "dog"]}, r"data.pool: manifest .* has neither a uri nor an image_bytes"),
     ({"image_id": [5, 6, 5], "uri": ["a", "b", "c"]}, r"data.pool: duplicate image_id values, e.g. \[5\]"),
 ], ids=["unknown-class", "index-out-of-range", "no-uri", "duplicate-ids"])
 def test_bad_manifest_raises(tmp_path, columns, message):
@@ -379,3 +379,156 @@ def test_preflight_flowers_needs_the_hub_model(flowers_metadata_dir, tmp_path, m
     local_model = tmp_path / "saved_model"
     local_model.mkdir()
     preflight.check(load_config("flowers", {**prepared, "model.handle": str(local_model)}), str(tmp_path / "state"))
+
+
+# --- manifests in shards --------------------------------------------------------------------
+
+
+def _shards(folder, *tables, row_group_size: int = 2) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, table in enumerate(tables):
+        pq.write_table(table, folder / f"part-{i:05d}.parquet", row_group_size=row_group_size)
+    return str(folder)
+
+
+@pytest.mark.parametrize(("sizes", "start", "stop", "expected"), [
+    ([[2, 2], [3]], 0, 7, [(0, 0, 0, 2), (0, 1, 0, 2), (1, 0, 0, 3)]),
+    ([[2, 2], [3]], 1, 6, [(0, 0, 1, 1), (0, 1, 0, 2), (1, 0, 0, 2)]),
+    ([[2, 2], [3]], 4, 5, [(1, 0, 0, 1)]),
+    ([[2], [], [3]], 2, 4, [(2, 0, 0, 2)]),
+    ([[2, 2]], 4, 4, []),
+])
+def test_row_groups_cover_exactly_the_slice(sizes, start, stop, expected):
+    assert sources.row_groups(sizes, start, stop) == expected
+
+
+def test_folder_and_glob_of_shards_are_one_manifest_in_name_order(tmp_path):
+    first = pa.table({"image_id": [5, 3, 9], "uri": ["a.png", "b.png", "/abs/c.png"], "label": ["cat", "dog", None]})
+    second = pa.table({"image_id": [1, 2], "uri": ["d.png", "e.png"], "label": ["dog", "dog"]})
+    folder = _shards(tmp_path / "pool", first, second)
+    (tmp_path / "pool" / "_SUCCESS").write_text("")  # markers and hidden files are not shards
+    (tmp_path / "pool" / ".part-00009.parquet.tmp-1").write_bytes(b"partial")
+    whole = sources.read_manifest_table(folder, ["cat", "dog"], "data.pool")
+    assert whole["image_id"].to_pylist() == [5, 3, 9, 1, 2]
+    assert whole["label"].to_pylist() == [0, 1, None, 1, 1]
+    assert whole["uri"].to_pylist()[:3] == [f"{folder}/a.png", f"{folder}/b.png", "/abs/c.png"]  # the folder's
+    by_glob = sources.read_manifest_table(f"{folder}/part-*.parquet", ["cat", "dog"], "data.pool")
+    assert by_glob.equals(whole)
+    only_second = sources.read_manifest_table(f"{folder}/*1.parquet", ["cat", "dog"], "data.pool")
+    assert only_second["image_id"].to_pylist() == [1, 2]
+    part = sources.source_table(SourceConfig(path="pool", rows="2:4", where="data.pool"), ["cat", "dog"],
+                                str(tmp_path))
+    assert part["image_id"].to_pylist() == [9, 1]  # the slice crosses the shards, in their name order
+    labels = sources.manifest_labels(SourceConfig(path="pool", rows="1:4", where="data.pool"), ["cat", "dog"],
+                                     str(tmp_path))
+    assert labels.to_pylist() == [1, None, 1]
+
+
+def test_packed_manifest_keeps_the_bytes_and_names_rows_without_a_uri(tmp_path):
+    folder = _shards(tmp_path / "pool", pa.table({"image_id": [4, 8], "image_bytes": [_png(1), _png(2)]}))
+    table = sources.read_manifest_table(folder, ["cat", "dog"], "data.pool")
+    assert table.column_names == ["image_id", "uri", "label", "image_bytes"]
+    assert table["image_bytes"].to_pylist() == [_png(1), _png(2)]
+    assert table["uri"].to_pylist() == [f"{folder}/part-00000.parquet#image_id=4",
+                                        f"{folder}/part-00000.parquet#image_id=8"]
+    assert table["label"].null_count == 2
+
+
+def test_a_slice_of_a_packed_manifest_is_left_to_ray_but_checked_now(tmp_path):
+    _shards(tmp_path / "pool", pa.table({"image_id": [1, 2, 3], "uri": ["a", "b", "c"],
+                                         "image_bytes": [_png(1), _png(2), _png(3)]}))
+    assert sources.source_table(SourceConfig(path="pool", rows="0:2"), ["cat", "dog"], str(tmp_path)) is None
+    with pytest.raises(sources.SourceError, match=r"^data.pool.rows: '3:' starts past the source's 3 rows"):
+        sources.source_table(SourceConfig(path="pool", rows="3:", where="data.pool"), ["cat", "dog"], str(tmp_path))
+
+
+@pytest.mark.parametrize(("columns", "problem"), [
+    ({"image_id": [1], "label": ["cat"]}, "neither a uri nor an image_bytes column"),
+    ({"image_id": [1], "image_bytes": ["not bytes"]}, "image_bytes is string, not binary"),
+    ({"image_id": ["x"], "image_bytes": [b"..."]}, "image_id is string, not an integer"),
+    ({"uri": ["a"], "image_bytes": [b"..."]}, "no image_id column"),
+    ({"image_id": [1], "uri": [3]}, "uri is int64, not a string"),
+    ({"image_id": [1], "uri": ["a"], "label": [[1, 2]]}, "label is list<item: int64>, not a class index"),
+], ids=["no-uri-no-bytes", "bytes-as-string", "string-ids", "no-ids", "numeric-uri", "list-label"])
+def test_manifest_problems_name_the_column(columns, problem):
+    assert problem in "; ".join(sources.manifest_problems(pa.table(columns).schema))
+
+
+def _packed_pool_config(root, path: str):
+    return load_config("demo", {"data.root": str(root), "data.classes": ["cat", "dog"], "data.pool.kind": "manifest",
+                                "data.pool.path": path, "data.pool.rows": ""})
+
+
+@pytest.mark.parametrize(("tables", "message"), [
+    ([pa.table({"image_id": [1, 2], "label": ["cat", "dog"]})],
+     r"^data.pool: manifest .*pool has neither a uri nor an image_bytes column"),
+    ([pa.table({"image_id": [1], "uri": ["a"], "image_bytes": [b"x"]}),
+      pa.table({"image_id": [2], "uri": ["b"], "image_bytes": ["x"]})],
+     r"^data.pool: manifest .*pool \(shard .*part-00001.parquet\) has image_bytes is string, not binary"),
+    ([pa.table({"image_id": [1], "uri": ["a"], "image_bytes": [b"x"]}), pa.table({"image_id": [2], "uri": ["b"]})],
+     r"^data.pool: manifest .*: shard .*part-00001.parquet has the columns image_id \(number\), uri \(string\), "
+     r".*part-00000.parquet image_id \(number\), uri \(string\), image_bytes \(binary\): every shard needs the "
+     r"same ones"),
+    ([pa.table({"image_id": [1], "uri": ["a"], "label": [0]}), pa.table({"image_id": [2], "uri": ["b"], "label": ["cat"]})],
+     r"^data.pool: manifest .*: shard .*part-00001.parquet has the columns image_id \(number\), uri \(string\), "
+     r"label \(string\), .*label \(number\): every shard needs the same ones, of the same kinds"),
+], ids=["no-uri-no-bytes", "bytes-as-string-in-one-shard", "shards-differ", "labels-of-two-kinds"])
+def test_preflight_refuses_a_bad_packed_manifest(tmp_path, tables, message):
+    _shards(tmp_path / "pool", *tables)
+    with pytest.raises(preflight.Refused, match=message):
+        preflight.check(_packed_pool_config(tmp_path, "pool"), str(tmp_path / "state"))
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize(("path", "message"), [
+    ("empty", r"^data.pool.path: manifest folder .*empty holds no Parquet file"),
+    ("pool/*.pq", r"^data.pool.path: manifest glob .*pool/\*.pq matches no Parquet file"),
+])
+def test_preflight_names_a_packed_manifest_that_is_not_there(tmp_path, path, message):
+    (tmp_path / "empty").mkdir()
+    _shards(tmp_path / "pool", pa.table({"image_id": [1], "image_bytes": [b"x"]}))
+    with pytest.raises(preflight.Unavailable, match=message):
+        preflight.check(_packed_pool_config(tmp_path, path), str(tmp_path / "state"))
+
+
+def test_preflight_reads_the_labels_of_packed_splits(tmp_path):
+    """A seed set packed in shards is checked for its classes like any other: its labels alone."""
+    _shards(tmp_path / "seed", pa.table({"image_id": [1, 2, 3], "label": ["cat", "cat", "cat"],
+                                         "image_bytes": [_png(1), _png(2), _png(3)]}))
+    cfg = load_config("demo", {"data.root": str(tmp_path), "data.classes": ["cat", "dog"],
+                               "data.labelled.kind": "manifest", "data.labelled.path": "seed",
+                               "data.labelled.rows": ""})
+    with pytest.raises(preflight.Refused, match=r"data.labelled: every image is of class 'cat'"):
+        preflight.check_split_classes(cfg, str(tmp_path))
+
+
+def test_shards_that_differ_in_width_read_as_one_manifest(tmp_path):
+    """int32 and int64 ids, int and float labels (a missing label makes pandas write floats), an
+    all-null label column: one manifest, whole or sliced across the shards."""
+    folder = _shards(tmp_path / "pool",
+                     pa.table({"image_id": pa.array([1, 2], pa.int32()), "uri": ["a", "b"], "label": [0, 1]}),
+                     pa.table({"image_id": [3, 4], "uri": ["c", "d"], "label": [1.0, None]}),
+                     pa.table({"image_id": [5], "uri": ["e"], "label": pa.nulls(1)}))
+    manifest = sources.open_manifest(folder, "data.pool")
+    sources.check_manifest(manifest, "data.pool")
+    part = sources.source_table(SourceConfig(path="pool", rows="1:5", where="data.pool"), ["cat", "dog"],
+                                str(tmp_path))
+    assert part["image_id"].to_pylist() == [2, 3, 4, 5] and part["label"].to_pylist() == [1, 1, None, None]
+
+
+def test_a_shard_that_is_not_parquet_is_named(tmp_path):
+    folder = _shards(tmp_path / "pool", pa.table({"image_id": [1], "uri": ["a"]}))
+    (tmp_path / "pool" / "part-00001.parquet").write_bytes(b"half an upload")
+    with pytest.raises(preflight.Refused, match=r"^data.pool: shard .*part-00001.parquet of manifest .*pool is not a "
+                                                r"readable Parquet file"):
+        preflight.check(_packed_pool_config(tmp_path, "pool"), str(tmp_path / "state"))
+    with pytest.raises(sources.SourceError, match=r"part-00001.parquet of manifest"):
+        sources.read_manifest_table(folder, ["cat", "dog"], "data.pool")
+
+
+def test_a_glob_star_stays_within_one_folder(tmp_path):
+    _shards(tmp_path / "pool", pa.table({"image_id": [1], "uri": ["a"]}))
+    _shards(tmp_path / "pool" / "a" / "b", pa.table({"image_id": [2], "uri": ["b"]}))
+    _shards(tmp_path / "pool" / "c", pa.table({"image_id": [3], "uri": ["c"]}))
+    found = sources.read_manifest_table(str(tmp_path / "pool" / "*" / "part-*.parquet"), ["cat"], "data.pool")
+    assert found["image_id"].to_pylist() == [3]  # pool/c/, not pool/a/b/ nor pool/ itself

@@ -1,4 +1,6 @@
-"""Tests for raysal.topk: exact agreement with a full lexsort, the tie rule, and the merge."""
+"""Tests for raysal.topk (exact agreement with a full lexsort, the tie rule, the streaming
+candidates and the merge) and for the distributed selection built on it, ``pipeline.select_top_k``,
+on a real local Ray: in-memory blocks, a lazy dataset and a folder of Parquet files."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from raysal.topk import merge_top_k, top_k_indices
+from raysal.topk import candidate_rows, is_in_sorted, top_k_indices, top_k_unordered
 
 
 def reference_top_k(
@@ -147,7 +149,60 @@ def test_bad_input_raises_value_error(scores: list, image_ids: list, k: int, mat
         top_k_indices(np.array(scores), np.array(image_ids), k)
 
 
-# --- merge_top_k ----------------------------------------------------------------------------------
+# --- top_k_unordered, is_in_sorted, candidate_rows --------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [0, 1, 999, 1_000, 12_345, N_BIG])
+def test_unordered_top_k_is_the_same_set_as_top_k(big_pool: dict[str, NDArray], k: int) -> None:
+    scores, image_ids = big_pool["scores"], big_pool["image_ids"]
+    got = top_k_unordered(scores, image_ids, k)
+    assert got.dtype == np.intp and len(np.unique(got)) == len(got)
+    np.testing.assert_array_equal(np.sort(got), np.sort(top_k_indices(scores, image_ids, k)))
+
+
+@pytest.mark.parametrize(
+    ("scores", "image_ids", "k", "expected_ids"),
+    [
+        pytest.param([0.5, 0.5, 0.5, 0.5], [7, 3, 9, 1], 2, [1, 3], id="cut-inside-a-tie-smallest-ids"),
+        pytest.param([np.nan, 0.1, np.nan], [1, 2, 3], 5, [2], id="nan-never"),
+        pytest.param([0.2, 0.9, 0.2, 0.2], [8, 5, 2, 4], 3, [2, 4, 5], id="best-then-smallest-tied-ids"),
+        pytest.param([], [], 3, [], id="no-rows"),
+    ],
+)
+def test_unordered_top_k_known_answers(scores: list[float], image_ids: list[int], k: int,
+                                       expected_ids: list[int]) -> None:
+    ids = np.array(image_ids, dtype=np.int64)
+    got = top_k_unordered(np.array(scores, dtype=np.float64), ids, k)
+    assert sorted(ids[got].tolist()) == expected_ids
+
+
+@pytest.mark.parametrize("size", [0, 1, 5_000])
+def test_is_in_sorted_equals_isin(size: int) -> None:
+    rng = np.random.default_rng(size)
+    sorted_set = np.unique(rng.integers(0, 10_000, size))
+    values = rng.integers(-5, 10_010, 3_000)
+    np.testing.assert_array_equal(is_in_sorted(values, sorted_set), np.isin(values, sorted_set))
+
+
+@pytest.mark.parametrize(
+    ("k", "threshold", "exclude", "expected_ids"),
+    [
+        pytest.param(10, -np.inf, None, [1, 10, 20, 30, 40, 70], id="no-threshold-every-scored-row"),
+        pytest.param(10, 0.5, None, [10, 20, 30, 40, 70], id="ties-at-the-threshold-stay"),
+        pytest.param(10, 0.6, None, [20, 40], id="below-the-threshold-out"),
+        pytest.param(3, -np.inf, None, [10, 20, 40], id="at-most-k"),
+        pytest.param(10, 0.5, [20, 30], [10, 40, 70], id="excluded-out"),
+        pytest.param(0, -np.inf, None, [], id="k=0"),
+    ],
+)
+def test_candidate_rows_known_answers(k: int, threshold: float, exclude: list[int] | None,
+                                      expected_ids: list[int]) -> None:
+    exclude_sorted = None if exclude is None else np.sort(np.array(exclude, dtype=np.int64))
+    got = candidate_rows(SCORES, IDS, k, threshold, exclude_sorted)
+    assert sorted(IDS[got].tolist()) == expected_ids
+
+
+# --- a scan: candidates of each part, merged -------------------------------------------------
 
 
 def _random_part(rng: np.random.Generator, image_ids: NDArray[np.int64]) -> dict[str, NDArray]:
@@ -171,58 +226,170 @@ def _check_aligned(merged: dict[str, NDArray]) -> None:
     np.testing.assert_array_equal(merged["top_probs"], np.stack([ids * 0.5, ids * 0.25], axis=1))
 
 
-@pytest.mark.parametrize("part_sizes", [(500,), (100, 0, 250, 1, 400), (3, 3, 3, 3, 3, 3, 3), (0, 600)])
-@pytest.mark.parametrize("k", [1, 10, 150, 5_000])
-def test_merge_equals_top_k_of_the_concatenation(part_sizes: tuple[int, ...], k: int) -> None:
-    rng = np.random.default_rng(sum(part_sizes) + k)
-    all_ids = rng.permutation(10 * sum(part_sizes)).astype(np.int64)
-    bounds = np.cumsum((0, *part_sizes))
-    parts = [_random_part(rng, all_ids[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
-    concatenated = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
-    expected = reference_top_k(concatenated["score"], concatenated["image_id"], k)
-
-    merged = merge_top_k(parts, k)
-
-    assert set(merged) == {"image_id", "score", "uri", "predicted", "top_probs"}
-    np.testing.assert_array_equal(merged["image_id"], concatenated["image_id"][expected])
-    np.testing.assert_array_equal(merged["score"], concatenated["score"][expected])
-    _check_aligned(merged)
+def _merge(parts: list[dict[str, NDArray]], k: int) -> dict[str, NDArray]:
+    """What ``pipeline._best_rows`` does with tables: the top k of the parts together, all columns."""
+    merged = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
+    keep = top_k_indices(merged["score"], merged["image_id"], k)
+    return {c: v[keep] for c, v in merged.items()}
 
 
-@pytest.mark.parametrize("n_blocks", [1, 4, 13])
-def test_block_survivors_then_merge_equals_global_top_k(n_blocks: int) -> None:
-    """The distributed path: each block keeps its own top k, a running merge combines them."""
-    rng = np.random.default_rng(n_blocks)
+@pytest.mark.parametrize("n_blocks", [1, 4, 13, 200])
+@pytest.mark.parametrize("k", [1, 300, 20_000])
+def test_streamed_candidates_then_merge_equal_global_top_k(n_blocks: int, k: int) -> None:
+    """The scan of ``pipeline._scan``: each block offers ``candidate_rows`` against the running
+    threshold, the kept rows merge when they pass 2k."""
+    rng = np.random.default_rng(n_blocks + k)
     pool = _random_part(rng, rng.permutation(50_000)[:20_000].astype(np.int64))
-    k = 300
-    blocks = np.array_split(rng.permutation(20_000), n_blocks)
+    exclude = np.sort(rng.choice(pool["image_id"], 500, replace=False))
     best: dict[str, NDArray] = {}
-    for block in blocks:  # the driver's running merge, as in pipeline.select_top_k
+    threshold = -np.inf
+    for block in np.array_split(rng.permutation(20_000), n_blocks):
         part = {c: v[block] for c, v in pool.items()}
-        keep = top_k_indices(part["score"], part["image_id"], k)
-        survivors = {c: v[keep] for c, v in part.items()}
-        best = merge_top_k([best, survivors] if best else [survivors], k)
+        keep = candidate_rows(part["score"], part["image_id"], k, threshold, exclude)
+        assert keep.size <= k and not np.isnan(part["score"][keep]).any()
+        assert not np.isin(part["image_id"][keep], exclude).any()
+        best = _merge([best, {c: v[keep] for c, v in part.items()}] if best else
+                      [{c: v[keep] for c, v in part.items()}], k)
+        if len(best.get("score", [])) == k:
+            threshold = best["score"].min()
 
-    expected = reference_top_k(pool["score"], pool["image_id"], k)
+    expected = reference_top_k(pool["score"], pool["image_id"], k, exclude)
     np.testing.assert_array_equal(best["image_id"], pool["image_id"][expected])
     _check_aligned(best)
 
 
-def test_merge_respects_custom_column_names() -> None:
-    parts = [
-        {"id": np.array([3, 1]), "s": np.array([0.5, 0.5]), "tag": np.array(["c", "a"])},
-        {"id": np.array([2]), "s": np.array([0.7]), "tag": np.array(["b"])},
-    ]
-    merged = merge_top_k(parts, 2, score_column="s", id_column="id")
-    assert merged["id"].tolist() == [2, 1]
-    assert merged["tag"].tolist() == ["b", "a"]
+# --- pipeline.select_top_k: the distributed selection on a real local Ray ---------------------------
+
+SOURCES = ["blocks", "lazy", "parquet"]
 
 
-def test_merge_k_zero_keeps_the_columns_with_no_rows() -> None:
-    merged = merge_top_k([{"image_id": np.array([1, 2]), "score": np.array([0.1, 0.2])}], 0)
-    assert {c: v.tolist() for c, v in merged.items()} == {"image_id": [], "score": []}
+def _source(kind: str, table, n_parts: int, folder):
+    """``table`` cut into ``n_parts`` in-memory blocks, a lazy dataset over them, or Parquet files."""
+    import pyarrow.parquet as pq
+    import ray.data
+
+    bounds = np.linspace(0, table.num_rows, n_parts + 1).astype(int)
+    parts = [table.slice(lo, hi - lo) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    if kind == "parquet":
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, part in enumerate(parts):
+            pq.write_table(part, folder / f"part-{i:04d}.parquet")
+        return str(folder)
+    ds = ray.data.from_arrow(parts)
+    return ds if kind == "blocks" else ds.map_batches(lambda batch: batch, batch_format="pyarrow")
 
 
-@pytest.mark.parametrize("parts", [[], [{"image_id": np.array([], dtype=np.int64), "score": np.array([])}]])
-def test_merge_of_nothing_is_empty(parts: list[dict[str, NDArray]]) -> None:
-    assert merge_top_k(parts, 5) == {}
+def _scores_table(image_ids: list[int], scores: list[float], errors: list[str]):
+    import pyarrow as pa
+
+    ids = np.array(image_ids, dtype=np.int64)
+    return pa.table({"image_id": ids, "uri": [f"img/{i}.jpg" for i in ids], "score": np.array(scores, np.float64),
+                     "predicted": ids % 3, "error": errors})
+
+
+# by (score desc, id asc): 0.9/1, 0.9/5, 0.5/2, 0.5/3, 0.5/4, 0.5/7, 0.1/8, -inf/6; 9 is skipped, 0 is NaN
+KNOWN = dict(image_ids=[5, 2, 9, 7, 3, 1, 8, 4, 6, 0],
+             scores=[0.9, 0.5, np.nan, 0.5, 0.5, 0.9, 0.1, 0.5, -np.inf, np.nan],
+             errors=["", "", "undecodable: truncated", "", "", "", "", "", "", ""])
+
+
+@pytest.mark.parametrize("kind", SOURCES)
+@pytest.mark.parametrize("tasks", [1, 2, 5])
+@pytest.mark.parametrize(
+    ("k", "exclude", "expected_ids"),
+    [
+        pytest.param(1, None, [1], id="k=1-tie-across-blocks-to-smaller-id"),
+        pytest.param(3, None, [1, 5, 2], id="cut-inside-a-tie-spread-over-blocks"),
+        pytest.param(4, [2, 99], [1, 5, 3, 4], id="excluded-never"),
+        pytest.param(100, None, [1, 5, 2, 3, 4, 7, 8, 6], id="k-above-the-pool-nan-and-skipped-never"),
+        pytest.param(5, [1, 2, 3, 4, 5, 6, 7, 8], [], id="everything-excluded"),
+        pytest.param(0, None, [], id="k=0"),
+    ],
+)
+def test_select_top_k_known_answers(ray_session, tmp_path, kind: str, tasks: int, k: int,
+                                    exclude: list[int] | None, expected_ids: list[int]) -> None:
+    from raysal import pipeline
+
+    source = _source(kind, _scores_table(**KNOWN), 3, tmp_path / "scores")
+    selection = pipeline.select_top_k(source, k, None if exclude is None else np.array(exclude), tasks=tasks)
+    ids = selection.rows["image_id"].tolist()
+    assert ids == expected_ids
+    assert selection.rows["uri"].tolist() == [f"img/{i}.jpg" for i in ids]  # the other columns stay aligned
+    assert selection.rows["predicted"].tolist() == [i % 3 for i in ids]
+    assert selection.skipped["image_id"].tolist() == [9]
+    assert selection.skipped["uri"].tolist() == ["img/9.jpg"]
+    assert selection.skipped["reason"].tolist() == ["undecodable: truncated"]
+    assert selection.score_min == -np.inf  # over every scored row, excluded ones too; NaN is not a score
+    assert selection.score_max == (KNOWN["scores"][KNOWN["image_ids"].index(ids[0])] if ids else None)
+    assert selection.rows_read == 10
+
+
+def test_select_top_k_reads_each_parquet_file_with_its_own_types(ray_session, tmp_path) -> None:
+    """A file whose ``error`` column is all null (null-typed) beside one of strings: one task reads
+    both, each with its own schema, not the first file's."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from raysal import pipeline
+
+    (tmp_path / "scores").mkdir()
+    clean = _scores_table([1, 2, 3], [0.2, 0.9, 0.5], ["", "", ""]).set_column(4, "error", pa.nulls(3))
+    pq.write_table(clean, tmp_path / "scores" / "part-0.parquet")
+    pq.write_table(_scores_table([4, 5], [0.7, np.nan], ["", "undecodable: truncated"]),
+                   tmp_path / "scores" / "part-1.parquet")
+    selection = pipeline.select_top_k(str(tmp_path / "scores"), 3, tasks=1)
+    assert selection.rows["image_id"].tolist() == [2, 4, 3] and selection.rows_read == 5
+    assert selection.skipped["image_id"].tolist() == [5]
+
+
+@pytest.mark.parametrize("kind", SOURCES)
+@pytest.mark.parametrize(("k", "tasks"), [(1, None), (777, 2), (20_000, 40)])  # 40 tasks: merged in tasks first
+def test_select_top_k_equals_numpy_with_ties_nan_skipped_and_exclusions(ray_session, tmp_path, kind: str, k: int,
+                                                                         tasks: int | None) -> None:
+    from raysal import pipeline
+
+    rng = np.random.default_rng(k)
+    n = 300_000
+    image_ids = rng.permutation(3 * n)[:n].astype(np.int64)
+    scores = np.round(rng.random(n), 3)  # ~300 rows share each score: ties across blocks and files
+    failed = rng.random(n) < 0.01
+    scores[failed] = np.nan
+    errors = np.where(failed, "unreadable: gone", "")
+    errors[failed & (rng.random(n) < 0.3)] = pipeline.NON_FINITE
+    exclude = image_ids[np.argsort(-np.nan_to_num(scores, nan=-1))[: 3 * k : 3]]  # some of the best are labelled
+    table = _scores_table(image_ids.tolist(), scores.tolist(), errors.tolist())
+
+    selection = pipeline.select_top_k(_source(kind, table, 48, tmp_path / "scores"), k, exclude, tasks=tasks)
+
+    want = top_k_indices(scores, image_ids, k, exclude)
+    np.testing.assert_array_equal(selection.rows["image_id"], image_ids[want])
+    np.testing.assert_array_equal(selection.rows["score"], scores[want])
+    assert selection.rows["uri"].tolist() == [f"img/{i}.jpg" for i in image_ids[want]]
+    assert sorted(selection.skipped["image_id"].tolist()) == sorted(image_ids[failed].tolist())
+    by_id = dict(zip(image_ids.tolist(), errors.tolist()))
+    assert [by_id[i] for i in selection.skipped["image_id"].tolist()] == selection.skipped["reason"].tolist()
+    assert selection.score_min == np.nanmin(scores) and selection.score_max == scores[want[0]]
+    assert selection.rows_read == n
+
+
+@pytest.mark.parametrize("kind", ["blocks", "parquet", "no-files"])
+def test_select_top_k_of_nothing(ray_session, tmp_path, kind: str) -> None:
+    from raysal import pipeline
+
+    if kind == "no-files":
+        (tmp_path / "scores").mkdir()
+        source = str(tmp_path / "scores")
+    else:
+        source = _source(kind, _scores_table([], [], []), 1, tmp_path / "scores")
+    selection = pipeline.select_top_k(source, 5, np.array([1, 2]))
+    assert len(selection.rows["image_id"]) == 0 and len(selection.skipped["image_id"]) == 0
+    assert selection.score_min is None and selection.score_max is None and selection.rows_read == 0
+
+
+def test_select_top_k_refuses_a_negative_k(ray_session) -> None:
+    import ray.data
+
+    from raysal import pipeline
+
+    with pytest.raises(ValueError, match="k must be >= 0"):
+        pipeline.select_top_k(ray.data.from_arrow(_scores_table(**KNOWN)), -1)

@@ -1,0 +1,380 @@
+"""Pack a folder or manifest of image files into Parquet shards that carry the images' bytes.
+
+    raysal pack images --out pool-packed                        # class subfolders give the labels
+    raysal pack run/pool.parquet --out run/pool-packed --rows-per-shard 5000
+
+A pool of millions of small files is slow to list and to read (on object storage every file is a
+request); shards of thousands of images each are read by Ray tasks in large sequential pieces,
+the way large image sets are stored (LAION-style Parquet shards). A shard has the columns
+image_id, uri (the original file, kept for reports and for the people who label), label (where
+known) and image_bytes (the file as it is: nothing is decoded or re-encoded). Ids are the ones
+the unpacked source has (a folder: a hash of the path inside it; a manifest: its image_id, else a
+hash of its uri as written, as `raysal prepare` gives them), so selections and labels name the
+same images as before packing. Files are read a row group at a time, so memory stays flat
+whatever the pool's size; a file that cannot be read (missing, no permission, a URI no
+filesystem reads) is packed without bytes, and a round reports it as skipped.
+
+Labels read back as the source's would. A folder's class subfolders, and a CSV manifest's label
+column, are class names, as `raysal prepare` reads them: a CSV label 7 is the class named "7"
+(trimmed; an empty one is no label), which a round finds by name in data.classes, as it does in
+the manifests `raysal prepare` writes from that CSV. A Parquet manifest's labels are kept as a
+round reads that manifest itself: integers (or whole-number floats, as pandas writes an integer
+column with gaps) are class indices, strings are class names.
+
+The shards are written into a hidden folder inside --out (.pack-staging, which a pool's reader
+skips) and take their names, part-NNNNN.parquet, only once every one is written: a pack that
+dies leaves no shard a round could read as a whole pool, and the next pack removes what it left.
+
+exit codes:
+  0  the shards are written
+  2  bad arguments or input (no images, an image listed twice, --out already holds shards of an
+     earlier pack without --force, or Parquet files pack did not write); nothing was written
+  3  the input does not exist or cannot be read; nothing was written
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import posixpath
+import re
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from numpy.typing import NDArray
+
+from raysal import faults, storage
+from raysal.prepare import (EXIT_BAD_INPUT, EXIT_MISSING, EXIT_OK, IMAGE_SUFFIXES, MANIFEST_SUFFIXES, BadInput,
+                            MissingInput, _class_names, _count, _examples, _listing, _read_table)
+from raysal.sources import (PARQUET_SUFFIXES, folder_files, is_shard, manifest_base, resolve_path, stable_id,
+                            whole_numbers)
+
+ROWS_PER_SHARD = 10_000  # as LAION-style shards: ~100 MB of 10 KB images, read by one task
+ROW_GROUP_ROWS = 1_024  # images held in memory at once; also the unit a row slice is read in
+READ_THREADS = 16  # files read at once: reads wait on the disk or the network, not the CPU
+PROGRESS_SECONDS = 5.0
+STAGING = ".pack-staging"  # inside --out; hidden, so no reader takes what is in it for shards
+SHARD_NAME = re.compile(r"part-\d{5,}\.parquet")  # what pack writes, directly in --out; all --force replaces
+
+
+def shard_schema(label_type: pa.DataType | None) -> pa.Schema:
+    """The columns of a packed shard; ``label_type`` None: no label column."""
+    fields = [("image_id", pa.int64()), ("uri", pa.string())]
+    fields += [("label", label_type)] if label_type is not None else []
+    return pa.schema(fields + [("image_bytes", pa.binary())])
+
+
+@dataclass(frozen=True)
+class Images:
+    """What to pack, in the order it is packed."""
+
+    source: str
+    image_ids: NDArray[np.int64]  # [n]
+    uris: list[str]  # [n] absolute local paths or URIs
+    labels: pa.Array | None  # [n] class names (string) or class indices (int64); None when no label is known
+
+
+@dataclass(frozen=True)
+class Packed:
+    """What ``pack`` wrote."""
+
+    out: str
+    shards: list[str]
+    images: int
+    image_bytes_total: int  # of the images, as read
+    unreadable: list[tuple[str, str]]  # (uri, reason) of files packed without bytes, the first few
+    unreadable_count: int
+    seconds: float
+
+
+def _folder_images(path: str, with_labels: bool) -> Images:
+    rel_paths, uris = folder_files(path)
+    keep = [i for i, r in enumerate(rel_paths) if r.lower().endswith(IMAGE_SUFFIXES)]
+    if not keep:
+        packed = [r for r in rel_paths if is_shard(r)]
+        if packed:
+            raise BadInput(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}) but "
+                           f"{_count(len(packed), 'Parquet file')}, e.g. {_examples(packed)}: it looks packed "
+                           "already. A round reads it as it is: "
+                           f'[data.pool] kind = "manifest", path = "{storage.absolute(path)}"')
+        raise BadInput(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    rel_paths, uris = [rel_paths[i] for i in keep], [uris[i] for i in keep]
+    labels = [r.split("/")[0] if "/" in r else None for r in rel_paths] if with_labels else []
+    return Images(path, np.array([stable_id(r) for r in rel_paths], np.int64), uris,
+                  pa.array(labels, pa.string()) if any(label is not None for label in labels) else None)
+
+
+def _manifest_labels(labels: pa.ChunkedArray, csv: bool, path: str) -> pa.Array:
+    """A manifest's labels as a round will read them back (see the module docstring)."""
+    if csv:  # as raysal prepare reads the same file: class names
+        return pa.array(_class_names(labels), pa.string())
+    whole = whole_numbers(labels.combine_chunks())  # as sources.labels_to_index reads this manifest
+    if whole is None:
+        raise BadInput(f"{path}: labels must be class names or class indices, got fractional numbers")
+    return whole.cast(pa.int64()) if pa.types.is_integer(whole.type) else whole.cast(pa.string())
+
+
+def _manifest_images(path: str, with_labels: bool) -> Images:
+    fs, inner = storage.resolve(path)
+    csv = path.lower().endswith(".csv")
+    if csv:
+        table = _read_table(path, fs, inner)  # raysal prepare's CSV options: uri and label as strings
+    else:
+        try:  # only the columns packed: a packed manifest's image_bytes are never read
+            names = pq.read_schema(inner, filesystem=fs).names
+            table = pq.read_table(inner, filesystem=fs, columns=[c for c in ("image_id", "uri", "label") if c in names])
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise BadInput(f"{path} cannot be read as a Parquet manifest: {exc}") from None
+    if "uri" not in table.column_names:
+        raise BadInput(f"{path} has no uri column (it has {table.column_names}): a manifest to pack lists its images' "
+                       "files in uri, and may have image_id and label")
+    if not table.num_rows:
+        raise BadInput(f"{path} holds no images: the manifest has no rows")
+    written = table["uri"].cast(pa.string()).to_pylist()
+    empty = [i + 1 for i, u in enumerate(written) if u is None or not u.strip()]
+    if empty:
+        raise BadInput(f"{path}: {_count(len(empty), 'row')} without a uri, e.g. data rows {_examples(empty)}")
+    base = manifest_base(path)
+    uris = [os.path.normpath(u) if not storage.is_uri(u) else u  # as raysal prepare: a/../a.jpg is a.jpg
+            for u in (resolve_path(w.strip(), base) for w in written)]
+    if "image_id" in table.column_names:
+        ids = table["image_id"]
+        if ids.null_count or not pa.types.is_integer(ids.type):
+            raise BadInput(f"{path}: image_id must be a whole number in every row, got type {ids.type} with "
+                           f"{ids.null_count} empty rows")
+        image_ids = ids.cast(pa.int64()).to_numpy()
+    else:
+        image_ids = np.array([stable_id(w.strip()) for w in written], np.int64)
+    labels = (_manifest_labels(table["label"], csv, path) if with_labels and "label" in table.column_names
+              else None)
+    return Images(path, image_ids, uris, labels)
+
+
+def list_images(path: str, with_labels: bool = True) -> Images:
+    """The images of a folder (a class subfolder gives the label) or a CSV/Parquet manifest with
+    uri[, image_id][, label], in order: folder files sorted by path, manifest rows as written.
+
+    Raises:
+        MissingInput: ``path`` does not exist or cannot be read.
+        BadInput: it holds no images, an image twice, or an id twice.
+    """
+    try:
+        fs, inner = storage.resolve(path)
+        kind = fs.get_file_info(inner).type
+    except OSError as exc:
+        raise MissingInput(f"{path} cannot be read: {exc}") from None
+    if kind == pafs.FileType.NotFound:
+        raise MissingInput(f"{path} does not exist")
+    if kind == pafs.FileType.Directory:
+        images = _folder_images(path, with_labels)
+    elif path.lower().endswith(MANIFEST_SUFFIXES):
+        images = _manifest_images(path, with_labels)
+    else:
+        raise BadInput(f"{path} is neither a folder of images nor a manifest ({', '.join(MANIFEST_SUFFIXES)})")
+    # raysal prepare's checks and messages; its copy sorted by id is not kept: a pack keeps the source's order
+    _listing(path, images.image_ids.tolist(), images.uris, None)
+    return images
+
+
+def _read(uri: str) -> tuple[bytes | None, str]:
+    try:
+        return storage.read_bytes(uri), ""
+    except (OSError, ValueError, NotImplementedError) as exc:  # missing, permission, network, a scheme no
+        return None, str(exc)  # filesystem reads (pa.ArrowInvalid): packed without bytes, reported by the round
+
+
+def _out_files(fs: pafs.FileSystem, inner: str) -> tuple[list[str], list[str]]:
+    """The files under ``inner`` that a manifest read from it would take for shards, as paths
+    relative to it: (those pack writes, the others)."""
+    if fs.get_file_info(inner).type != pafs.FileType.Directory:
+        return [], []
+    infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
+    rel_paths = sorted(posixpath.relpath(i.path, inner) for i in infos if i.type == pafs.FileType.File)
+    shards = [r for r in rel_paths if is_shard(r)]
+    return [r for r in shards if SHARD_NAME.fullmatch(r)], [r for r in shards if not SHARD_NAME.fullmatch(r)]
+
+
+def _check_out(fs: pafs.FileSystem, inner: str, out: str, force: bool) -> None:
+    """Refuse an --out where the new shards would be read together with other Parquet files."""
+    if fs.get_file_info(inner).type == pafs.FileType.File:
+        raise BadInput(f"--out: {out} is a file, not a folder")
+    own, others = _out_files(fs, inner)
+    if others:  # --force does not help: it replaces pack's own shards alone
+        raise BadInput(f"--out: {out} holds {_count(len(others), 'Parquet file')} that pack did not write, e.g. "
+                       f"{_examples(others)}: a pool read from it would take them for shards too. Give the shards "
+                       f"a folder of their own (e.g. --out {storage.join(out, 'pool-packed')})")
+    if own and not force:
+        raise BadInput(f"--out: {out} already holds {_count(len(own), 'shard')} of an earlier pack, e.g. "
+                       f"{_examples(own)}: a pool read from it would mix old and new. Choose another --out, or "
+                       "pass --force to replace them")
+
+
+def _remove_staging(fs: pafs.FileSystem, staging: str) -> None:
+    if fs.get_file_info(staging).type == pafs.FileType.Directory:
+        fs.delete_dir(staging)
+
+
+def _write_shard(fs: pafs.FileSystem, target: str, schema: pa.Schema, groups: Iterator[pa.Table]) -> None:
+    """Write one shard, in the staging folder: a file cut short by a crash stays there, unread."""
+    with fs.open_output_stream(target) as sink, pq.ParquetWriter(sink, schema) as writer:
+        for group in groups:
+            writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
+
+
+def _publish(fs: pafs.FileSystem, inner: str, staging: str, names: list[str]) -> None:
+    """Give the staged shards their names in ``inner``, once all are written: first remove the
+    shards of an earlier pack (--force) that the new ones do not replace, then move each (a
+    rename on a local disk, copy and delete on an object store), then the staging folder."""
+    old, _ = _out_files(fs, inner)
+    for name in sorted(set(old) - set(names)):
+        fs.delete_file(posixpath.join(inner, name))
+    for name in names:
+        fs.move(posixpath.join(staging, name), posixpath.join(inner, name))
+    _remove_staging(fs, staging)
+
+
+@dataclass
+class _Tally:
+    """What the row groups written so far held, for the summary and the progress line."""
+
+    done: int = 0
+    image_bytes: int = 0
+    unreadable: int = 0
+    examples: list[tuple[str, str]] = field(default_factory=list)  # (uri, reason), the first few
+
+
+def _row_groups(images: Images, first: int, stop: int, schema: pa.Schema, pool: ThreadPoolExecutor,
+                tally: _Tally) -> Iterator[pa.Table]:
+    """Rows [first, stop) of ``images`` with their files' bytes, a row group at a time."""
+    for lo in range(first, stop, ROW_GROUP_ROWS):
+        hi = min(stop, lo + ROW_GROUP_ROWS)
+        read = list(pool.map(_read, images.uris[lo:hi]))
+        for uri, (data, reason) in zip(images.uris[lo:hi], read):
+            if data is None:
+                tally.unreadable += 1
+                if len(tally.examples) < 5:
+                    tally.examples.append((uri, reason))
+        data = pa.array([data for data, _ in read], pa.binary())
+        tally.image_bytes += data.nbytes
+        tally.done = hi
+        labels = [images.labels[lo:hi]] if images.labels is not None else []
+        yield pa.Table.from_arrays([pa.array(images.image_ids[lo:hi], pa.int64()),
+                                    pa.array(images.uris[lo:hi], pa.string()), *labels, data], schema=schema)
+
+
+def pack(source: str, out: str, rows_per_shard: int = ROWS_PER_SHARD, with_labels: bool = True,
+         force: bool = False, report: Callable[[str], None] | None = None) -> Packed:
+    """Pack the images of ``source`` (see ``list_images``) into ``out/part-NNNNN.parquet``: staged
+    in ``out/.pack-staging``, named only once every shard is written.
+
+    Args:
+        rows_per_shard: images per shard; a shard is written in row groups of ``ROW_GROUP_ROWS``.
+        with_labels: False when a folder's subfolders, or a manifest's label column, are not classes.
+        force: replace the shards of an earlier pack in ``out`` (only its part-NNNNN.parquet files),
+            once the new ones are written.
+        report: called with a progress line every ``PROGRESS_SECONDS``.
+
+    Raises:
+        MissingInput, BadInput: before anything is written.
+    """
+    if rows_per_shard < 1:
+        raise BadInput(f"--rows-per-shard: must be at least 1, got {rows_per_shard}")
+    images = list_images(source, with_labels)
+    fs, inner = storage.resolve(out)
+    _check_out(fs, inner, out, force)
+    staging = posixpath.join(inner, STAGING)
+    _remove_staging(fs, staging)  # what a pack that died before naming its shards left
+    fs.create_dir(staging, recursive=True)
+    schema = shard_schema(images.labels.type if images.labels is not None else None)
+    n, start, tally, names = len(images.image_ids), time.monotonic(), _Tally(), []
+    if report is not None:
+        report(f"pack: {n:,} images in {source}, into shards of {rows_per_shard:,} in {out}")
+    try:
+        with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+            progress = threading.Event()
+            ticker = threading.Thread(target=_tick, args=(progress, tally, n, start, names, report), daemon=True)
+            ticker.start()
+            try:
+                for first in range(0, n, rows_per_shard):
+                    name = f"part-{len(names):05d}.parquet"
+                    _write_shard(fs, posixpath.join(staging, name), schema,
+                                 _row_groups(images, first, min(n, first + rows_per_shard), schema, pool, tally))
+                    names.append(name)
+                    faults.point("pack:shard-staged")
+            finally:
+                progress.set()
+                ticker.join()
+        _publish(fs, inner, staging, names)
+    except BaseException:
+        try:  # an interrupted pack leaves nothing; a killed one leaves the hidden staging folder
+            _remove_staging(fs, staging)
+        except OSError:
+            pass  # removed by the next pack
+        raise
+    return Packed(out, [storage.join(out, name) for name in names], n, tally.image_bytes, tally.examples,
+                  tally.unreadable, time.monotonic() - start)
+
+
+def _tick(stop: threading.Event, tally: _Tally, n: int, start: float, shards: list[str],
+          report: Callable[[str], None] | None) -> None:
+    """Report progress every ``PROGRESS_SECONDS`` until ``stop`` is set."""
+    while report is not None and not stop.wait(PROGRESS_SECONDS):
+        done = tally.done
+        report(f"pack: {done:,} of {n:,} images ({done / n:.0%}), {len(shards)} shards written, "
+               f"{done / (time.monotonic() - start):,.0f} images/s")
+
+
+def format_summary(packed: Packed, source: str) -> str:
+    """What the user reads: what was written, what could not be read, and how to use it."""
+    out = storage.absolute(packed.out)
+    lines = [f"packed {packed.images:,} images of {source} into {len(packed.shards)} shards "
+             f"({packed.image_bytes_total / 2**20:,.1f} MiB of images) in {out}, in {packed.seconds:.1f} s"]
+    if packed.unreadable_count:
+        examples = "; ".join(f"{uri}: {reason}" for uri, reason in packed.unreadable[:3])
+        lines.append(f"note: {packed.unreadable_count} files could not be read (e.g. {examples}); they are packed "
+                     "without image bytes, and a round reports them as skipped")
+    lines += ["", "Use it as a pool in the run's config:", "  [data.pool]", '  kind = "manifest"', f'  path = "{out}"',
+              "or on the command line:",
+              f"  --set data.pool.kind='\"manifest\"' --set data.pool.path='\"{out}\"'"]
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__[__doc__.index("exit codes:"):],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", metavar="FOLDER|MANIFEST",
+                        help="a folder of images (a subfolder per class gives labels), or a CSV/Parquet manifest "
+                             "with uri[,image_id][,label] (local or s3://)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder (or URI) for the shards")
+    parser.add_argument("--rows-per-shard", type=int, default=ROWS_PER_SHARD, metavar="N",
+                        help=f"images per shard (default {ROWS_PER_SHARD:,})")
+    parser.add_argument("--no-labels", action="store_true",
+                        help="write no label column: the subfolders (or the manifest's labels) are not classes")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the shards of an earlier pack in --out (its part-NNNNN.parquet files, and "
+                             "nothing else), once the new ones are written")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "raysal pack") -> int:
+    args = parse_args(argv, prog)
+    try:
+        packed = pack(args.source, args.out, args.rows_per_shard, with_labels=not args.no_labels, force=args.force,
+                      report=lambda line: print(line, flush=True))
+    except MissingInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_MISSING
+    except BadInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(format_summary(packed, args.source))
+    return EXIT_OK
