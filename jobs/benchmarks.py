@@ -656,7 +656,8 @@ def _trainset_child(folder: str, work: str, n_fit: int, n_large: int, epochs: in
     def spill_lines() -> str:
         from ray._private.internal_api import memory_summary
 
-        return "; ".join(line for line in memory_summary(stats_only=True).splitlines()
+        summary = memory_summary(address=ray.get_runtime_context().gcs_address, stats_only=True)  # this Ray's:
+        return "; ".join(line for line in summary.splitlines()  # the bench's parent may run another
                          if line.startswith(("Spilled", "Restored")))
 
     result: dict[str, Any] = {"store_bytes": ray.cluster_resources()["object_store_memory"]}

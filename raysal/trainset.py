@@ -4,9 +4,11 @@ Training reads its set once per epoch. A set whose decoded images fit in half of
 store is materialised there once, as it always was. A larger one (100,000 images at 299x299 are
 27 GB decoded) is decoded once into Parquet shards in a cache folder of the run's state (a path
 every node sees, or ``s3://...``), and every epoch reads the shards back; the folder is removed
-when training ends. Decoding again every epoch instead (a lazy dataset that Ray Train
-re-executes) took 10-15x as long as reading the shards, for 64x64 images from 96 px JPEGs on 2
-cores, and more for larger images (``trainset`` rows of jobs/bench.py).
+when training ends. It needs no local disk on the nodes, where materialising anyway relies on
+Ray spilling to it. On 2 cores with a 100 MiB object store (``trainset`` rows of
+jobs/bench.py, 2026-11-27) an epoch from the cache took as long as decoding the JPEGs again
+(a lazy dataset that Ray Train re-executes), and twice as long as materialising with spilling:
+Ray Data's re-execution each epoch, not the reading, is most of it.
 
 The shards are written and read by plain Ray tasks with pyarrow, not ``write_parquet`` /
 ``read_parquet``: each epoch of ``read_parquet`` lists the folder in a task of its own and reads
