@@ -35,7 +35,6 @@ exit codes:
 from __future__ import annotations
 
 import argparse
-import os
 import posixpath
 import re
 import sys
@@ -53,9 +52,9 @@ from numpy.typing import NDArray
 
 from raysal import faults, storage
 from raysal.prepare import (EXIT_BAD_INPUT, EXIT_MISSING, EXIT_OK, IMAGE_SUFFIXES, MANIFEST_SUFFIXES, BadInput,
-                            MissingInput, _class_names, _count, _examples, _listing, _read_table)
-from raysal.sources import (PARQUET_SUFFIXES, folder_files, is_shard, manifest_base, resolve_path, stable_id,
-                            whole_numbers)
+                            MissingInput, check_listing, class_names, counted, examples, manifest_images,
+                            read_manifest_file)
+from raysal.sources import folder_files, is_shard, stable_id, whole_numbers
 
 ROWS_PER_SHARD = 10_000  # as LAION-style shards: ~100 MB of 10 KB images, read by one task
 ROW_GROUP_ROWS = 1_024  # images held in memory at once; also the unit a row slice is read in
@@ -102,7 +101,7 @@ def _folder_images(path: str, with_labels: bool) -> Images:
         packed = [r for r in rel_paths if is_shard(r)]
         if packed:
             raise BadInput(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}) but "
-                           f"{_count(len(packed), 'Parquet file')}, e.g. {_examples(packed)}: it looks packed "
+                           f"{counted(len(packed), 'Parquet file')}, e.g. {examples(packed)}: it looks packed "
                            "already. A round reads it as it is: "
                            f'[data.pool] kind = "manifest", path = "{storage.absolute(path)}"')
         raise BadInput(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -115,7 +114,7 @@ def _folder_images(path: str, with_labels: bool) -> Images:
 def _manifest_labels(labels: pa.ChunkedArray, csv: bool, path: str) -> pa.Array:
     """A manifest's labels as a round will read them back (see the module docstring)."""
     if csv:  # as raysal prepare reads the same file: class names
-        return pa.array(_class_names(labels), pa.string())
+        return pa.array(class_names(labels), pa.string())
     whole = whole_numbers(labels.combine_chunks())  # as sources.labels_to_index reads this manifest
     if whole is None:
         raise BadInput(f"{path}: labels must be class names or class indices, got fractional numbers")
@@ -125,37 +124,17 @@ def _manifest_labels(labels: pa.ChunkedArray, csv: bool, path: str) -> pa.Array:
 def _manifest_images(path: str, with_labels: bool) -> Images:
     fs, inner = storage.resolve(path)
     csv = path.lower().endswith(".csv")
-    if csv:
-        table = _read_table(path, fs, inner)  # raysal prepare's CSV options: uri and label as strings
-    else:
-        try:  # only the columns packed: a packed manifest's image_bytes are never read
-            names = pq.read_schema(inner, filesystem=fs).names
-            table = pq.read_table(inner, filesystem=fs, columns=[c for c in ("image_id", "uri", "label") if c in names])
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise BadInput(f"{path} cannot be read as a Parquet manifest: {exc}") from None
+    # raysal prepare's reader (a CSV's uri and label as strings); a packed manifest's image_bytes are never read
+    table = read_manifest_file(path, fs, inner, columns=("image_id", "uri", "label"))
     if "uri" not in table.column_names:
         raise BadInput(f"{path} has no uri column (it has {table.column_names}): a manifest to pack lists its images' "
                        "files in uri, and may have image_id and label")
     if not table.num_rows:
         raise BadInput(f"{path} holds no images: the manifest has no rows")
-    written = table["uri"].cast(pa.string()).to_pylist()
-    empty = [i + 1 for i, u in enumerate(written) if u is None or not u.strip()]
-    if empty:
-        raise BadInput(f"{path}: {_count(len(empty), 'row')} without a uri, e.g. data rows {_examples(empty)}")
-    base = manifest_base(path)
-    uris = [os.path.normpath(u) if not storage.is_uri(u) else u  # as raysal prepare: a/../a.jpg is a.jpg
-            for u in (resolve_path(w.strip(), base) for w in written)]
-    if "image_id" in table.column_names:
-        ids = table["image_id"]
-        if ids.null_count or not pa.types.is_integer(ids.type):
-            raise BadInput(f"{path}: image_id must be a whole number in every row, got type {ids.type} with "
-                           f"{ids.null_count} empty rows")
-        image_ids = ids.cast(pa.int64()).to_numpy()
-    else:
-        image_ids = np.array([stable_id(w.strip()) for w in written], np.int64)
+    _, uris, image_ids = manifest_images(path, table)  # as raysal prepare reads them
     labels = (_manifest_labels(table["label"], csv, path) if with_labels and "label" in table.column_names
               else None)
-    return Images(path, image_ids, uris, labels)
+    return Images(path, np.array(image_ids, np.int64), uris, labels)
 
 
 def list_images(path: str, with_labels: bool = True) -> Images:
@@ -180,7 +159,7 @@ def list_images(path: str, with_labels: bool = True) -> Images:
     else:
         raise BadInput(f"{path} is neither a folder of images nor a manifest ({', '.join(MANIFEST_SUFFIXES)})")
     # raysal prepare's checks and messages; its copy sorted by id is not kept: a pack keeps the source's order
-    _listing(path, images.image_ids.tolist(), images.uris, None)
+    check_listing(path, images.image_ids.tolist(), images.uris, None)
     return images
 
 
@@ -208,12 +187,12 @@ def _check_out(fs: pafs.FileSystem, inner: str, out: str, force: bool) -> None:
         raise BadInput(f"--out: {out} is a file, not a folder")
     own, others = _out_files(fs, inner)
     if others:  # --force does not help: it replaces pack's own shards alone
-        raise BadInput(f"--out: {out} holds {_count(len(others), 'Parquet file')} that pack did not write, e.g. "
-                       f"{_examples(others)}: a pool read from it would take them for shards too. Give the shards "
+        raise BadInput(f"--out: {out} holds {counted(len(others), 'Parquet file')} that pack did not write, e.g. "
+                       f"{examples(others)}: a pool read from it would take them for shards too. Give the shards "
                        f"a folder of their own (e.g. --out {storage.join(out, 'pool-packed')})")
     if own and not force:
-        raise BadInput(f"--out: {out} already holds {_count(len(own), 'shard')} of an earlier pack, e.g. "
-                       f"{_examples(own)}: a pool read from it would mix old and new. Choose another --out, or "
+        raise BadInput(f"--out: {out} already holds {counted(len(own), 'shard')} of an earlier pack, e.g. "
+                       f"{examples(own)}: a pool read from it would mix old and new. Choose another --out, or "
                        "pass --force to replace them")
 
 
@@ -338,8 +317,8 @@ def format_summary(packed: Packed, source: str) -> str:
     lines = [f"packed {packed.images:,} images of {source} into {len(packed.shards)} shards "
              f"({packed.image_bytes_total / 2**20:,.1f} MiB of images) in {out}, in {packed.seconds:.1f} s"]
     if packed.unreadable_count:
-        examples = "; ".join(f"{uri}: {reason}" for uri, reason in packed.unreadable[:3])
-        lines.append(f"note: {packed.unreadable_count} files could not be read (e.g. {examples}); they are packed "
+        failed = "; ".join(f"{uri}: {reason}" for uri, reason in packed.unreadable[:3])
+        lines.append(f"note: {packed.unreadable_count} files could not be read (e.g. {failed}); they are packed "
                      "without image bytes, and a round reports them as skipped")
     lines += ["", "Use it as a pool in the run's config:", "  [data.pool]", '  kind = "manifest"', f'  path = "{out}"',
               "or on the command line:",

@@ -204,20 +204,20 @@ class Listing:
         return len(self.image_ids)
 
 
-def _examples(values: Sequence[Any], limit: int = 3) -> str:
+def examples(values: Sequence[Any], limit: int = 3) -> str:
     return ", ".join(str(v) for v in list(values)[:limit]) + (", ..." if len(values) > limit else "")
 
 
-def _count(n: int, noun: str) -> str:
+def counted(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _listing(source: str, image_ids: list[int], uris: list[str], labels: list[str] | None,
+def check_listing(source: str, image_ids: list[int], uris: list[str], labels: list[str] | None,
              notes: tuple[str, ...] = ()) -> Listing:
     """Refuse an image listed twice or an id used twice, then sort by image_id."""
     twice = [uri for uri, n in Counter(uris).items() if n > 1]
     if twice:
-        raise BadInput(f"{source} lists {_count(len(twice), 'image')} more than once, e.g. {_examples(twice)}: list "
+        raise BadInput(f"{source} lists {counted(len(twice), 'image')} more than once, e.g. {examples(twice)}: list "
                        "every image once")
     first: dict[int, str] = {}
     clashes: dict[int, str] = {}
@@ -226,8 +226,8 @@ def _listing(source: str, image_ids: list[int], uris: list[str], labels: list[st
             clashes[image_id] = f"{image_id} ({first[image_id]} and {uri})"
         first.setdefault(image_id, uri)
     if clashes:
-        raise BadInput(f"{source}: {_count(len(clashes), 'image_id')} used by more than one image, e.g. "
-                       f"{_examples(list(clashes.values()), 2)}: every image needs an id of its own")
+        raise BadInput(f"{source}: {counted(len(clashes), 'image_id')} used by more than one image, e.g. "
+                       f"{examples(list(clashes.values()), 2)}: every image needs an id of its own")
     order = np.argsort(np.asarray(image_ids, np.int64), kind="stable")
     return Listing(source, np.asarray(image_ids, np.int64)[order], np.asarray(uris, object)[order],
                    None if labels is None else np.asarray(labels, object)[order], notes)
@@ -238,34 +238,38 @@ def _list_folder(path: str, labelled: bool) -> Listing:
     uri_of = dict(zip(rel_paths, all_uris))
     images = [r for r in rel_paths if r.lower().endswith(IMAGE_SUFFIXES)]
     others = [r for r in rel_paths if not r.lower().endswith(IMAGE_SUFFIXES)]
-    notes = (f"left out {_count(len(others), 'file')} of {path} not named as images ({', '.join(IMAGE_SUFFIXES)}), "
-             f"e.g. {_examples(others)}",) if others else ()
+    notes = (f"left out {counted(len(others), 'file')} of {path} not named as images ({', '.join(IMAGE_SUFFIXES)}), "
+             f"e.g. {examples(others)}",) if others else ()
     if not images:
         raise BadInput(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     labels = None
     if labelled:
         loose = [r for r in images if "/" not in r]
         if loose:
-            raise BadInput(f"{path}: {_count(len(loose), 'image')} outside a class subfolder, e.g. "
-                           f"{_examples(loose)}: put every image in the subfolder of its class "
+            raise BadInput(f"{path}: {counted(len(loose), 'image')} outside a class subfolder, e.g. "
+                           f"{examples(loose)}: put every image in the subfolder of its class "
                            f"({path.rstrip('/')}/CLASS/IMAGE)")
         labels = [r.split("/")[0] for r in images]
-    return _listing(path, [stable_id(r) for r in images], [uri_of[r] for r in images], labels, notes)
+    return check_listing(path, [stable_id(r) for r in images], [uri_of[r] for r in images], labels, notes)
 
 
-def _read_table(path: str, fs: pafs.FileSystem, inner: str) -> pa.Table:
+def read_manifest_file(path: str, fs: pafs.FileSystem, inner: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """A CSV or Parquet manifest; of a Parquet one only those of ``columns`` it has (None: all)."""
     try:
         if path.lower().endswith(".csv"):
             with fs.open_input_stream(inner) as stream:
                 return pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(
                     column_types={"uri": pa.string(), "label": pa.string()}, strings_can_be_null=True))
-        return pq.read_table(inner, filesystem=fs)
+        if columns is not None:
+            names = pq.read_schema(inner, filesystem=fs).names
+            columns = [c for c in columns if c in names]
+        return pq.read_table(inner, filesystem=fs, columns=columns)
     except (pa.ArrowInvalid, OSError) as exc:
         raise BadInput(f"{path} cannot be read as a {'CSV' if path.lower().endswith('.csv') else 'Parquet'} "
                        f"manifest: {exc}") from None
 
 
-def _class_names(labels: pa.ChunkedArray) -> list[str | None]:
+def class_names(labels: pa.ChunkedArray) -> list[str | None]:
     """Labels as class names: strings as they are, whole numbers (pandas writes floats) as '0', '1'."""
     whole = whole_numbers(labels.combine_chunks())
     labels = labels if whole is None else whole
@@ -273,42 +277,48 @@ def _class_names(labels: pa.ChunkedArray) -> list[str | None]:
     return [None if n is None or not n.strip() else n.strip() for n in names]
 
 
+def manifest_images(path: str, table: pa.Table) -> tuple[list[str], list[str], list[int]]:
+    """A manifest's rows: each ``uri`` as written, as a path or URI to read (relative to the
+    manifest's folder; ``a/../a.jpg`` is ``a.jpg``), and its ``image_id`` (a stable hash of the
+    uri as written where the manifest has none). ``BadInput`` for a row without a uri or an id."""
+    written = table["uri"].cast(pa.string()).to_pylist()
+    empty = [i + 1 for i, u in enumerate(written) if u is None or not u.strip()]
+    if empty:
+        raise BadInput(f"{path}: {counted(len(empty), 'row')} without a uri, e.g. data rows {examples(empty)}")
+    base = manifest_base(path)
+    uris = [os.path.normpath(u) if not storage.is_uri(u) else u
+            for u in (resolve_path(w.strip(), base) for w in written)]
+    if "image_id" not in table.column_names:
+        return written, uris, [stable_id(w.strip()) for w in written]
+    ids = table["image_id"]
+    if ids.null_count or not pa.types.is_integer(ids.type):
+        raise BadInput(f"{path}: image_id must be a whole number in every row, got type {ids.type} with "
+                       f"{ids.null_count} empty rows")
+    return written, uris, ids.cast(pa.int64()).to_pylist()
+
+
 def _read_manifest(path: str, labelled: bool) -> Listing:
     fs, inner = storage.resolve(path)
-    table = _read_table(path, fs, inner)
+    table = read_manifest_file(path, fs, inner)
     wanted = ["uri", "label"] if labelled else ["uri"]
     missing = [c for c in wanted if c not in table.column_names]
     if missing:
         raise BadInput(f"{path} has no {' or '.join(missing)} column (it has {table.column_names}): a manifest of "
                        f"{'labelled images needs uri,label' if labelled else 'pool images needs uri'} and may have "
                        "image_id")
-    written = table["uri"].cast(pa.string()).to_pylist()
-    empty = [i + 1 for i, u in enumerate(written) if u is None or not u.strip()]
-    if empty:
-        raise BadInput(f"{path}: {_count(len(empty), 'row')} without a uri, e.g. data rows {_examples(empty)}")
-    base = manifest_base(path)
-    uris = [os.path.normpath(u) if not storage.is_uri(u) else u
-            for u in (resolve_path(w.strip(), base) for w in written)]
+    written, uris, image_ids = manifest_images(path, table)
     labels = None
     notes: tuple[str, ...] = ()
     if labelled:
-        labels = _class_names(table["label"])
+        labels = class_names(table["label"])
         unlabelled = [w for w, name in zip(written, labels) if name is None]
         if unlabelled:
-            raise BadInput(f"{path}: {_count(len(unlabelled), 'image')} without a label, e.g. "
-                           f"{_examples(unlabelled)}: every labelled image needs its class name (unlabelled ones "
+            raise BadInput(f"{path}: {counted(len(unlabelled), 'image')} without a label, e.g. "
+                           f"{examples(unlabelled)}: every labelled image needs its class name (unlabelled ones "
                            "belong in --pool)")
     elif "label" in table.column_names:
         notes = (f"the label column of {path} is not used: people label the pool (label.mode = \"human\")",)
-    if "image_id" in table.column_names:
-        ids = table["image_id"]
-        if ids.null_count or not pa.types.is_integer(ids.type):
-            raise BadInput(f"{path}: image_id must be a whole number in every row, got type {ids.type} with "
-                           f"{ids.null_count} empty rows")
-        image_ids = ids.cast(pa.int64()).to_pylist()
-    else:
-        image_ids = [stable_id(w.strip()) for w in written]
-    return _listing(path, image_ids, uris, labels, notes)
+    return check_listing(path, image_ids, uris, labels, notes)
 
 
 def read_images(path: str, labelled: bool) -> Listing:
@@ -336,12 +346,12 @@ def check_disjoint(labelled: Listing, pool: Listing) -> None:
     shared = sorted(set(labelled.uris.tolist()) & set(pool.uris.tolist()))
     if shared:
         raise BadInput(f"the pool {pool.source} holds {len(shared)} of the labelled images of {labelled.source}, e.g. "
-                       f"{_examples(shared)}: an image is either labelled or in the pool")
+                       f"{examples(shared)}: an image is either labelled or in the pool")
     common, at_labelled, at_pool = np.intersect1d(labelled.image_ids, pool.image_ids, return_indices=True)
     if len(common):
         clashes = [f"{i} ({labelled.uris[a]} and {pool.uris[b]})" for i, a, b in zip(common, at_labelled, at_pool)]
         raise BadInput(f"the pool {pool.source} and the labelled images {labelled.source} share "
-                       f"{_count(len(common), 'image_id')}, e.g. {_examples(clashes, 2)}: give the pool's images "
+                       f"{counted(len(common), 'image_id')}, e.g. {examples(clashes, 2)}: give the pool's images "
                        "ids of their own (an image_id column, or other paths relative to the pool folder)")
 
 

@@ -456,16 +456,22 @@ def ensure_digits(folder: str) -> str:
     return manifest
 
 
+def _manifest_source(cfg: SourceConfig, classes: Sequence[str],
+                     root: str) -> tuple[pa.Table | None, Manifest, list[pq.FileMetaData], list[Piece]]:
+    """A manifest source's shards, checked, and the pieces of its rows; with the rows as a table
+    read on the driver for a slice of a manifest without image bytes, else None (read by Ray:
+    the images of a packed manifest are never read on the driver)."""
+    manifest, metadata, pieces = manifest_slice(resolve_path(cfg.path, root), cfg.rows, cfg.where)
+    if not cfg.rows or "image_bytes" in manifest_columns(metadata):
+        return None, manifest, metadata, pieces
+    return _read_slice(manifest, metadata, pieces, classes, cfg.where), manifest, metadata, pieces
+
+
 def source_table(cfg: SourceConfig, classes: Sequence[str], root: str) -> pa.Table | None:
     """The source as an Arrow table read on the driver, or None for a source read by Ray: a whole
-    manifest, or a slice of a packed one (its images are never read on the driver)."""
+    manifest (not opened here), or a slice of a packed one (checked against its rows here)."""
     if cfg.kind == "manifest":
-        if not cfg.rows:
-            return None
-        manifest, metadata, pieces = manifest_slice(resolve_path(cfg.path, root), cfg.rows, cfg.where)
-        if "image_bytes" in manifest_columns(metadata):
-            return None  # a slice past the end is refused all the same, above
-        return _read_slice(manifest, metadata, pieces, classes, cfg.where)
+        return _manifest_source(cfg, classes, root)[0] if cfg.rows else None
     if cfg.kind == "tfds":
         table = read_tfds_table(cfg, classes)
     elif cfg.kind == "folder":
@@ -494,12 +500,13 @@ def read_source_with_size(cfg: SourceConfig, classes: Sequence[str], root: str,
     manifest's Parquet metadata: the source is read once, and nothing is decoded to count it."""
     import ray.data
 
-    table = source_table(cfg, classes, root)
+    if cfg.kind == "manifest":  # its footers read once: checked on the driver, before any task
+        table, manifest, metadata, pieces = _manifest_source(cfg, classes, root)
+    else:
+        table = source_table(cfg, classes, root)
     if table is not None:
         blocks = [table.slice(i, block_rows) for i in range(0, len(table), block_rows)]
         return ray.data.from_arrow(blocks or [table]), len(table)
-    # fail fast, on the driver, before any task: from the footers alone
-    manifest, metadata, pieces = manifest_slice(resolve_path(cfg.path, root), cfg.rows, cfg.where)
     columns = manifest_columns(metadata)
     conform = _ManifestBatch(tuple(classes), cfg.where, manifest.base)
     if not cfg.rows:
