@@ -135,11 +135,11 @@ def _score_folder_config(root: str, model_kind: str, input_size: int, batch_size
 
 
 def _raysal_score_to_parquet(cfg: Any, checkpoint: str, out_dir: str) -> None:
-    """What a round does: stream the pool through decode and scoring into Parquet files."""
+    """What a round's score stage does: stream the pool through decode and scoring into Parquet files."""
     from raysal import pipeline, sources
 
-    ds = sources.read_source(cfg.data.pool, cfg.data.classes, "")
-    pipeline.score(pipeline.decode(ds, cfg), checkpoint, cfg).write_parquet(out_dir)
+    ds, size = sources.read_source_with_size(cfg.data.pool, cfg.data.classes, "")
+    pipeline.write_scores(pipeline.score(pipeline.decode(ds, cfg), checkpoint, cfg), out_dir, size)
 
 
 def _checkpoint(tmp: str, model_kind: str, input_size: int) -> tuple[Any, str]:
@@ -168,14 +168,13 @@ def settle(max_seconds: float = 20.0, busy_percent: float = 20.0) -> None:
 
 
 def _raysal_scoring_seconds(cfg: Any, checkpoint: str) -> float:
-    """Wall time of one scoring pass over the configured pool, actor start included."""
-    from raysal import pipeline, sources
-
-    settle()
-    start = time.perf_counter()
-    ds = sources.read_source(cfg.data.pool, cfg.data.classes, "")
-    pipeline.score(pipeline.decode(ds, cfg), checkpoint, cfg).select_columns(["image_id"]).materialize()
-    return time.perf_counter() - start
+    """Wall time of one scoring pass over the configured pool, actor start included, its scores
+    written to Parquet files as the score stage writes them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        settle()
+        start = time.perf_counter()
+        _raysal_score_to_parquet(cfg, checkpoint, os.path.join(tmp, "scores"))
+        return time.perf_counter() - start
 
 
 def _single_process_start_seconds(checkpoint: str, input_size: int, batch_size: int) -> float:
@@ -549,7 +548,7 @@ def scale_benchmarks(quick: bool, repeats: int) -> list[Row]:
         with PeakMemory(interval=0.5).measure() as mem:  # sampling every process costs CPU: not too often
             start = time.perf_counter()
             ds, size = sources.read_source_with_size(cfg.data.pool, cfg.data.classes, "")
-            pipeline.score(pipeline.decode(ds, cfg), checkpoint, cfg).write_parquet(scores_dir)
+            pipeline.write_scores(pipeline.score(pipeline.decode(ds, cfg), checkpoint, cfg), scores_dir, size)
             t_score = time.perf_counter() - start
             selection = pipeline.select_top_k(scores_dir, k)  # the scores' folder, as the select stage reads it
             t_select = time.perf_counter() - start - t_score

@@ -203,9 +203,15 @@ class ScoreConfig:
 class SelectConfig:
     budget: int = 500  # images to label per round, as in the article
     criterion: str = "least_confidence"  # the article's choice
+    # Stop labelling once the model's predictions on the pool stop changing: when Cohen's kappa
+    # between the last two models' predictions on a fixed sample of the pool (the stop set) is at
+    # least this, the round's summary says so. 0: never (the kappa is reported either way).
+    # Bloodgood & Vijay-Shanker (2009) stop at 0.99.
+    stop_kappa: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.budget >= 1, "select.budget", f"must be >= 1, got {self.budget}")
+        _check(0.0 <= self.stop_kappa <= 1.0, "select.stop_kappa", f"must be in [0, 1], got {self.stop_kappa}")
         _check(self.criterion in CRITERION_NAMES, "select.criterion",
                f"{self.criterion!r} is not one of {CRITERION_NAMES}")
 

@@ -1,4 +1,5 @@
-"""Accuracy figures of a round, from predicted and true class indices. Pure numpy."""
+"""Accuracy figures of a round, from predicted and true class indices, and the agreement of two
+models' predictions. Pure numpy."""
 
 from __future__ import annotations
 
@@ -27,3 +28,22 @@ def accuracy_report(predicted: NDArray[np.integer], labels: NDArray[np.integer],
         per_class[name] = float(correct[mask].mean()) if mask.any() else None
     return {"accuracy": float(correct.mean()) if len(labels) else None, "count": int(len(labels)),
             "per_class": per_class}
+
+
+def cohen_kappa(a: NDArray[np.integer], b: NDArray[np.integer]) -> float:
+    """Cohen's kappa between two models' predicted classes for the same images.
+
+    1 when they agree on every image, 0 when they agree only as often as chance would (their
+    class frequencies alone); negative below that. Two models that put every image in the same
+    single class agree perfectly: 1.
+    """
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)  # [n], [n]
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise ValueError(f"need two equal, non-empty vectors of classes, got shapes {a.shape} and {b.shape}")
+    if min(a.min(), b.min()) < 0:
+        raise ValueError("classes must be >= 0")
+    n_classes = int(max(a.max(), b.max())) + 1
+    joint = np.bincount(a * n_classes + b, minlength=n_classes * n_classes).reshape(n_classes, n_classes) / len(a)
+    observed = float(np.trace(joint))
+    expected = float(joint.sum(axis=1) @ joint.sum(axis=0))  # chance agreement from the two marginals
+    return 1.0 if expected >= 1.0 else (observed - expected) / (1.0 - expected)

@@ -31,7 +31,7 @@ from raysal import labels as labels_lib
 from raysal import lease as lease_lib
 from raysal import pipeline, preflight, progress, sources
 from raysal.config import Config, SourceConfig, config_from_dict
-from raysal.metrics import TEST_METRICS_FILE, accuracy_report
+from raysal.metrics import TEST_METRICS_FILE, accuracy_report, cohen_kappa
 from raysal.plots import learning_curve_png
 from raysal.state import STAGES, RunState, StateError
 
@@ -164,8 +164,8 @@ def stage_score(r: _Round, label_file: str | None) -> str:
     r.state.delete_dir(scores_key)  # a partial write by a crashed run
     total = pool_size - len(excluded)  # every excluded id is a pool image
     with progress.watch(r.board, "scoring", total) as board:
-        pipeline.score(pipeline.decode(pool, r.cfg), r.model_uri(r.number - 1), r.cfg, board=board).write_parquet(
-            r.state.uri(scores_key))
+        pipeline.write_scores(pipeline.score(pipeline.decode(pool, r.cfg), r.model_uri(r.number - 1), r.cfg,
+                                             board=board), r.state.uri(scores_key), total)
     r.state.commit_stage(r.number, "score", {"model": r.number - 1, "excluded": int(len(excluded))})
     return DONE
 
@@ -173,7 +173,7 @@ def stage_score(r: _Round, label_file: str | None) -> str:
 def stage_select(r: _Round, label_file: str | None) -> str:
     # The scores folder itself, read by plain tasks: no Ray Data job to start for it.
     result = pipeline.select_top_k(r.state.uri(f"{r.key}/scores"), r.cfg.select.budget,
-                                   r.state.selected_ids(before=r.number))
+                                   r.state.selected_ids(before=r.number), sample=pipeline.STOP_SET)
     best, skipped, pool_size = result.rows, result.skipped, result.rows_read
     left = pool_size - len(skipped["image_id"])
     if r.cfg.select.budget > left:
@@ -190,10 +190,30 @@ def stage_select(r: _Round, label_file: str | None) -> str:
     r.state.write_table(f"{r.key}/skipped.parquet", pa.table({
         "image_id": pa.array(skipped["image_id"], pa.int64()), "uri": pa.array(skipped["uri"], pa.string()),
         "reason": pa.array(skipped["reason"], pa.string())}))
+    stop_set = result.stop_set
+    r.state.write_table(f"{r.key}/stop_set.parquet", pa.table({
+        "image_id": pa.array(stop_set["image_id"], pa.int64()),
+        "predicted": pa.array(stop_set["predicted"], pa.int64())}))
     r.state.commit_stage(r.number, "select", {
         "pool_size": int(pool_size), "skipped": int(len(skipped["image_id"])), "selected": int(len(best["image_id"])),
-        "score_min": result.score_min, "score_max": result.score_max})
+        "score_min": result.score_min, "score_max": result.score_max, **_agreement(r, stop_set)})
     return DONE
+
+
+def _agreement(r: _Round, stop_set: dict[str, NDArray[np.int64]]) -> dict[str, Any]:
+    """How much the model's predictions changed: Cohen's kappa between this round's scoring
+    model and the previous round's, on the stop-set images both predicted (none in round 1,
+    whose model is the first to score the pool)."""
+    before = r.state.read_table(f"{r.state.round_key(r.number - 1)}/stop_set.parquet") if r.number > 1 else None
+    if before is None:
+        return {"kappa": None, "kappa_images": 0}
+    ids_before = before["image_id"].to_numpy()
+    order = np.argsort(ids_before)
+    _, now, then = np.intersect1d(stop_set["image_id"], ids_before[order], assume_unique=True, return_indices=True)
+    if not len(now):
+        return {"kappa": None, "kappa_images": 0}
+    kappa = cohen_kappa(stop_set["predicted"][now], before["predicted"].to_numpy()[order][then])
+    return {"kappa": round(kappa, 6), "kappa_images": int(len(now))}
 
 
 def _selection(r: _Round) -> pa.Table:
@@ -467,6 +487,11 @@ def _finish(r: _Round) -> dict[str, Any]:
         "model_before": st.model_key(r.number - 1), "model_after": st.model_key(r.number),
         **{k: evaluate[k] for k in ("test_accuracy_before", "test_accuracy_after", "selection_accuracy_before")},
         "test_per_class_after": evaluate.get("test_per_class_after"),
+        # the scoring models of this round and the last, on the stop set: r - 2 and r - 1
+        "kappa": select.get("kappa"), "kappa_images": select.get("kappa_images", 0),
+        "stop_kappa": r.cfg.select.stop_kappa,
+        "stop_labelling": bool(r.cfg.select.stop_kappa and select.get("kappa") is not None
+                               and select["kappa"] >= r.cfg.select.stop_kappa),
         "selection": st.uri(r.key, "selection.parquet"), "skipped_report": st.uri(r.key, "skipped.parquet"),
         "metrics": st.uri(r.key, "metrics.json"), "learning_curve": st.uri("learning_curve.png"),
         "stage_seconds": dict(r.seconds),  # this run's stages only, when the round was resumed
@@ -525,6 +550,12 @@ def format_outcome(outcome: RoundOutcome, log_path: str | None = None) -> str:
     if per_class:
         lines.append("  test accuracy per class: " + ", ".join(
             f"{name} {'n/a' if acc is None else f'{acc:.2f}'}" for name, acc in per_class.items()))
+    if rec.get("kappa") is not None:  # round r scored with model r - 1; round r - 1 with model r - 2
+        lines.append(f"  predictions on the pool: models {rec['round'] - 2} and {rec['round'] - 1} agree with "
+                     f"kappa {rec['kappa']:.4f} on {rec['kappa_images']:,} stop-set images")
+    if rec.get("stop_labelling"):
+        lines.append(f"  stop labelling: kappa {rec['kappa']:.4f} >= select.stop_kappa {rec['stop_kappa']}, "
+                     "the model's predictions have stabilised")
     if not stages:
         lines.append("  (resumed after its last stage had committed: only its record was written now)")
     lines += [f"  selection:      {rec['selection']}",

@@ -14,11 +14,13 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pyarrow.fs as pafs
 import pytest
 
 from _cluster import Cluster, ray_job_submit, start_head
 from _jobs import FAST, REPO, TWO_WORKERS
+from raysal.metrics import cohen_kappa
 
 BUCKET = "raysal-test"
 
@@ -149,6 +151,15 @@ def test_bootstrap_and_two_rounds_on_two_nodes_with_the_state_on_s3(two_nodes, s
         (1, "done", 340), (2, "done", 380)]
     second = state.round_record(2)
     assert second["model_before"] == "models/0001" and second["model_after"] == "models/0002"
+    # The stopping signal: round 2's scoring model (1) against round 1's (0), on the pool images both
+    # scored (the stop set holds them all: the pool is smaller than it), as the scores themselves give it.
+    assert state.round_record(1)["kappa"] is None
+    by_model = [dict(zip(*state.read_table(f"rounds/{n:04d}/scores", columns=["image_id", "predicted"])
+                         .to_pydict().values())) for n in (1, 2)]
+    common = sorted(set(by_model[0]) & set(by_model[1]))
+    assert second["kappa_images"] == len(common) == 857  # 897 less the 40 selected in round 1
+    assert second["kappa"] == pytest.approx(cohen_kappa(np.array([by_model[1][i] for i in common]),
+                                                        np.array([by_model[0][i] for i in common])), abs=1e-6)
     assert state.is_published("models/0001") and state.is_published("models/0002")
     selected = [set(state.read_table(f"rounds/{n:04d}/selection.parquet")["image_id"].to_pylist()) for n in (1, 2)]
     assert len(selected[0]) == len(selected[1]) == 40 and not selected[0] & selected[1]

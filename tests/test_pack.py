@@ -213,7 +213,7 @@ def test_packed_pool_scores_as_its_folder_and_reports_its_broken_images(ray_sess
     scored, size = _score(cfg, tiny_checkpoint)
     assert size == 9  # from the shards' metadata
     out_scores = str(tmp_path / "scores")
-    scored.write_parquet(out_scores)  # as a round does; read back below
+    pipeline.write_scores(scored, out_scores, size)  # as a round does; read back below
     rows = {int(r["image_id"]): r for r in pq.read_table(out_scores).to_pylist()}
 
     assert {os.path.relpath(r["uri"], root) for r in rows.values()} == set(expected) - {"c/notes.txt"}

@@ -143,27 +143,39 @@ def test_scorer_options_keep_the_scores(image_folder, tiny_checkpoint, options, 
 
 
 def test_a_non_finite_model_output_is_skipped_and_reported(ray_session, tiny_checkpoint, tmp_path):
-    """An image whose probabilities are NaN is reported with a reason, never dropped or selected."""
+    """An image whose probabilities are NaN is reported with a reason, never dropped or selected.
+
+    The NaN comes from the head, after the backbone's last ReLU: a feature that is 0 for one
+    uniform image and not for another gets a huge weight into class 0, whose bias is near
+    float32's largest, so only the second image's logit overflows to inf and its softmax is NaN.
+    (An inf weight in a convolution is no use: a fused conv + ReLU, as the scoring actor's traced
+    function gets on some CPUs, turns the NaN into 0.)
+    """
     import tf_keras as keras
     from PIL import Image
 
     from raysal import models
 
     model, model_cfg, classes = models.load_checkpoint(tiny_checkpoint)
-    conv = next(layer for layer in model.get_layer(models.BACKBONE).layers if isinstance(layer, keras.layers.Conv2D))
-    kernel, bias = conv.get_weights()
-    kernel[1, 1, 0, :] = -np.inf  # -inf * a bright pixel -> relu 0; -inf * a black pixel (0) -> NaN
-    conv.set_weights([kernel, bias])
+    colours = [0, 60, 120, 200, 255]
+    features = keras.Model(model.inputs, model.get_layer("head").input)(  # [5, f]: what the head sees
+        np.stack([np.full((16, 16, 3), c, np.uint8) for c in colours]), training=False).numpy()
+    finite, broken_colour, feature = next((u, v, j) for j in range(features.shape[1]) for u in range(len(colours))
+                                          for v in range(len(colours)) if features[u, j] == 0 and features[v, j] > 0.05)
+    head = model.get_layer("head")
+    kernel, bias = head.get_weights()
+    kernel[feature, 0], bias[0] = 3.0e38, 3.4e38  # 0 * 3e38 + 3.4e38 is finite; > 0.05 * 3e38 + 3.4e38 is inf
+    head.set_weights([kernel, bias])
     broken = str(tmp_path / "model")
     models.save_checkpoint(model, broken, model_cfg, classes)
     root = tmp_path / "images"
     (root / "a").mkdir(parents=True)
-    for name, value in (("bright", 200), ("black", 0)):
-        Image.fromarray(np.full((16, 16, 3), value, np.uint8)).save(root / "a" / f"{name}.png")
+    for name, index in (("bright", finite), ("black", broken_colour)):  # the names of the test as it was
+        Image.fromarray(np.full((16, 16, 3), colours[index], np.uint8)).save(root / "a" / f"{name}.png")
 
     rows = {os.path.basename(r["uri"]): r for r in score_folder(str(root), broken, "entropy").values()}
-    assert rows["bright.png"]["error"] == "" and np.isfinite(rows["bright.png"]["score"])
-    assert rows["black.png"]["error"] == pipeline.NON_FINITE and np.isnan(rows["black.png"]["score"])
+    assert rows["bright.png"]["error"] == "" and np.isfinite(rows["bright.png"]["score"]), rows
+    assert rows["black.png"]["error"] == pipeline.NON_FINITE and np.isnan(rows["black.png"]["score"]), rows
     import ray.data
 
     selection = pipeline.select_top_k(ray.data.from_items(list(rows.values())), 2)
@@ -182,3 +194,27 @@ def test_duplicate_ids_are_found_across_blocks(ray_session, n_blocks):
     assert pipeline.duplicate_ids(ray.data.from_arrow(blocks)) == sorted([int(first), int(last)])
     assert pipeline.duplicate_ids(ray.data.from_arrow(blocks), limit=1) == [min(int(first), int(last))]
     assert pipeline.duplicate_ids(ray.data.from_arrow([pa.table({"image_id": np.arange(10)})])) == []
+
+
+def test_score_files_grow_with_the_pool_and_a_small_pool_still_gets_several():
+    assert pipeline.score_file_rows(897) == 113  # the demo pool: 8 files, written as scoring goes
+    assert pipeline.score_file_rows(10_000) == 1250
+    assert pipeline.score_file_rows(1_000_000) == pipeline.SCORE_FILE_ROWS == 4096
+    assert pipeline.score_file_rows(3) == 1 and pipeline.score_file_rows(0) == 1
+
+
+@pytest.mark.timeout(120)
+def test_write_scores_collects_blocks_into_files_of_the_pools_size(ray_session, tmp_path):
+    """100 blocks of 20 rows, as a scoring pass hands them to the write: 2,000 rows go into files
+    of 250 rows or more (8 or so), not one file per block, and every row is written once."""
+    import pyarrow.parquet as pq
+    import ray.data
+
+    blocks = [pa.table({"image_id": np.arange(i, i + 20, dtype=np.int64), "score": np.random.default_rng(i).random(20)})
+              for i in range(0, 2_000, 20)]
+    out = tmp_path / "scores"
+    pipeline.write_scores(ray.data.from_arrow(blocks), str(out), total=2_000)
+    files = sorted(out.glob("*.parquet"))
+    sizes = [pq.read_metadata(f).num_rows for f in files]
+    assert 4 <= len(files) <= 9 and sum(sizes) == 2_000, sizes
+    assert sorted(pq.read_table(out)["image_id"].to_pylist()) == list(range(2_000))
