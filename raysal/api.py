@@ -85,16 +85,21 @@ def score(cfg: Config, model: str, source: str = "pool", state: str | None = Non
     return pipeline.score(pipeline.decode(ds, cfg), storage.absolute(model), cfg).to_pandas()
 
 
-def select(scores: "pd.DataFrame", budget: int, exclude_ids: Sequence[int] = ()) -> "pd.DataFrame":
-    """The ``budget`` rows with the highest score, exactly (ties: lower image_id first).
+def select(scores: "pd.DataFrame", budget: int, exclude_ids: Sequence[int] = (), strategy: str = "top_k",
+           beta: float = 1.0, seed: int = 0, round_number: int = 0) -> "pd.DataFrame":
+    """The ``budget`` rows with the highest score, exactly (ties: lower image_id first); or, with
+    ``strategy`` ``power`` / ``softmax``, a sample of them as a round with that
+    ``select.strategy``, ``beta``, ``seed`` and round number picks it.
 
     Rows not scored (NaN score) and ``exclude_ids`` are never chosen. The result is in selection
     order, with a ``rank`` column from 1.
     """
+    from raysal.criteria import SelectionKeys
     from raysal.topk import top_k_indices
 
-    chosen = top_k_indices(scores["score"].to_numpy(np.float64), scores["image_id"].to_numpy(np.int64), budget,
-                           np.asarray(exclude_ids, np.int64))
+    ids = scores["image_id"].to_numpy(np.int64)
+    keys = SelectionKeys(strategy, beta, seed, round_number)(scores["score"].to_numpy(np.float64), ids)
+    chosen = top_k_indices(keys, ids, budget, np.asarray(exclude_ids, np.int64))
     out = scores.iloc[chosen].reset_index(drop=True)
     out["rank"] = np.arange(1, len(out) + 1)
     return out

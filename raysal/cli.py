@@ -55,6 +55,8 @@ def parse_args(argv: Sequence[str] | None, prog: str = "raysal round") -> argpar
                         help="the run's state: a folder or a pyarrow.fs URI (default: .raysal/<config name>)")
     parser.add_argument("--budget", type=int, help="images to select this round (select.budget)")
     parser.add_argument("--criterion", help="least_confidence | smallest_margin | entropy | random")
+    parser.add_argument("--strategy", help="top_k | power | softmax: how the budget is chosen from the scores "
+                                           "(select.strategy; select.beta sets the sharpness)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config field, e.g. --set score.max_actors=4 (repeatable)")
     parser.add_argument("--import-labels", metavar="FILE", help="human labels for the waiting round (CSV/Parquet)")
@@ -98,6 +100,8 @@ def _config(args: argparse.Namespace) -> Any:
         overrides["select.budget"] = args.budget
     if args.criterion is not None:
         overrides["select.criterion"] = args.criterion
+    if args.strategy is not None:
+        overrides["select.strategy"] = args.strategy
     cfg = config_lib.absolute_paths(config_lib.load_config(args.config, overrides))
     if args.lease_ttl is not None and not args.lease_ttl > 0:
         raise config_lib.ConfigError(f"--lease-ttl: must be > 0 seconds, got {args.lease_ttl}")

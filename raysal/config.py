@@ -23,6 +23,7 @@ MODEL_USES = ("backbone", "classifier")
 MODEL_OUTPUTS = ("", "logits", "probs")
 PREPROCESS_MODES = ("", "unit", "symmetric", "mean_std")
 CRITERION_NAMES = ("least_confidence", "smallest_margin", "entropy", "random")
+STRATEGY_NAMES = ("top_k", "power", "softmax")  # how the budget is chosen from the scores: raysal.criteria
 TRAIN_DATA_MODES = ("auto", "memory", "cache")
 
 
@@ -203,6 +204,11 @@ class ScoreConfig:
 class SelectConfig:
     budget: int = 500  # images to label per round, as in the article
     criterion: str = "least_confidence"  # the article's choice
+    # top_k: the budget of highest scores (the article). power / softmax: a sample without
+    # replacement with probabilities proportional to score^beta / exp(beta * score) (Kirsch et
+    # al. 2023), fewer near-duplicates at large budgets; random per (seed, round, image), exact.
+    strategy: str = "top_k"
+    beta: float = 1.0  # the power / softmax sharpness; larger comes closer to top_k
     # Stop labelling once the model's predictions on the pool stop changing: when Cohen's kappa
     # between the last two models' predictions on a fixed sample of the pool (the stop set) is at
     # least this, the round's summary says so. 0: never (the kappa is reported either way).
@@ -211,6 +217,8 @@ class SelectConfig:
 
     def __post_init__(self) -> None:
         _check(self.budget >= 1, "select.budget", f"must be >= 1, got {self.budget}")
+        _check(self.strategy in STRATEGY_NAMES, "select.strategy", f"{self.strategy!r} is not one of {STRATEGY_NAMES}")
+        _check(self.beta > 0 and math.isfinite(self.beta), "select.beta", f"must be > 0, got {self.beta}")
         _check(0.0 <= self.stop_kappa <= 1.0, "select.stop_kappa", f"must be in [0, 1], got {self.stop_kappa}")
         _check(self.criterion in CRITERION_NAMES, "select.criterion",
                f"{self.criterion!r} is not one of {CRITERION_NAMES}")

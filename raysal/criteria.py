@@ -20,6 +20,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import xlogy
 
+from raysal.config import STRATEGY_NAMES
+
 Criterion = Callable[[NDArray[np.floating], NDArray[np.int64]], NDArray[np.float64]]
 
 
@@ -51,11 +53,19 @@ def entropy(probs: NDArray[np.floating], image_ids: NDArray[np.int64]) -> NDArra
     return -xlogy(probs, probs).sum(axis=1)  # [n]
 
 
-def _mix64(x: NDArray[np.uint64]) -> NDArray[np.uint64]:
-    # splitmix64 finaliser: a bijective mix, so distinct ids give distinct, well-spread values.
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)  # splitmix64's increment
+
+
+def mix64(x: NDArray[np.uint64]) -> NDArray[np.uint64]:
+    """splitmix64's finaliser: a bijective mix, so distinct ids give distinct, well-spread values."""
+    with np.errstate(over="ignore"):  # uint64 products wrap, as they should
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return x ^ (x >> np.uint64(31))
+
+
+def _unit_interval(mixed: NDArray[np.uint64]) -> NDArray[np.float64]:
+    return (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)  # [0, 1), 53 bits
 
 
 @dataclass(frozen=True)
@@ -67,9 +77,7 @@ class RandomBaseline:
     def __call__(self, probs: NDArray[np.floating], image_ids: NDArray[np.int64]) -> NDArray[np.float64]:
         _as_probs(probs, image_ids)  # same contract as every criterion, though only ids are used
         ids = np.asarray(image_ids, dtype=np.int64).astype(np.uint64)  # [n]
-        with np.errstate(over="ignore"):
-            mixed = _mix64(ids ^ _mix64(np.array([self.seed], dtype=np.uint64)))  # [n]
-        return (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)  # [n]
+        return _unit_interval(mix64(ids ^ mix64(np.array([self.seed], dtype=np.uint64))))  # [n]
 
 
 CRITERIA: dict[str, Criterion] = {
@@ -87,3 +95,49 @@ def get_criterion(name: str, seed: int = 0) -> Criterion:
     if name == "random":
         return RandomBaseline(seed=seed)
     return CRITERIA[name]
+
+
+# --- stochastic batch acquisition ------------------------------------------------------------
+# Kirsch et al., "Stochastic Batch Acquisition: A Simple Baseline for Deep Active Learning"
+# (TMLR 2023): rather than the top k scores, which at a large budget are many near-duplicates,
+# sample k images without replacement with probabilities proportional to score^beta (power) or
+# exp(beta * score) (softmax). The Gumbel-top-k trick turns that sample into a top-k of
+# perturbed keys, so the exact distributed top-k still does the selection.
+
+
+
+def gumbel_noise(image_ids: NDArray[np.int64], seed: int, round_number: int) -> NDArray[np.float64]:
+    """Standard Gumbel noise per image that depends on (seed, round, image_id) only."""
+    ids = np.asarray(image_ids, dtype=np.int64).astype(np.uint64)  # [n]
+    stream = mix64(mix64(np.array([seed], dtype=np.uint64)) ^ np.uint64(round_number) * GOLDEN_GAMMA)
+    u = _unit_interval(mix64(ids ^ stream)) + 0.5 / float(1 << 53)  # (0, 1): never log(0)
+    return -np.log(-np.log(u))  # [n]
+
+
+@dataclass(frozen=True)
+class SelectionKeys:
+    """The key a strategy selects the top k of, from the scores (higher = more uncertain).
+
+    ``top_k``: the scores. ``power``: beta * log(score) + Gumbel noise, a sample proportional to
+    score^beta (scores must be >= 0, as every criterion's are; a 0 gets the lowest key but stays
+    selectable). ``softmax``: beta * score + Gumbel noise. NaN scores stay NaN: never selected.
+    """
+
+    strategy: str = "top_k"
+    beta: float = 1.0
+    seed: int = 0
+    round_number: int = 0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGY_NAMES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {STRATEGY_NAMES}")
+
+    def __call__(self, scores: NDArray[np.floating], image_ids: NDArray[np.int64]) -> NDArray[np.float64]:
+        scores = np.asarray(scores, dtype=np.float64)  # [n]
+        if self.strategy == "top_k":
+            return scores
+        noise = gumbel_noise(image_ids, self.seed, self.round_number)  # [n]
+        if self.strategy == "power":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return self.beta * np.log(np.maximum(scores, 1e-300)) + noise  # NaN stays NaN
+        return self.beta * scores + noise

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +26,7 @@ from ray.data.dataset import MaterializedDataset
 
 from raysal import keras_env, storage
 from raysal.config import Config
+from raysal.criteria import GOLDEN_GAMMA, mix64
 from raysal.images import UndecodableImage, decode_image
 from raysal.topk import candidate_rows, is_in_sorted, top_k_indices, top_k_unordered
 
@@ -162,16 +163,16 @@ def score(decoded: ray.data.Dataset, model_dir: str, cfg: Config, board: Any = N
     )
 
 
-SCORE_FILE_ROWS = 4096  # rows per score file at most: a write task costs ~40 ms of CPU, ~0.7 ms per 256 rows
-SCORE_FILES = 8  # a pass writes at least this many files (pools of 8 blocks and more), so output shows early
+SCORE_FILE_ROWS = 4096  # a score file collects this many rows (and up to one block more) before it is written
+SCORE_FILES = 8  # a pass of 8 blocks or more writes about this many files or more, so its output shows early
 
 
 def score_file_rows(total: int) -> int:
     """The rows a score file collects before it is written, for a pass over ``total`` images.
 
-    Written block by block, a small-CNN pass spent a fifth of its time starting write tasks;
-    4,096 rows per file brought it from 0.75x to 0.92x of the tf.data loop (2 cores). A small
-    pool still gets several files, written as scoring goes, not one at the end.
+    Written block by block, every block of a pass is a write task of its own (~40 ms of driver
+    and worker CPU, for a file pyarrow writes in under 1 ms). A small pool still gets several
+    files, written as scoring goes, not one at the end.
     """
     return max(1, min(SCORE_FILE_ROWS, -(-total // SCORE_FILES)))
 
@@ -182,6 +183,8 @@ def write_scores(scored: ray.data.Dataset, uri: str, total: int) -> None:
 
 
 MERGE_FAN_IN = 16  # best-k tables merged per step: the driver never holds more than 16k of them
+RANK = "_rank"  # the column a scan ranks by when a strategy's keys are not the scores
+Keys = Callable[[NDArray[np.floating], NDArray[np.int64]], NDArray[np.floating]]
 
 
 def _numpy(column: pa.ChunkedArray) -> NDArray:
@@ -196,7 +199,7 @@ def _best_rows(tables: list[pa.Table | None], k: int, ordered: bool) -> pa.Table
     if not tables:
         return None
     merged = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-    scores, ids = _numpy(merged["score"]), _numpy(merged["image_id"])
+    scores, ids = _numpy(merged[RANK if RANK in merged.column_names else "score"]), _numpy(merged["image_id"])
     return merged.take(top_k_indices(scores, ids, k) if ordered else top_k_unordered(scores, ids, k))
 
 
@@ -206,6 +209,7 @@ class _Scanned:
 
     skipped: pa.Table | None  # image_id, uri, reason of the rows with a non-empty ``error``
     lowest: float  # the lowest score; inf when every score was NaN
+    highest: float  # the highest score; -inf when every score was NaN
     rows: int
     sample: pa.Table | None = None  # image_id, predicted of the scanned stop-set candidates
 
@@ -214,16 +218,13 @@ STOP_SET = 10_000  # pool images whose predictions a round keeps, to compare wit
 
 
 def _id_keys(ids: NDArray[np.int64]) -> NDArray[np.uint64]:
-    """A fixed pseudo-random key per image id (splitmix64's finaliser, a bijection: no ties).
+    """A fixed pseudo-random key per image id (splitmix64, a bijection: no ties).
 
     The stop set is the pool's images with the smallest keys: a uniform sample, the same images
     from round to round but for those selected since, found by a scan without knowing the pool's size.
     """
     with np.errstate(over="ignore"):
-        x = ids.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+        return mix64(ids.astype(np.uint64) + GOLDEN_GAMMA)
 
 
 def _smallest_keys(table: pa.Table, n: int) -> pa.Table:
@@ -235,21 +236,23 @@ def _smallest_keys(table: pa.Table, n: int) -> pa.Table:
 
 
 def _scan(parts: Iterable[pa.Table], k: int, exclude_sorted: NDArray[np.int64],
-          columns: list[str], sample: int = 0) -> tuple[pa.Table | None, _Scanned]:
+          columns: list[str], sample: int = 0, keys: Keys | None = None) -> tuple[pa.Table | None, _Scanned]:
     """The best k rows of a stream of parts (in no set order), and what else the round reports.
 
     Only candidates leave a part (``candidate_rows``: at most k, none below the best k's lowest
     score seen so far), and they merge when they pass 2k, so a scan holds ~3k rows plus one part.
     ``sample``: also keep the id and predicted class of the ``sample`` scored, not excluded
-    images with the smallest ``_id_keys`` (the stop set), held the same way.
+    images with the smallest ``_id_keys`` (the stop set), held the same way. ``keys``: rank by
+    ``keys(scores, ids)`` instead of the scores (a strategy's), carried in a ``RANK`` column.
     """
     kept: list[pa.Table | None] = []
     n_kept, threshold = 0, -np.inf
     skipped: list[pa.Table] = []
     sampled: list[pa.Table] = []
-    lowest, rows = np.inf, 0
+    lowest, highest, rows = np.inf, -np.inf, 0
     for part in parts:
         scores, ids = _numpy(part["score"]), _numpy(part["image_id"])  # [n], [n]
+        rank = keys(scores, ids) if keys is not None else scores  # [n]
         rows += len(scores)
         if sample:
             scored = np.flatnonzero(~np.isnan(scores) & ~is_in_sorted(ids, exclude_sorted))
@@ -257,45 +260,49 @@ def _scan(parts: Iterable[pa.Table], k: int, exclude_sorted: NDArray[np.int64],
             if sum(t.num_rows for t in sampled) > 2 * sample:
                 sampled = [_smallest_keys(pa.concat_tables(sampled, promote_options="permissive"), sample)]
         low = np.fmin.reduce(scores) if len(scores) else np.nan  # fmin skips NaN
+        high = np.fmax.reduce(scores) if len(scores) else np.nan
         if low < lowest:
             lowest = float(low)
+        if high > highest:
+            highest = float(high)
         if "error" in part.column_names and not pa.types.is_null(part.schema.field("error").type):
             bad = np.flatnonzero(_numpy(pc.binary_length(part["error"]).fill_null(0)))  # null: no error
             if bad.size:
                 rows_bad = part.take(bad)
                 skipped.append(pa.table({"image_id": rows_bad["image_id"], "uri": rows_bad["uri"],
                                          "reason": rows_bad["error"]}))
-        keep = candidate_rows(scores, ids, k, threshold, exclude_sorted)
+        keep = candidate_rows(rank, ids, k, threshold, exclude_sorted)
         if not keep.size:
             continue
-        if keep.size == k:  # k rows of this part score at least their lowest: nothing below it can win
-            threshold = max(threshold, float(scores[keep].min()))
-        kept.append(part.select(columns).take(keep))
+        if keep.size == k:  # k rows of this part rank at least their lowest: nothing below it can win
+            threshold = max(threshold, float(rank[keep].min()))
+        chosen = part.select(columns).take(keep)
+        kept.append(chosen.append_column(RANK, pa.array(rank[keep])) if keys is not None else chosen)
         n_kept += keep.size
         if n_kept > 2 * k:
             best = _best_rows(kept, k, ordered=False)
             kept, n_kept = [best], best.num_rows
-            threshold = max(threshold, float(_numpy(best["score"]).min()))  # best holds k rows here
+            threshold = max(threshold, float(_numpy(best[RANK if keys is not None else "score"]).min()))  # k rows
     skipped_table = pa.concat_tables(skipped, promote_options="permissive") if skipped else None
     sample_table = _smallest_keys(pa.concat_tables(sampled, promote_options="permissive"), sample) if sampled else None
-    return _best_rows(kept, k, ordered=False), _Scanned(skipped_table, lowest, rows, sample_table)
+    return _best_rows(kept, k, ordered=False), _Scanned(skipped_table, lowest, highest, rows, sample_table)
 
 
 @ray.remote(num_returns=2)
-def _scan_blocks(k: int, exclude_sorted: NDArray[np.int64], columns: list[str], sample: int,
+def _scan_blocks(k: int, exclude_sorted: NDArray[np.int64], columns: list[str], sample: int, keys: Keys | None,
                  *blocks: pa.Table) -> tuple[pa.Table | None, _Scanned]:
-    return _scan(blocks, k, exclude_sorted, columns, sample)
+    return _scan(blocks, k, exclude_sorted, columns, sample, keys)
 
 
 @ray.remote(num_returns=2)
 def _scan_files(fs: pafs.FileSystem, paths: list[str], read: list[str], k: int, exclude_sorted: NDArray[np.int64],
-                columns: list[str], sample: int) -> tuple[pa.Table | None, _Scanned]:
+                columns: list[str], sample: int, keys: Keys | None) -> tuple[pa.Table | None, _Scanned]:
     def parts() -> Iterable[pa.Table]:  # file by file: each keeps its own column types
         for path in paths:
             for batch in pq.ParquetFile(path, filesystem=fs).iter_batches(columns=read):
                 yield pa.Table.from_batches([batch])
 
-    return _scan(parts(), k, exclude_sorted, columns, sample)
+    return _scan(parts(), k, exclude_sorted, columns, sample, keys)
 
 
 @ray.remote
@@ -332,24 +339,24 @@ def _block_groups(blocks: list[ray.ObjectRef], groups: int) -> list[list[ray.Obj
 
 
 def _scan_dataset(scored: ray.data.Dataset, k: int, exclude_ref: ray.ObjectRef, columns: list[str],
-                  tasks: int, sample: int) -> list[tuple[ray.ObjectRef, ray.ObjectRef]]:
+                  tasks: int, sample: int, keys: Keys | None) -> list[tuple[ray.ObjectRef, ray.ObjectRef]]:
     wanted = list(dict.fromkeys([*columns, *(["uri", "error"] if "error" in scored.columns() else [])]))
     if not isinstance(scored, MaterializedDataset):
         scored = scored.select_columns(wanted)  # pushed into the read; a materialised one is read as it is
     blocks = scored.to_arrow_refs()
     runs = _block_groups(blocks, tasks) if blocks else []
-    return [_scan_blocks.remote(k, exclude_ref, columns, sample, *run) for run in runs]
+    return [_scan_blocks.remote(k, exclude_ref, columns, sample, keys, *run) for run in runs]
 
 
 def _scan_parquet(folder: str, k: int, exclude_ref: ray.ObjectRef, columns: list[str],
-                  tasks: int, sample: int) -> list[tuple[ray.ObjectRef, ray.ObjectRef]]:
+                  tasks: int, sample: int, keys: Keys | None) -> list[tuple[ray.ObjectRef, ray.ObjectRef]]:
     fs, path = storage.resolve(folder)
     found = pads.dataset(path, filesystem=fs, format="parquet")  # pyarrow's discovery: skips _* and .* files
     if not found.files:
         return []
     read = list(dict.fromkeys([*columns, *(["uri", "error"] if "error" in found.schema.names else [])]))
     runs = np.array_split(np.array(found.files, dtype=object), min(len(found.files), tasks))
-    return [_scan_files.remote(fs, list(paths), read, k, exclude_ref, columns, sample) for paths in runs]
+    return [_scan_files.remote(fs, list(paths), read, k, exclude_ref, columns, sample, keys) for paths in runs]
 
 
 @dataclass(frozen=True)
@@ -366,7 +373,7 @@ class Selection:
 
 def select_top_k(scored: ray.data.Dataset | str, k: int, exclude_ids: NDArray[np.int64] | None = None,
                  columns: tuple[str, ...] = ("image_id", "uri", "score", "predicted"),
-                 tasks: int | None = None, sample: int = 0) -> Selection:
+                 tasks: int | None = None, sample: int = 0, keys: Keys | None = None) -> Selection:
     """Exact top-k rows of ``scored`` by (score desc, image_id asc), never an excluded id.
 
     ``scored`` is a dataset, or the folder (path or URI) of the Parquet files scoring wrote: plain
@@ -381,6 +388,8 @@ def select_top_k(scored: ray.data.Dataset | str, k: int, exclude_ids: NDArray[np
         sample: also return the stop set, the id and predicted class of ``sample`` scored, not
             excluded images, a fixed pseudo-random choice by id (``_id_keys``): rounds that
             keep theirs can tell how much the model's predictions changed. Needs ``predicted``.
+        keys: rank by ``keys(scores, image_ids)`` (higher first, NaN never) instead of the
+            scores, e.g. ``criteria.SelectionKeys``: a strategy's exact top k of its keys.
     """
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
@@ -388,7 +397,7 @@ def select_top_k(scored: ray.data.Dataset | str, k: int, exclude_ids: NDArray[np
     exclude = np.unique(np.asarray(exclude_ids if exclude_ids is not None else [], dtype=np.int64))
     exclude_ref = ray.put(exclude)  # stored once; tasks fetch it instead of each carrying a copy
     scan = _scan_parquet if isinstance(scored, str) else _scan_dataset
-    scans = scan(scored, k, exclude_ref, columns, max(1, tasks or _cluster_cpus()), sample)
+    scans = scan(scored, k, exclude_ref, columns, max(1, tasks or _cluster_cpus()), sample, keys)
     best_refs = [best for best, _ in scans]
     while len(best_refs) > MERGE_FAN_IN:
         best_refs = [_merge_best.remote(k, *best_refs[i:i + MERGE_FAN_IN])
@@ -401,6 +410,7 @@ def select_top_k(scored: ray.data.Dataset | str, k: int, exclude_ids: NDArray[np
     skipped_columns = {c: (skipped_table[c].to_numpy(zero_copy_only=False) if skipped_table is not None
                            else np.empty(0, dtype=object)) for c in ("image_id", "uri", "reason")}
     lowest = min((r.lowest for r in reports), default=np.inf)
+    highest = max((r.highest for r in reports), default=-np.inf)
     stop_set = None
     if sample:
         parts = [r.sample for r in reports if r.sample is not None]
@@ -409,9 +419,8 @@ def select_top_k(scored: ray.data.Dataset | str, k: int, exclude_ids: NDArray[np
         predicted = _numpy(chosen["predicted"]).astype(np.int64) if chosen is not None else np.empty(0, np.int64)
         order = np.argsort(ids)
         stop_set = {"image_id": ids[order], "predicted": predicted[order]}
-    # The highest score of all is the first selected one unless every top row was excluded.
     return Selection(rows=rows, skipped=skipped_columns, score_min=None if lowest == np.inf else float(lowest),
-                     score_max=float(rows["score"][0]) if len(rows["score"]) else None,
+                     score_max=None if highest == -np.inf else float(highest),
                      rows_read=sum(r.rows for r in reports), stop_set=stop_set)
 
 

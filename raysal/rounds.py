@@ -26,7 +26,7 @@ import ray
 import ray.data
 from numpy.typing import NDArray
 
-from raysal import faults
+from raysal import criteria, faults
 from raysal import labels as labels_lib
 from raysal import lease as lease_lib
 from raysal import pipeline, preflight, progress, sources
@@ -172,8 +172,10 @@ def stage_score(r: _Round, label_file: str | None) -> str:
 
 def stage_select(r: _Round, label_file: str | None) -> str:
     # The scores folder itself, read by plain tasks: no Ray Data job to start for it.
-    result = pipeline.select_top_k(r.state.uri(f"{r.key}/scores"), r.cfg.select.budget,
-                                   r.state.selected_ids(before=r.number), sample=pipeline.STOP_SET)
+    s = r.cfg.select
+    keys = criteria.SelectionKeys(s.strategy, s.beta, r.cfg.seed, r.number) if s.strategy != "top_k" else None
+    result = pipeline.select_top_k(r.state.uri(f"{r.key}/scores"), s.budget, r.state.selected_ids(before=r.number),
+                                   sample=pipeline.STOP_SET, keys=keys)
     best, skipped, pool_size = result.rows, result.skipped, result.rows_read
     left = pool_size - len(skipped["image_id"])
     if r.cfg.select.budget > left:
@@ -481,6 +483,7 @@ def _finish(r: _Round) -> dict[str, Any]:
     select, evaluate = st.stage_done(r.number, "select"), st.stage_done(r.number, "evaluate")
     record = {
         "round": r.number, "criterion": r.cfg.select.criterion, "budget": r.cfg.select.budget,
+        "strategy": r.cfg.select.strategy, "beta": r.cfg.select.beta,
         "selected": select["selected"], "pool_size": select["pool_size"], "skipped": select["skipped"],
         "score_min": select["score_min"], "score_max": select["score_max"],
         "labelled_total": st.stage_done(r.number, "train")["train_size"],  # seed set + every label so far
@@ -532,6 +535,11 @@ def status(state_root: str) -> dict[str, Any]:
             "history": state.uri("history.json"), "learning_curve": state.uri("learning_curve.png")}
 
 
+def _strategy(record: dict[str, Any]) -> str:
+    strategy = record.get("strategy", "top_k")
+    return "" if strategy == "top_k" else f" ({strategy} sampling, beta {record['beta']:g})"
+
+
 def format_outcome(outcome: RoundOutcome, log_path: str | None = None) -> str:
     """The human summary printed at the end of a round."""
     if outcome.status == WAITING:
@@ -542,7 +550,7 @@ def format_outcome(outcome: RoundOutcome, log_path: str | None = None) -> str:
     per_class = rec.get("test_per_class_after") or {}
     lines = [
         f"round {rec['round']}: selected {rec['selected']} of {rec['pool_size']} pool images "
-        f"({rec['skipped']} skipped) by {rec['criterion']}, {rec['labelled_total']} labelled in all",
+        f"({rec['skipped']} skipped) by {rec['criterion']}{_strategy(rec)}, {rec['labelled_total']} labelled in all",
         f"  test accuracy: {fmt(rec['test_accuracy_before'])} before retraining, "
         f"{fmt(rec['test_accuracy_after'])} after; on the selected images before retraining "
         f"{fmt(rec['selection_accuracy_before'])}",

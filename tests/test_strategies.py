@@ -1,0 +1,117 @@
+"""Selection strategies: the budget as a sample (power, softmax) done as an exact Gumbel top-k."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from _jobs import copy_state
+
+import raysal
+from raysal import pipeline, rounds
+from raysal.config import ConfigError, config_from_dict, load_config
+from raysal.criteria import SelectionKeys, gumbel_noise
+from raysal.state import RunState
+from raysal.topk import top_k_indices
+
+
+def test_gumbel_noise_depends_on_seed_round_and_id_only_and_is_standard_gumbel():
+    ids = np.arange(200_000, dtype=np.int64)
+    noise = gumbel_noise(ids, seed=7, round_number=3)
+    np.testing.assert_array_equal(gumbel_noise(ids[::-1], 7, 3), noise[::-1])  # per id, not per position
+    assert not np.allclose(gumbel_noise(ids, 7, 4), noise) and not np.allclose(gumbel_noise(ids, 8, 3), noise)
+    assert np.isfinite(noise).all()
+    assert abs(noise.mean() - 0.5772156649) < 0.01  # the Euler-Mascheroni constant
+    assert abs(noise.var() - math.pi ** 2 / 6) < 0.03
+
+
+@pytest.mark.parametrize("strategy, beta, scores, expected", [
+    ("power", 1.0, [1.0, 2.0, 7.0], [0.1, 0.2, 0.7]),  # proportional to score
+    ("power", 2.0, [1.0, 2.0, 3.0], [1 / 14, 4 / 14, 9 / 14]),  # to score^2
+    ("softmax", 2.0, [0.0, 0.5, 1.0], list(np.exp([0.0, 1.0, 2.0]) / np.exp([0.0, 1.0, 2.0]).sum())),
+])
+def test_a_budget_of_one_is_drawn_with_the_strategys_probabilities(strategy, beta, scores, expected):
+    """The Gumbel-max property, over 20,000 rounds: the top key is image i with probability p_i."""
+    ids = np.array([11, 12, 13], dtype=np.int64)
+    wins = np.zeros(3)
+    for round_number in range(20_000):
+        wins[np.argmax(SelectionKeys(strategy, beta, seed=1, round_number=round_number)(np.array(scores), ids))] += 1
+    np.testing.assert_allclose(wins / wins.sum(), expected, atol=0.015)  # ~5 standard errors
+
+
+def test_keys_keep_top_k_nan_and_zero_scores():
+    scores, ids = np.array([0.3, np.nan, 0.0, 0.9]), np.arange(4, dtype=np.int64)
+    np.testing.assert_array_equal(SelectionKeys("top_k")(scores, ids), scores)
+    for strategy in ("power", "softmax"):
+        keys = SelectionKeys(strategy, 1.0, 0, 1)(scores, ids)
+        assert np.isnan(keys[1]) and np.isfinite(keys[[0, 2, 3]]).all(), (strategy, keys)  # 0 stays selectable
+    with pytest.raises(ValueError, match="unknown strategy"):
+        SelectionKeys("clusters")
+
+
+@pytest.mark.parametrize("bad, message", [({"select.strategy": "greedy"}, "select.strategy"),
+                                          ({"select.beta": 0}, "select.beta"),
+                                          ({"select.beta": float("inf")}, "select.beta")])
+def test_a_bad_strategy_is_refused_naming_the_field(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("demo", bad)
+
+
+@pytest.mark.timeout(120)
+def test_the_distributed_sample_is_the_exact_top_k_of_the_keys(ray_session, tmp_path):
+    rng = np.random.default_rng(3)
+    n = 40_000
+    ids = rng.permutation(4 * n)[:n].astype(np.int64)
+    scores = rng.random(n)
+    scores[rng.choice(n, 100, replace=False)] = np.nan
+    exclude = rng.choice(ids, 300, replace=False)
+    (tmp_path / "scores").mkdir()
+    for i, part in enumerate(np.array_split(np.arange(n), 9)):
+        pq.write_table(pa.table({"image_id": ids[part], "uri": [f"u{j}" for j in ids[part]], "score": scores[part],
+                                 "predicted": np.zeros(len(part), np.int64)}), tmp_path / "scores" / f"part-{i}.parquet")
+    keys = SelectionKeys("power", 1.0, seed=3, round_number=2)
+    got = pipeline.select_top_k(str(tmp_path / "scores"), 500, exclude, keys=keys, tasks=3)
+    expected = top_k_indices(keys(scores, ids), ids, 500, np.sort(exclude))  # all in memory
+    np.testing.assert_array_equal(got.rows["image_id"], ids[expected])
+    np.testing.assert_array_equal(got.rows["score"], scores[expected])  # the scores, not the keys
+    assert got.score_max == np.nanmax(scores) and got.score_min == np.nanmin(scores)
+    plain = pipeline.select_top_k(str(tmp_path / "scores"), 500, exclude, tasks=3).rows["image_id"]
+    assert 0 < len(np.intersect1d(plain, got.rows["image_id"])) < 500  # a sample: neither top-k nor disjoint
+
+    frame = pd.DataFrame({"image_id": ids, "score": scores})  # the Python API picks the same images
+    chosen = raysal.select(frame, 500, exclude, strategy="power", seed=3, round_number=2)
+    np.testing.assert_array_equal(chosen["image_id"].to_numpy(), got.rows["image_id"])
+    assert chosen["rank"].tolist() == list(range(1, 501))
+
+
+@pytest.mark.timeout(300)
+def test_a_round_selects_with_its_strategy(ray_session, waiting_state, tmp_path):
+    """The select stage of a real round, run again with ``strategy = "power"``: its selection is
+    the top of the keys of the round's own scores, and its record names the strategy."""
+    state_dir = copy_state(waiting_state, tmp_path / "state", keep_rounds=True)
+    stored = json.loads((state_dir / "rounds" / "0001" / "config.json").read_text())
+    cfg = config_from_dict(stored)
+    cfg = dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, strategy="power", beta=2.0))
+    (state_dir / "rounds" / "0001" / "stages" / "select.json").unlink()
+    r = rounds._Round(RunState(str(state_dir)), cfg, 1, {})
+    assert rounds.stage_select(r, None) == rounds.DONE
+
+    scores = pq.read_table(state_dir / "rounds" / "0001" / "scores", columns=["image_id", "score"])
+    ids, values = scores["image_id"].to_numpy(), scores["score"].to_numpy(zero_copy_only=False)
+    keys = SelectionKeys("power", 2.0, seed=cfg.seed, round_number=1)(values, ids)
+    selection = pq.read_table(state_dir / "rounds" / "0001" / "selection.parquet").to_pydict()
+    assert selection["image_id"] == ids[top_k_indices(keys, ids, cfg.select.budget)].tolist()
+    assert selection["rank"] == list(range(1, cfg.select.budget + 1))
+    line = rounds.format_outcome(rounds.RoundOutcome(1, rounds.DONE, record={
+        "round": 1, "selected": 40, "pool_size": 897, "skipped": 0, "criterion": cfg.select.criterion,
+        "strategy": "power", "beta": 2.0, "labelled_total": 340, "test_accuracy_before": 0.9,
+        "test_accuracy_after": 0.9, "selection_accuracy_before": 0.5, "selection": "s"},
+        stage_seconds={"select": 1.0})).splitlines()[0]
+    assert line == (f"round 1: selected 40 of 897 pool images (0 skipped) by {cfg.select.criterion} "
+                    "(power sampling, beta 2), 340 labelled in all")
