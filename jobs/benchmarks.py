@@ -241,8 +241,8 @@ def scoring_case(name: str, model_kind: str, input_size: int, n_images: int, sou
          "notes": "baseline is the model alone: no read, no decode"},
         {"group": "scoring", "name": f"{name}: fixed cost, raysal one-batch pass vs fresh single process",
          "unit": "s", "raysal": round(t_fixed, 2), "baseline": round(t_start, 2), "ratio": round(t_start / t_fixed, 3),
-         "notes": "raysal: actor start, TF import, model load, trace; baseline: interpreter, TF import, model load, "
-                  "first predict"},
+         "notes": "raysal: actor start, TF import, model load, trace, writing its scores; baseline: interpreter, "
+                  "TF import, model load, first predict"},
     ]
 
 

@@ -87,8 +87,8 @@ def print_status(report: dict, as_json: bool) -> None:
         if r["state"] == "done":
             line += (f", test accuracy {r['test_accuracy_before']:.4f} -> {r['test_accuracy_after']:.4f}, "
                      f"on the selection before retraining {r['selection_accuracy_before']:.4f}")
-            if r.get("kappa") is not None:
-                line += f", kappa {r['kappa']:.4f}" + (" (stop labelling)" if r.get("stop_labelling") else "")
+        if r.get("kappa") is not None:  # known once the round has selected, before its labels
+            line += f", kappa {r['kappa']:.4f}" + (" (stop labelling)" if r.get("stop_labelling") else "")
         print(line)
 
 

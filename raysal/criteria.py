@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from scipy.special import xlogy
 
 from raysal.config import STRATEGY_NAMES
+from raysal.hashing import as_uint64, mix64, open_unit_interval, stream
 
 Criterion = Callable[[NDArray[np.floating], NDArray[np.int64]], NDArray[np.float64]]
 
@@ -53,17 +54,6 @@ def entropy(probs: NDArray[np.floating], image_ids: NDArray[np.int64]) -> NDArra
     return -xlogy(probs, probs).sum(axis=1)  # [n]
 
 
-GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)  # splitmix64's increment
-
-
-def mix64(x: NDArray[np.uint64]) -> NDArray[np.uint64]:
-    """splitmix64's finaliser: a bijective mix, so distinct ids give distinct, well-spread values."""
-    with np.errstate(over="ignore"):  # uint64 products wrap, as they should
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
 def _unit_interval(mixed: NDArray[np.uint64]) -> NDArray[np.float64]:
     return (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)  # [0, 1), 53 bits
 
@@ -76,8 +66,7 @@ class RandomBaseline:
 
     def __call__(self, probs: NDArray[np.floating], image_ids: NDArray[np.int64]) -> NDArray[np.float64]:
         _as_probs(probs, image_ids)  # same contract as every criterion, though only ids are used
-        ids = np.asarray(image_ids, dtype=np.int64).astype(np.uint64)  # [n]
-        return _unit_interval(mix64(ids ^ mix64(np.array([self.seed], dtype=np.uint64))))  # [n]
+        return _unit_interval(mix64(as_uint64(image_ids) ^ stream(self.seed)))  # [n]
 
 
 CRITERIA: dict[str, Criterion] = {
@@ -108,9 +97,7 @@ def get_criterion(name: str, seed: int = 0) -> Criterion:
 
 def gumbel_noise(image_ids: NDArray[np.int64], seed: int, round_number: int) -> NDArray[np.float64]:
     """Standard Gumbel noise per image that depends on (seed, round, image_id) only."""
-    ids = np.asarray(image_ids, dtype=np.int64).astype(np.uint64)  # [n]
-    stream = mix64(mix64(np.array([seed], dtype=np.uint64)) ^ np.uint64(round_number) * GOLDEN_GAMMA)
-    u = _unit_interval(mix64(ids ^ stream)) + 0.5 / float(1 << 53)  # (0, 1): never log(0)
+    u = open_unit_interval(mix64(as_uint64(image_ids) ^ stream(seed, round_number)))  # [n], never 0 or 1
     return -np.log(-np.log(u))  # [n]
 
 
@@ -131,6 +118,8 @@ class SelectionKeys:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_NAMES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {STRATEGY_NAMES}")
+        if not (self.beta > 0 and np.isfinite(self.beta)):
+            raise ValueError(f"beta must be > 0 and finite, got {self.beta}")
 
     def __call__(self, scores: NDArray[np.floating], image_ids: NDArray[np.int64]) -> NDArray[np.float64]:
         scores = np.asarray(scores, dtype=np.float64)  # [n]

@@ -30,20 +30,18 @@ def accuracy_report(predicted: NDArray[np.integer], labels: NDArray[np.integer],
             "per_class": per_class}
 
 
-def cohen_kappa(a: NDArray[np.integer], b: NDArray[np.integer]) -> float:
-    """Cohen's kappa between two models' predicted classes for the same images.
+def cohen_kappa(a: NDArray[np.integer], b: NDArray[np.integer]) -> float | None:
+    """Cohen's kappa between two models' predicted classes for the same images (scikit-learn's).
 
     1 when they agree on every image, 0 when they agree only as often as chance would (their
-    class frequencies alone); negative below that. Two models that put every image in the same
-    single class agree perfectly: 1.
+    class frequencies alone); negative below that. None when it is undefined: both models put
+    every image in the same single class, so chance alone agrees on all of them.
     """
+    from sklearn.metrics import cohen_kappa_score  # imported when used: the module stays light
+
     a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)  # [n], [n]
     if a.shape != b.shape or a.ndim != 1 or not len(a):
         raise ValueError(f"need two equal, non-empty vectors of classes, got shapes {a.shape} and {b.shape}")
-    if min(a.min(), b.min()) < 0:
-        raise ValueError("classes must be >= 0")
-    n_classes = int(max(a.max(), b.max())) + 1
-    joint = np.bincount(a * n_classes + b, minlength=n_classes * n_classes).reshape(n_classes, n_classes) / len(a)
-    observed = float(np.trace(joint))
-    expected = float(joint.sum(axis=1) @ joint.sum(axis=0))  # chance agreement from the two marginals
-    return 1.0 if expected >= 1.0 else (observed - expected) / (1.0 - expected)
+    if (a == a[0]).all() and (b == a[0]).all():
+        return None
+    return float(cohen_kappa_score(a, b))

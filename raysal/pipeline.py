@@ -26,7 +26,7 @@ from ray.data.dataset import MaterializedDataset
 
 from raysal import keras_env, storage
 from raysal.config import Config
-from raysal.criteria import GOLDEN_GAMMA, mix64
+from raysal.hashing import id_keys
 from raysal.images import UndecodableImage, decode_image
 from raysal.topk import candidate_rows, is_in_sorted, top_k_indices, top_k_unordered
 
@@ -164,15 +164,16 @@ def score(decoded: ray.data.Dataset, model_dir: str, cfg: Config, board: Any = N
 
 
 SCORE_FILE_ROWS = 4096  # a score file collects this many rows (and up to one block more) before it is written
-SCORE_FILES = 8  # a pass of 8 blocks or more writes about this many files or more, so its output shows early
+SCORE_FILES = 8  # a pool under 8 x 4,096 images is written in up to 8 files, as scoring goes, not in one
 
 
 def score_file_rows(total: int) -> int:
     """The rows a score file collects before it is written, for a pass over ``total`` images.
 
     Written block by block, every block of a pass is a write task of its own (~40 ms of driver
-    and worker CPU, for a file pyarrow writes in under 1 ms). A small pool still gets several
-    files, written as scoring goes, not one at the end.
+    and worker CPU, for a file pyarrow writes in under 1 ms). A file takes at least this many
+    rows (and up to one block more); a small pool still gets several files, written as scoring
+    goes, not one at the end.
     """
     return max(1, min(SCORE_FILE_ROWS, -(-total // SCORE_FILES)))
 
@@ -217,21 +218,16 @@ class _Scanned:
 STOP_SET = 10_000  # pool images whose predictions a round keeps, to compare with the next model's
 
 
-def _id_keys(ids: NDArray[np.int64]) -> NDArray[np.uint64]:
-    """A fixed pseudo-random key per image id (splitmix64, a bijection: no ties).
+def _smallest_keys(table: pa.Table, n: int) -> pa.Table:
+    """The ``n`` rows of ``table`` whose image ids have the smallest ``id_keys``, in no set order.
 
     The stop set is the pool's images with the smallest keys: a uniform sample, the same images
-    from round to round but for those selected since, found by a scan without knowing the pool's size.
+    from round to round but for those selected since, found by a scan that needs no pool size.
+    Keys are a bijection of ids (no ties), so the n smallest of parts' n smallest are exact.
     """
-    with np.errstate(over="ignore"):
-        return mix64(ids.astype(np.uint64) + GOLDEN_GAMMA)
-
-
-def _smallest_keys(table: pa.Table, n: int) -> pa.Table:
-    """The ``n`` rows of ``table`` whose image ids have the smallest keys, in no set order."""
     if table.num_rows <= n:
         return table
-    keys = _id_keys(_numpy(table["image_id"]))
+    keys = id_keys(_numpy(table["image_id"]))
     return table.take(np.argpartition(keys, n - 1)[:n])
 
 
@@ -242,7 +238,7 @@ def _scan(parts: Iterable[pa.Table], k: int, exclude_sorted: NDArray[np.int64],
     Only candidates leave a part (``candidate_rows``: at most k, none below the best k's lowest
     score seen so far), and they merge when they pass 2k, so a scan holds ~3k rows plus one part.
     ``sample``: also keep the id and predicted class of the ``sample`` scored, not excluded
-    images with the smallest ``_id_keys`` (the stop set), held the same way. ``keys``: rank by
+    images with the smallest ``hashing.id_keys`` (the stop set), held the same way. ``keys``: rank by
     ``keys(scores, ids)`` instead of the scores (a strategy's), carried in a ``RANK`` column.
     """
     kept: list[pa.Table | None] = []
@@ -381,12 +377,13 @@ def select_top_k(scored: ray.data.Dataset | str, k: int, exclude_ids: NDArray[np
     read the footers on every read, ~7 s on 2 cores: more than the whole selection.) One task per
     CPU scans its blocks or files (``_scan``); plain tasks, as Ray Data's per-task cost (~25 ms on
     2 cores) is more than a block's top-k. Their best k merge on the driver (first in tasks, 16 at
-    a time, when there are many), so the driver holds ~16k rows plus the skipped ones.
+    a time, when there are many), so the driver holds ~16k rows plus the skipped ones (and, with
+    ``sample``, that many rows per task).
 
     Args:
         tasks: how many scan tasks (about; blocks are grouped by node); default one per CPU.
         sample: also return the stop set, the id and predicted class of ``sample`` scored, not
-            excluded images, a fixed pseudo-random choice by id (``_id_keys``): rounds that
+            excluded images, a fixed pseudo-random choice by id (``hashing.id_keys``): rounds that
             keep theirs can tell how much the model's predictions changed. Needs ``predicted``.
         keys: rank by ``keys(scores, image_ids)`` (higher first, NaN never) instead of the
             scores, e.g. ``criteria.SelectionKeys``: a strategy's exact top k of its keys.

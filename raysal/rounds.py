@@ -202,20 +202,45 @@ def stage_select(r: _Round, label_file: str | None) -> str:
     return DONE
 
 
+STOP_WINDOW = 3  # rounds whose kappas are averaged for the stop signal, as Bloodgood & Vijay-Shanker do
+MIN_KAPPA_IMAGES = 100  # fewer stop-set images in common give no kappa: too few to say anything
+
+
 def _agreement(r: _Round, stop_set: dict[str, NDArray[np.int64]]) -> dict[str, Any]:
     """How much the model's predictions changed: Cohen's kappa between this round's scoring
     model and the previous round's, on the stop-set images both predicted (none in round 1,
-    whose model is the first to score the pool)."""
+    whose model is the first to score the pool), and whether to stop: the mean kappa of the
+    last ``STOP_WINDOW`` rounds reaches ``select.stop_kappa``."""
     before = r.state.read_table(f"{r.state.round_key(r.number - 1)}/stop_set.parquet") if r.number > 1 else None
-    if before is None:
-        return {"kappa": None, "kappa_images": 0}
-    ids_before = before["image_id"].to_numpy()
-    order = np.argsort(ids_before)
-    _, now, then = np.intersect1d(stop_set["image_id"], ids_before[order], assume_unique=True, return_indices=True)
-    if not len(now):
-        return {"kappa": None, "kappa_images": 0}
-    kappa = cohen_kappa(stop_set["predicted"][now], before["predicted"].to_numpy()[order][then])
-    return {"kappa": round(kappa, 6), "kappa_images": int(len(now))}
+    kappa, common = None, 0
+    if before is not None:
+        _, now, then = np.intersect1d(stop_set["image_id"], before["image_id"].to_numpy(), assume_unique=True,
+                                      return_indices=True)
+        common = len(now)
+        if common >= MIN_KAPPA_IMAGES:
+            kappa = cohen_kappa(stop_set["predicted"][now], before["predicted"].to_numpy()[then])
+    window = [(r.state.stage_done(n, "select") or {}).get("kappa") for n in range(r.number - STOP_WINDOW + 1, r.number)]
+    window = [*window, kappa] if r.number >= STOP_WINDOW else [None]
+    mean = float(np.mean(window)) if all(k is not None for k in window) else None
+    threshold = r.cfg.select.stop_kappa
+    return {"kappa": None if kappa is None else round(kappa, 6), "kappa_images": int(common),
+            "kappa_mean": None if mean is None else round(mean, 6), "stop_kappa": threshold,
+            "stop_labelling": bool(threshold and mean is not None and mean >= threshold)}
+
+
+def agreement_lines(record: dict[str, Any]) -> list[str]:
+    """What a round's summary (or its waiting message) says of the stopping signal."""
+    if record.get("kappa") is None:
+        return []
+    n = record["round"]  # round n scored with model n - 1; round n - 1 with model n - 2
+    lines = [f"  predictions on the pool: models {n - 2} and {n - 1} agree with kappa {record['kappa']:.4f} on "
+             f"{record['kappa_images']:,} stop-set images"
+             + (f" (mean of the last {STOP_WINDOW} rounds {record['kappa_mean']:.4f})"
+                if record.get("kappa_mean") is not None else "")]
+    if record.get("stop_labelling"):
+        lines.append(f"  stop labelling: the mean kappa of the last {STOP_WINDOW} rounds, {record['kappa_mean']:.4f}, "
+                     f"is >= select.stop_kappa {record['stop_kappa']:g}: the model's predictions have stabilised")
+    return lines
 
 
 def _selection(r: _Round) -> pa.Table:
@@ -461,7 +486,9 @@ def _run_held(state: RunState, cfg: Config, label_file: str | None, seconds: dic
             return RoundOutcome(number, WAITING, stage_seconds=seconds, message=(
                 f"round {number} is waiting for labels: label the images in "
                 f"{state.uri(r.key, 'to_label.csv')}, then run again with --import-labels FILE "
-                "(CSV or Parquet with image_id,label)"))
+                "(CSV or Parquet with image_id,label)"
+                + "".join(f"\n{line}" for line in agreement_lines({**state.stage_done(number, "select"),
+                                                                  "round": number}))))
     record = _finish(r)
     _redraw(state, cfg)
     return RoundOutcome(number, DONE, record=record, stage_seconds=seconds)
@@ -491,10 +518,7 @@ def _finish(r: _Round) -> dict[str, Any]:
         **{k: evaluate[k] for k in ("test_accuracy_before", "test_accuracy_after", "selection_accuracy_before")},
         "test_per_class_after": evaluate.get("test_per_class_after"),
         # the scoring models of this round and the last, on the stop set: r - 2 and r - 1
-        "kappa": select.get("kappa"), "kappa_images": select.get("kappa_images", 0),
-        "stop_kappa": r.cfg.select.stop_kappa,
-        "stop_labelling": bool(r.cfg.select.stop_kappa and select.get("kappa") is not None
-                               and select["kappa"] >= r.cfg.select.stop_kappa),
+        **{k: select.get(k) for k in ("kappa", "kappa_images", "kappa_mean", "stop_kappa", "stop_labelling")},
         "selection": st.uri(r.key, "selection.parquet"), "skipped_report": st.uri(r.key, "skipped.parquet"),
         "metrics": st.uri(r.key, "metrics.json"), "learning_curve": st.uri("learning_curve.png"),
         "stage_seconds": dict(r.seconds),  # this run's stages only, when the round was resumed
@@ -528,7 +552,8 @@ def status(state_root: str) -> dict[str, Any]:
         select = state.stage_done(number, "select") or {}
         rounds.append({"round": number, "selected": select.get("selected"),
                        "selection": state.uri(state.round_key(number), "selection.parquet") if select else None,
-                       "state": round_state(state, number)})
+                       "state": round_state(state, number),
+                       **{k: select.get(k) for k in ("kappa", "kappa_images", "kappa_mean", "stop_labelling")}})
     latest = state.latest_model()
     return {"state": state.root, "rounds": rounds, "leased_by": lease_lib.current(state),
             "latest_model": None if latest is None else state.uri(state.model_key(latest)),
@@ -558,12 +583,7 @@ def format_outcome(outcome: RoundOutcome, log_path: str | None = None) -> str:
     if per_class:
         lines.append("  test accuracy per class: " + ", ".join(
             f"{name} {'n/a' if acc is None else f'{acc:.2f}'}" for name, acc in per_class.items()))
-    if rec.get("kappa") is not None:  # round r scored with model r - 1; round r - 1 with model r - 2
-        lines.append(f"  predictions on the pool: models {rec['round'] - 2} and {rec['round'] - 1} agree with "
-                     f"kappa {rec['kappa']:.4f} on {rec['kappa_images']:,} stop-set images")
-    if rec.get("stop_labelling"):
-        lines.append(f"  stop labelling: kappa {rec['kappa']:.4f} >= select.stop_kappa {rec['stop_kappa']}, "
-                     "the model's predictions have stabilised")
+    lines += agreement_lines(rec)
     if not stages:
         lines.append("  (resumed after its last stage had committed: only its record was written now)")
     lines += [f"  selection:      {rec['selection']}",

@@ -160,6 +160,8 @@ def test_bootstrap_and_two_rounds_on_two_nodes_with_the_state_on_s3(two_nodes, s
     assert second["kappa_images"] == len(common) == 857  # 897 less the 40 selected in round 1
     assert second["kappa"] == pytest.approx(cohen_kappa(np.array([by_model[1][i] for i in common]),
                                                         np.array([by_model[0][i] for i in common])), abs=1e-6)
+    assert second["kappa_mean"] is None and second["stop_labelling"] is False  # three rounds' kappas are needed
+    assert second["strategy"] == "top_k" and second["beta"] == 1.0
     assert state.is_published("models/0001") and state.is_published("models/0002")
     selected = [set(state.read_table(f"rounds/{n:04d}/selection.parquet")["image_id"].to_pylist()) for n in (1, 2)]
     assert len(selected[0]) == len(selected[1]) == 40 and not selected[0] & selected[1]

@@ -197,7 +197,7 @@ def test_duplicate_ids_are_found_across_blocks(ray_session, n_blocks):
 
 
 def test_score_files_grow_with_the_pool_and_a_small_pool_still_gets_several():
-    assert pipeline.score_file_rows(897) == 113  # the demo pool: 8 files, written as scoring goes
+    assert pipeline.score_file_rows(897) == 113  # the demo pool: up to 8 files, written as scoring goes
     assert pipeline.score_file_rows(10_000) == 1250
     assert pipeline.score_file_rows(1_000_000) == pipeline.SCORE_FILE_ROWS == 4096
     assert pipeline.score_file_rows(3) == 1 and pipeline.score_file_rows(0) == 1
@@ -206,7 +206,7 @@ def test_score_files_grow_with_the_pool_and_a_small_pool_still_gets_several():
 @pytest.mark.timeout(120)
 def test_write_scores_collects_blocks_into_files_of_the_pools_size(ray_session, tmp_path):
     """100 blocks of 20 rows, as a scoring pass hands them to the write: 2,000 rows go into files
-    of 250 rows or more (8 or so), not one file per block, and every row is written once."""
+    of 250 rows or more (at most 8), not one file per block, and every row is written once."""
     import pyarrow.parquet as pq
     import ray.data
 

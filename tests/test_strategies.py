@@ -8,10 +8,10 @@ import math
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from _jobs import copy_state
+from _scores import score_source, scores_table
 
 import raysal
 from raysal import pipeline, rounds
@@ -64,24 +64,22 @@ def test_a_bad_strategy_is_refused_naming_the_field(bad, message):
 
 
 @pytest.mark.timeout(120)
-def test_the_distributed_sample_is_the_exact_top_k_of_the_keys(ray_session, tmp_path):
+@pytest.mark.parametrize("kind", ["parquet", "lazy"])
+def test_the_distributed_sample_is_the_exact_top_k_of_the_keys(ray_session, tmp_path, kind):
     rng = np.random.default_rng(3)
     n = 40_000
     ids = rng.permutation(4 * n)[:n].astype(np.int64)
     scores = rng.random(n)
     scores[rng.choice(n, 100, replace=False)] = np.nan
     exclude = rng.choice(ids, 300, replace=False)
-    (tmp_path / "scores").mkdir()
-    for i, part in enumerate(np.array_split(np.arange(n), 9)):
-        pq.write_table(pa.table({"image_id": ids[part], "uri": [f"u{j}" for j in ids[part]], "score": scores[part],
-                                 "predicted": np.zeros(len(part), np.int64)}), tmp_path / "scores" / f"part-{i}.parquet")
+    source = score_source(kind, scores_table(ids, scores, [""] * n), 9, tmp_path / "scores")
     keys = SelectionKeys("power", 1.0, seed=3, round_number=2)
-    got = pipeline.select_top_k(str(tmp_path / "scores"), 500, exclude, keys=keys, tasks=3)
+    got = pipeline.select_top_k(source, 500, exclude, keys=keys, tasks=3)
     expected = top_k_indices(keys(scores, ids), ids, 500, np.sort(exclude))  # all in memory
     np.testing.assert_array_equal(got.rows["image_id"], ids[expected])
     np.testing.assert_array_equal(got.rows["score"], scores[expected])  # the scores, not the keys
     assert got.score_max == np.nanmax(scores) and got.score_min == np.nanmin(scores)
-    plain = pipeline.select_top_k(str(tmp_path / "scores"), 500, exclude, tasks=3).rows["image_id"]
+    plain = pipeline.select_top_k(source, 500, exclude, tasks=3).rows["image_id"]
     assert 0 < len(np.intersect1d(plain, got.rows["image_id"])) < 500  # a sample: neither top-k nor disjoint
 
     frame = pd.DataFrame({"image_id": ids, "score": scores})  # the Python API picks the same images
@@ -108,6 +106,9 @@ def test_a_round_selects_with_its_strategy(ray_session, waiting_state, tmp_path)
     selection = pq.read_table(state_dir / "rounds" / "0001" / "selection.parquet").to_pydict()
     assert selection["image_id"] == ids[top_k_indices(keys, ids, cfg.select.budget)].tolist()
     assert selection["rank"] == list(range(1, cfg.select.budget + 1))
+    record = r.state.stage_done(1, "select")
+    assert record["score_max"] == float(np.nanmax(values)) and record["selected"] == cfg.select.budget
+    assert record["kappa"] is None and record["stop_labelling"] is False  # round 1: no earlier model scored
     line = rounds.format_outcome(rounds.RoundOutcome(1, rounds.DONE, record={
         "round": 1, "selected": 40, "pool_size": 897, "skipped": 0, "criterion": cfg.select.criterion,
         "strategy": "power", "beta": 2.0, "labelled_total": 340, "test_accuracy_before": 0.9,

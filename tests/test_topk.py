@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from _scores import score_source as _source
+from _scores import scores_table as _scores_table
+
 from raysal.topk import candidate_rows, is_in_sorted, top_k_indices, top_k_unordered
 
 
@@ -263,30 +266,6 @@ def test_streamed_candidates_then_merge_equal_global_top_k(n_blocks: int, k: int
 SOURCES = ["blocks", "lazy", "parquet"]
 
 
-def _source(kind: str, table, n_parts: int, folder):
-    """``table`` cut into ``n_parts`` in-memory blocks, a lazy dataset over them, or Parquet files."""
-    import pyarrow.parquet as pq
-    import ray.data
-
-    bounds = np.linspace(0, table.num_rows, n_parts + 1).astype(int)
-    parts = [table.slice(lo, hi - lo) for lo, hi in zip(bounds[:-1], bounds[1:])]
-    if kind == "parquet":
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, part in enumerate(parts):
-            pq.write_table(part, folder / f"part-{i:04d}.parquet")
-        return str(folder)
-    ds = ray.data.from_arrow(parts)
-    return ds if kind == "blocks" else ds.map_batches(lambda batch: batch, batch_format="pyarrow")
-
-
-def _scores_table(image_ids: list[int], scores: list[float], errors: list[str]):
-    import pyarrow as pa
-
-    ids = np.array(image_ids, dtype=np.int64)
-    return pa.table({"image_id": ids, "uri": [f"img/{i}.jpg" for i in ids], "score": np.array(scores, np.float64),
-                     "predicted": ids % 3, "error": errors})
-
-
 # by (score desc, id asc): 0.9/1, 0.9/5, 0.5/2, 0.5/3, 0.5/4, 0.5/7, 0.1/8, -inf/6; 9 is skipped, 0 is NaN
 KNOWN = dict(image_ids=[5, 2, 9, 7, 3, 1, 8, 4, 6, 0],
              scores=[0.9, 0.5, np.nan, 0.5, 0.5, 0.9, 0.1, 0.5, -np.inf, np.nan],
@@ -320,7 +299,7 @@ def test_select_top_k_known_answers(ray_session, tmp_path, kind: str, tasks: int
     assert selection.skipped["uri"].tolist() == ["img/9.jpg"]
     assert selection.skipped["reason"].tolist() == ["undecodable: truncated"]
     assert selection.score_min == -np.inf  # over every scored row, excluded ones too; NaN is not a score
-    assert selection.score_max == (KNOWN["scores"][KNOWN["image_ids"].index(ids[0])] if ids else None)
+    assert selection.score_max == 0.9  # over every scored row too, excluded ones and all: k = 0 included
     assert selection.rows_read == 10
 
 
@@ -368,7 +347,7 @@ def test_select_top_k_equals_numpy_with_ties_nan_skipped_and_exclusions(ray_sess
     assert sorted(selection.skipped["image_id"].tolist()) == sorted(image_ids[failed].tolist())
     by_id = dict(zip(image_ids.tolist(), errors.tolist()))
     assert [by_id[i] for i in selection.skipped["image_id"].tolist()] == selection.skipped["reason"].tolist()
-    assert selection.score_min == np.nanmin(scores) and selection.score_max == scores[want[0]]
+    assert selection.score_min == np.nanmin(scores) and selection.score_max == np.nanmax(scores)
     assert selection.rows_read == n
 
 
