@@ -86,20 +86,27 @@ def score(cfg: Config, model: str, source: str = "pool", state: str | None = Non
 
 
 def select(scores: "pd.DataFrame", budget: int, exclude_ids: Sequence[int] = (), strategy: str = "top_k",
-           beta: float = 1.0, seed: int = 0, round_number: int = 0) -> "pd.DataFrame":
+           beta: float = 1.0, seed: int = 0, round_number: int = 0, n_classes: int = 0) -> "pd.DataFrame":
     """The ``budget`` rows with the highest score, exactly (ties: lower image_id first); or, with
     ``strategy`` ``power`` / ``softmax``, a sample of them as a round with that
-    ``select.strategy``, ``beta``, ``seed`` and round number picks it.
+    ``select.strategy``, ``beta``, ``seed`` and round number picks it; or, with
+    ``class_balanced``, a quota per ``predicted`` class of ``n_classes``.
 
     Rows not scored (NaN score) and ``exclude_ids`` are never chosen. The result is in selection
     order, with a ``rank`` column from 1.
     """
     from raysal.criteria import SelectionKeys
-    from raysal.topk import top_k_indices
+    from raysal.topk import class_balanced_indices, top_k_indices
 
     ids = scores["image_id"].to_numpy(np.int64)
     keys = SelectionKeys(strategy, beta, seed, round_number)(scores["score"].to_numpy(np.float64), ids)
-    chosen = top_k_indices(keys, ids, budget, np.asarray(exclude_ids, np.int64))
+    if strategy == "class_balanced":
+        if n_classes < 1:
+            raise ValueError("strategy 'class_balanced' needs n_classes, the number of classes")
+        chosen = class_balanced_indices(keys, ids, scores["predicted"].to_numpy(np.int64), budget, n_classes,
+                                        np.asarray(exclude_ids, np.int64))
+    else:
+        chosen = top_k_indices(keys, ids, budget, np.asarray(exclude_ids, np.int64))
     out = scores.iloc[chosen].reset_index(drop=True)
     out["rank"] = np.arange(1, len(out) + 1)
     return out

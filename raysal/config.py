@@ -23,7 +23,7 @@ MODEL_USES = ("backbone", "classifier")
 MODEL_OUTPUTS = ("", "logits", "probs")
 PREPROCESS_MODES = ("", "unit", "symmetric", "mean_std")
 CRITERION_NAMES = ("least_confidence", "smallest_margin", "entropy", "random")
-STRATEGY_NAMES = ("top_k", "power", "softmax")  # how the budget is chosen from the scores: raysal.criteria
+STRATEGY_NAMES = ("top_k", "power", "softmax", "class_balanced")  # how the budget is chosen: raysal.criteria
 TRAIN_DATA_MODES = ("auto", "memory", "cache")
 
 
@@ -207,6 +207,7 @@ class SelectConfig:
     # top_k: the budget of highest scores (the article). power / softmax: a sample without
     # replacement with probabilities proportional to score^beta / exp(beta * score) (Kirsch et
     # al. 2023), fewer near-duplicates at large budgets; random per (seed, round, image), exact.
+    # class_balanced: budget // len(classes) per predicted class, the rest by score (Emam et al. 2021).
     strategy: str = "top_k"
     beta: float = 1.0  # the power / softmax sharpness; larger comes closer to top_k
     # Stop labelling once the model's predictions on the pool stop changing: when Cohen's kappa

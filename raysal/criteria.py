@@ -105,7 +105,8 @@ def gumbel_noise(image_ids: NDArray[np.int64], seed: int, round_number: int) -> 
 class SelectionKeys:
     """The key a strategy selects the top k of, from the scores (higher = more uncertain).
 
-    ``top_k``: the scores. ``power``: beta * log(score) + Gumbel noise, a sample proportional to
+    ``top_k`` and ``class_balanced`` (whose quotas ``topk.class_balanced_indices`` applies): the
+    scores. ``power``: beta * log(score) + Gumbel noise, a sample proportional to
     score^beta (scores must be >= 0, as every criterion's are; a 0 gets the lowest key but stays
     selectable). ``softmax``: beta * score + Gumbel noise. NaN scores stay NaN: never selected.
     """
@@ -123,7 +124,7 @@ class SelectionKeys:
 
     def __call__(self, scores: NDArray[np.floating], image_ids: NDArray[np.int64]) -> NDArray[np.float64]:
         scores = np.asarray(scores, dtype=np.float64)  # [n]
-        if self.strategy == "top_k":
+        if self.strategy in ("top_k", "class_balanced"):
             return scores
         noise = gumbel_noise(image_ids, self.seed, self.round_number)  # [n]
         if self.strategy == "power":

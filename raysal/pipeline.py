@@ -28,7 +28,7 @@ from raysal import keras_env, storage
 from raysal.config import Config
 from raysal.hashing import id_keys
 from raysal.images import UndecodableImage, decode_image
-from raysal.topk import candidate_rows, is_in_sorted, top_k_indices, top_k_unordered
+from raysal.topk import candidate_rows, class_balanced_indices, is_in_sorted, top_k_indices, top_k_unordered
 
 log = logging.getLogger(__name__)
 
@@ -194,12 +194,16 @@ def _numpy(column: pa.ChunkedArray) -> NDArray:
     return array.to_numpy(zero_copy_only=False)
 
 
-def _best_rows(tables: list[pa.Table | None], k: int, ordered: bool) -> pa.Table | None:
-    """The top k rows of the tables together; in selection order when ``ordered``."""
+def _best_rows(tables: list[pa.Table | None], k: int, ordered: bool, per_class: bool = False) -> pa.Table | None:
+    """The top k rows of the tables together; in selection order when ``ordered``. With
+    ``per_class``, the top k of each predicted class (in no set order)."""
     tables = [t for t in tables if t is not None]
     if not tables:
         return None
     merged = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    if per_class:
+        return pa.concat_tables([_best_rows([merged.take(rows)], k, ordered=False)
+                                 for _, rows in _class_rows(_numpy(merged["predicted"]))])
     scores, ids = _numpy(merged[RANK if RANK in merged.column_names else "score"]), _numpy(merged["image_id"])
     return merged.take(top_k_indices(scores, ids, k) if ordered else top_k_unordered(scores, ids, k))
 
@@ -231,8 +235,8 @@ def _smallest_keys(table: pa.Table, n: int) -> pa.Table:
     return table.take(np.argpartition(keys, n - 1)[:n])
 
 
-def _scan(parts: Iterable[pa.Table], k: int, exclude_sorted: NDArray[np.int64],
-          columns: list[str], sample: int = 0, keys: Keys | None = None) -> tuple[pa.Table | None, _Scanned]:
+def _scan(parts: Iterable[pa.Table], k: int, exclude_sorted: NDArray[np.int64], columns: list[str],
+          sample: int = 0, keys: Keys | None = None, per_class: bool = False) -> tuple[pa.Table | None, _Scanned]:
     """The best k rows of a stream of parts (in no set order), and what else the round reports.
 
     Only candidates leave a part (``candidate_rows``: at most k, none below the best k's lowest
@@ -240,9 +244,11 @@ def _scan(parts: Iterable[pa.Table], k: int, exclude_sorted: NDArray[np.int64],
     ``sample``: also keep the id and predicted class of the ``sample`` scored, not excluded
     images with the smallest ``hashing.id_keys`` (the stop set), held the same way. ``keys``: rank by
     ``keys(scores, ids)`` instead of the scores (a strategy's), carried in a ``RANK`` column.
+    ``per_class``: the best k of each predicted class, each class kept the same way.
     """
-    kept: list[pa.Table | None] = []
-    n_kept, threshold = 0, -np.inf
+    kept: dict[int, list[pa.Table]] = {}  # by predicted class, or all under -1
+    n_kept: dict[int, int] = {}
+    threshold: dict[int, float] = {}
     skipped: list[pa.Table] = []
     sampled: list[pa.Table] = []
     lowest, highest, rows = np.inf, -np.inf, 0
@@ -267,43 +273,65 @@ def _scan(parts: Iterable[pa.Table], k: int, exclude_sorted: NDArray[np.int64],
                 rows_bad = part.take(bad)
                 skipped.append(pa.table({"image_id": rows_bad["image_id"], "uri": rows_bad["uri"],
                                          "reason": rows_bad["error"]}))
-        keep = candidate_rows(rank, ids, k, threshold, exclude_sorted)
-        if not keep.size:
-            continue
-        if keep.size == k:  # k rows of this part rank at least their lowest: nothing below it can win
-            threshold = max(threshold, float(rank[keep].min()))
-        chosen = part.select(columns).take(keep)
-        kept.append(chosen.append_column(RANK, pa.array(rank[keep])) if keys is not None else chosen)
-        n_kept += keep.size
-        if n_kept > 2 * k:
-            best = _best_rows(kept, k, ordered=False)
-            kept, n_kept = [best], best.num_rows
-            threshold = max(threshold, float(_numpy(best[RANK if keys is not None else "score"]).min()))  # k rows
+        for group, members in _groups(part, per_class):
+            if members is None:  # the whole part: no copy
+                keep = candidate_rows(rank, ids, k, threshold.get(group, -np.inf), exclude_sorted)
+            else:
+                keep = members[candidate_rows(rank[members], ids[members], k, threshold.get(group, -np.inf),
+                                              exclude_sorted)]
+            if not keep.size:
+                continue
+            if keep.size == k:  # k rows of this part rank at least their lowest: nothing below it can win
+                threshold[group] = max(threshold.get(group, -np.inf), float(rank[keep].min()))
+            chosen = part.select(columns).take(keep)
+            kept.setdefault(group, []).append(chosen.append_column(RANK, pa.array(rank[keep]))
+                                              if keys is not None else chosen)
+            n_kept[group] = n_kept.get(group, 0) + keep.size
+            if n_kept[group] > 2 * k:
+                best = _best_rows(kept[group], k, ordered=False)
+                kept[group], n_kept[group] = [best], best.num_rows
+                lowest_kept = float(_numpy(best[RANK if keys is not None else "score"]).min())  # best holds k rows
+                threshold[group] = max(threshold.get(group, -np.inf), lowest_kept)
     skipped_table = pa.concat_tables(skipped, promote_options="permissive") if skipped else None
     sample_table = _smallest_keys(pa.concat_tables(sampled, promote_options="permissive"), sample) if sampled else None
-    return _best_rows(kept, k, ordered=False), _Scanned(skipped_table, lowest, highest, rows, sample_table)
+    best = [_best_rows(tables, k, ordered=False) for tables in kept.values()]
+    best_table = pa.concat_tables(best, promote_options="permissive") if best else None
+    return best_table, _Scanned(skipped_table, lowest, highest, rows, sample_table)
+
+
+def _groups(part: pa.Table, per_class: bool) -> list[tuple[int, NDArray[np.intp] | None]]:
+    """The rows of a part, all together (-1, None) or by predicted class."""
+    return _class_rows(_numpy(part["predicted"])) if per_class else [(-1, None)]
+
+
+def _class_rows(classes: NDArray[np.integer]) -> list[tuple[int, NDArray[np.intp]]]:
+    """Each class present and the indices of its rows."""
+    order = np.argsort(classes, kind="stable")
+    runs = np.split(order, np.flatnonzero(np.diff(classes[order])) + 1)
+    return [(int(classes[rows[0]]), rows) for rows in runs if rows.size]
 
 
 @ray.remote(num_returns=2)
 def _scan_blocks(k: int, exclude_sorted: NDArray[np.int64], columns: list[str], sample: int, keys: Keys | None,
-                 *blocks: pa.Table) -> tuple[pa.Table | None, _Scanned]:
-    return _scan(blocks, k, exclude_sorted, columns, sample, keys)
+                 per_class: bool, *blocks: pa.Table) -> tuple[pa.Table | None, _Scanned]:
+    return _scan(blocks, k, exclude_sorted, columns, sample, keys, per_class)
 
 
 @ray.remote(num_returns=2)
 def _scan_files(fs: pafs.FileSystem, paths: list[str], read: list[str], k: int, exclude_sorted: NDArray[np.int64],
-                columns: list[str], sample: int, keys: Keys | None) -> tuple[pa.Table | None, _Scanned]:
+                columns: list[str], sample: int, keys: Keys | None,
+                per_class: bool) -> tuple[pa.Table | None, _Scanned]:
     def parts() -> Iterable[pa.Table]:  # file by file: each keeps its own column types
         for path in paths:
             for batch in pq.ParquetFile(path, filesystem=fs).iter_batches(columns=read):
                 yield pa.Table.from_batches([batch])
 
-    return _scan(parts(), k, exclude_sorted, columns, sample, keys)
+    return _scan(parts(), k, exclude_sorted, columns, sample, keys, per_class)
 
 
 @ray.remote
-def _merge_best(k: int, *tables: pa.Table | None) -> pa.Table | None:
-    return _best_rows(list(tables), k, ordered=False)
+def _merge_best(k: int, per_class: bool, *tables: pa.Table | None) -> pa.Table | None:
+    return _best_rows(list(tables), k, ordered=False, per_class=per_class)
 
 
 def _cluster_cpus() -> int:
@@ -335,24 +363,27 @@ def _block_groups(blocks: list[ray.ObjectRef], groups: int) -> list[list[ray.Obj
 
 
 def _scan_dataset(scored: ray.data.Dataset, k: int, exclude_ref: ray.ObjectRef, columns: list[str],
-                  tasks: int, sample: int, keys: Keys | None) -> list[tuple[ray.ObjectRef, ray.ObjectRef]]:
+                  tasks: int, sample: int, keys: Keys | None,
+                  per_class: bool) -> list[tuple[ray.ObjectRef, ray.ObjectRef]]:
     wanted = list(dict.fromkeys([*columns, *(["uri", "error"] if "error" in scored.columns() else [])]))
     if not isinstance(scored, MaterializedDataset):
         scored = scored.select_columns(wanted)  # pushed into the read; a materialised one is read as it is
     blocks = scored.to_arrow_refs()
     runs = _block_groups(blocks, tasks) if blocks else []
-    return [_scan_blocks.remote(k, exclude_ref, columns, sample, keys, *run) for run in runs]
+    return [_scan_blocks.remote(k, exclude_ref, columns, sample, keys, per_class, *run) for run in runs]
 
 
 def _scan_parquet(folder: str, k: int, exclude_ref: ray.ObjectRef, columns: list[str],
-                  tasks: int, sample: int, keys: Keys | None) -> list[tuple[ray.ObjectRef, ray.ObjectRef]]:
+                  tasks: int, sample: int, keys: Keys | None,
+                  per_class: bool) -> list[tuple[ray.ObjectRef, ray.ObjectRef]]:
     fs, path = storage.resolve(folder)
     found = pads.dataset(path, filesystem=fs, format="parquet")  # pyarrow's discovery: skips _* and .* files
     if not found.files:
         return []
     read = list(dict.fromkeys([*columns, *(["uri", "error"] if "error" in found.schema.names else [])]))
     runs = np.array_split(np.array(found.files, dtype=object), min(len(found.files), tasks))
-    return [_scan_files.remote(fs, list(paths), read, k, exclude_ref, columns, sample, keys) for paths in runs]
+    return [_scan_files.remote(fs, list(paths), read, k, exclude_ref, columns, sample, keys, per_class)
+            for paths in runs]
 
 
 @dataclass(frozen=True)
@@ -369,7 +400,8 @@ class Selection:
 
 def select_top_k(scored: ray.data.Dataset | str, k: int, exclude_ids: NDArray[np.int64] | None = None,
                  columns: tuple[str, ...] = ("image_id", "uri", "score", "predicted"),
-                 tasks: int | None = None, sample: int = 0, keys: Keys | None = None) -> Selection:
+                 tasks: int | None = None, sample: int = 0, keys: Keys | None = None,
+                 per_class: int = 0) -> Selection:
     """Exact top-k rows of ``scored`` by (score desc, image_id asc), never an excluded id.
 
     ``scored`` is a dataset, or the folder (path or URI) of the Parquet files scoring wrote: plain
@@ -387,19 +419,27 @@ def select_top_k(scored: ray.data.Dataset | str, k: int, exclude_ids: NDArray[np
             keep theirs can tell how much the model's predictions changed. Needs ``predicted``.
         keys: rank by ``keys(scores, image_ids)`` (higher first, NaN never) instead of the
             scores, e.g. ``criteria.SelectionKeys``: a strategy's exact top k of its keys.
+        per_class: the number of classes, for a selection with a quota per predicted class
+            (``topk.class_balanced_indices``); each scan keeps every class's best k. 0: none.
     """
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
-    columns = list(dict.fromkeys(["image_id", "score", *columns, *(["predicted"] if sample else [])]))
+    columns = list(dict.fromkeys(["image_id", "score", *columns, *(["predicted"] if sample or per_class else [])]))
     exclude = np.unique(np.asarray(exclude_ids if exclude_ids is not None else [], dtype=np.int64))
     exclude_ref = ray.put(exclude)  # stored once; tasks fetch it instead of each carrying a copy
     scan = _scan_parquet if isinstance(scored, str) else _scan_dataset
-    scans = scan(scored, k, exclude_ref, columns, max(1, tasks or _cluster_cpus()), sample, keys)
+    scans = scan(scored, k, exclude_ref, columns, max(1, tasks or _cluster_cpus()), sample, keys, per_class > 0)
     best_refs = [best for best, _ in scans]
     while len(best_refs) > MERGE_FAN_IN:
-        best_refs = [_merge_best.remote(k, *best_refs[i:i + MERGE_FAN_IN])
+        best_refs = [_merge_best.remote(k, per_class > 0, *best_refs[i:i + MERGE_FAN_IN])
                      for i in range(0, len(best_refs), MERGE_FAN_IN)]
-    best = _best_rows(ray.get(best_refs), k, ordered=True)
+    if per_class:
+        candidates = _best_rows(ray.get(best_refs), k, ordered=False, per_class=True)
+        best = None if candidates is None else candidates.take(class_balanced_indices(
+            _numpy(candidates[RANK if keys is not None else "score"]), _numpy(candidates["image_id"]),
+            _numpy(candidates["predicted"]), k, per_class))
+    else:
+        best = _best_rows(ray.get(best_refs), k, ordered=True)
     reports: list[_Scanned] = ray.get([report for _, report in scans])
     rows = {c: (best[c].to_numpy(zero_copy_only=False) if best is not None else np.empty(0)) for c in columns}
     skipped = [r.skipped for r in reports if r.skipped is not None]

@@ -173,9 +173,11 @@ def stage_score(r: _Round, label_file: str | None) -> str:
 def stage_select(r: _Round, label_file: str | None) -> str:
     # The scores folder itself, read by plain tasks: no Ray Data job to start for it.
     s = r.cfg.select
-    keys = criteria.SelectionKeys(s.strategy, s.beta, r.cfg.seed, r.number) if s.strategy != "top_k" else None
+    keys = (criteria.SelectionKeys(s.strategy, s.beta, r.cfg.seed, r.number) if s.strategy in ("power", "softmax")
+            else None)
+    per_class = len(r.cfg.data.classes) if s.strategy == "class_balanced" else 0
     result = pipeline.select_top_k(r.state.uri(f"{r.key}/scores"), s.budget, r.state.selected_ids(before=r.number),
-                                   sample=pipeline.STOP_SET, keys=keys)
+                                   sample=pipeline.STOP_SET, keys=keys, per_class=per_class)
     best, skipped, pool_size = result.rows, result.skipped, result.rows_read
     left = pool_size - len(skipped["image_id"])
     if r.cfg.select.budget > left:
@@ -562,6 +564,8 @@ def status(state_root: str) -> dict[str, Any]:
 
 def _strategy(record: dict[str, Any]) -> str:
     strategy = record.get("strategy", "top_k")
+    if strategy == "class_balanced":
+        return " (class-balanced: a quota per predicted class)"
     return "" if strategy == "top_k" else f" ({strategy} sampling, beta {record['beta']:g})"
 
 

@@ -105,3 +105,39 @@ def candidate_rows(
         keep = keep[top_k_unordered(scores[keep], image_ids[keep], k)]
     return keep
 
+
+
+def class_balanced_indices(
+    scores: NDArray[np.floating],
+    image_ids: NDArray[np.int64],
+    classes: NDArray[np.integer],
+    k: int,
+    n_classes: int,
+    exclude_ids: NDArray[np.int64] | None = None,
+) -> NDArray[np.intp]:
+    """Indices of k rows chosen with a quota per class, in selection order (Emam et al. 2021).
+
+    Each class gets its best ``k // n_classes`` rows, or all of them where it has fewer; what is
+    left of the budget goes to the best rows left, whatever their class. "Best" is the module's
+    order. A row can only be chosen if it is among its class's best k: so a distributed scan that
+    keeps each class's best k (``candidate_rows`` per class) loses nothing.
+
+    Args:
+        classes: [n] each row's class (the predicted one), in ``[0, n_classes)``.
+        n_classes: how many classes share the budget, including those with no row here.
+    """
+    if n_classes < 1:
+        raise ValueError(f"n_classes must be >= 1, got {n_classes}")
+    scores = np.asarray(scores, dtype=np.float64)  # [n]
+    image_ids = np.asarray(image_ids, dtype=np.int64)  # [n]
+    classes = np.asarray(classes, dtype=np.int64)  # [n]
+    eligible = top_k_indices(scores, image_ids, len(scores), exclude_ids)  # [m], every selectable row, in order
+    quota = k // n_classes
+    chosen = np.zeros(len(scores), dtype=bool)  # [n]
+    if quota:
+        ranked_classes = classes[eligible]  # [m]
+        for c in np.unique(ranked_classes):
+            chosen[eligible[ranked_classes == c][:quota]] = True  # eligible is in order: its first are its best
+    left = eligible[~chosen[eligible]]  # [m'], in order
+    chosen[left[: max(0, k - int(chosen.sum()))]] = True
+    return eligible[chosen[eligible]]

@@ -89,30 +89,81 @@ def test_the_distributed_sample_is_the_exact_top_k_of_the_keys(ray_session, tmp_
 
 
 @pytest.mark.timeout(300)
-def test_a_round_selects_with_its_strategy(ray_session, waiting_state, tmp_path):
-    """The select stage of a real round, run again with ``strategy = "power"``: its selection is
-    the top of the keys of the round's own scores, and its record names the strategy."""
+@pytest.mark.parametrize("strategy", ["power", "class_balanced"])
+def test_a_round_selects_with_its_strategy(ray_session, waiting_state, tmp_path, strategy):
+    """The select stage of a real round, run again with another strategy: its selection is what
+    the strategy picks from the round's own scores, computed here in memory."""
+    from raysal.topk import class_balanced_indices
+
     state_dir = copy_state(waiting_state, tmp_path / "state", keep_rounds=True)
     stored = json.loads((state_dir / "rounds" / "0001" / "config.json").read_text())
     cfg = config_from_dict(stored)
-    cfg = dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, strategy="power", beta=2.0))
+    cfg = dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, strategy=strategy, beta=2.0))
     (state_dir / "rounds" / "0001" / "stages" / "select.json").unlink()
     r = rounds._Round(RunState(str(state_dir)), cfg, 1, {})
     assert rounds.stage_select(r, None) == rounds.DONE
 
-    scores = pq.read_table(state_dir / "rounds" / "0001" / "scores", columns=["image_id", "score"])
+    scores = pq.read_table(state_dir / "rounds" / "0001" / "scores", columns=["image_id", "score", "predicted"])
     ids, values = scores["image_id"].to_numpy(), scores["score"].to_numpy(zero_copy_only=False)
-    keys = SelectionKeys("power", 2.0, seed=cfg.seed, round_number=1)(values, ids)
+    if strategy == "power":
+        keys = SelectionKeys("power", 2.0, seed=cfg.seed, round_number=1)(values, ids)
+        expected = top_k_indices(keys, ids, cfg.select.budget)
+    else:
+        expected = class_balanced_indices(values, ids, scores["predicted"].to_numpy(), cfg.select.budget,
+                                          len(cfg.data.classes))
     selection = pq.read_table(state_dir / "rounds" / "0001" / "selection.parquet").to_pydict()
-    assert selection["image_id"] == ids[top_k_indices(keys, ids, cfg.select.budget)].tolist()
+    assert selection["image_id"] == ids[expected].tolist()
     assert selection["rank"] == list(range(1, cfg.select.budget + 1))
     record = r.state.stage_done(1, "select")
     assert record["score_max"] == float(np.nanmax(values)) and record["selected"] == cfg.select.budget
     assert record["kappa"] is None and record["stop_labelling"] is False  # round 1: no earlier model scored
     line = rounds.format_outcome(rounds.RoundOutcome(1, rounds.DONE, record={
         "round": 1, "selected": 40, "pool_size": 897, "skipped": 0, "criterion": cfg.select.criterion,
-        "strategy": "power", "beta": 2.0, "labelled_total": 340, "test_accuracy_before": 0.9,
+        "strategy": strategy, "beta": 2.0, "labelled_total": 340, "test_accuracy_before": 0.9,
         "test_accuracy_after": 0.9, "selection_accuracy_before": 0.5, "selection": "s"},
         stage_seconds={"select": 1.0})).splitlines()[0]
-    assert line == (f"round 1: selected 40 of 897 pool images (0 skipped) by {cfg.select.criterion} "
-                    "(power sampling, beta 2), 340 labelled in all")
+    shown = "(power sampling, beta 2)" if strategy == "power" else "(class-balanced: a quota per predicted class)"
+    assert line == (f"round 1: selected 40 of 897 pool images (0 skipped) by {cfg.select.criterion} {shown}, "
+                    "340 labelled in all")
+
+
+def test_class_balanced_known_answers():
+    from raysal.topk import class_balanced_indices
+
+    scores, ids, classes = np.array([.9, .8, .7, .6, .5, .4]), np.arange(6), np.array([0, 0, 0, 0, 1, 2])
+    assert class_balanced_indices(scores, ids, classes, 3, 3).tolist() == [0, 4, 5]  # one each
+    assert class_balanced_indices(scores, ids, classes, 4, 3).tolist() == [0, 1, 4, 5]  # and the best left
+    assert class_balanced_indices(scores, ids, classes, 7, 3).tolist() == [0, 1, 2, 3, 4, 5]  # class 1, 2 run out
+    assert class_balanced_indices(scores, ids, classes, 2, 3).tolist() == [0, 1]  # no quota below 3: plain top-k
+    assert class_balanced_indices(scores, ids, classes, 6, 4).tolist() == [0, 1, 2, 3, 4, 5]  # class 3 has none
+    assert class_balanced_indices(scores, ids, classes, 3, 3, exclude_ids=np.array([4])).tolist() == [0, 1, 5]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", ["parquet", "lazy"])
+def test_the_distributed_class_balanced_selection_is_exact(ray_session, tmp_path, kind):
+    """Skewed classes: most images in class 0, a rare class 3, none in class 4 of 5; the scan
+    keeps every class's best k, and the quotas give the same images as in memory."""
+    from raysal.topk import class_balanced_indices
+
+    rng = np.random.default_rng(11)
+    n, k = 30_000, 500
+    ids = rng.permutation(3 * n)[:n].astype(np.int64)
+    scores = rng.random(n)
+    scores[rng.choice(n, 50, replace=False)] = np.nan
+    classes = rng.choice(4, n, p=[0.85, 0.1, 0.047, 0.003])
+    exclude = rng.choice(ids, 200, replace=False)
+    source = score_source(kind, scores_table(ids, scores, [""] * n, classes), 9, tmp_path / "scores")
+    got = pipeline.select_top_k(source, k, exclude, tasks=3, per_class=5)
+    expected = class_balanced_indices(scores, ids, classes, k, 5, exclude)
+    np.testing.assert_array_equal(got.rows["image_id"], ids[expected])
+    per_class = np.bincount(got.rows["predicted"].astype(np.int64), minlength=5)
+    rare = int((classes == 3)[~np.isnan(scores) & ~np.isin(ids, exclude)].sum())
+    assert per_class[1] >= 100 and per_class[2] >= 100 and per_class[3] == rare < 100, per_class  # quota 100 each
+    assert per_class.sum() == k
+
+    frame = pd.DataFrame({"image_id": ids, "score": scores, "predicted": classes})
+    chosen = raysal.select(frame, k, exclude, strategy="class_balanced", n_classes=5)
+    np.testing.assert_array_equal(chosen["image_id"].to_numpy(), got.rows["image_id"])
+    with pytest.raises(ValueError, match="n_classes"):
+        raysal.select(frame, k, strategy="class_balanced")
