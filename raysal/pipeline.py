@@ -194,17 +194,22 @@ def _numpy(column: pa.ChunkedArray) -> NDArray:
     return array.to_numpy(zero_copy_only=False)
 
 
-def _best_rows(tables: list[pa.Table | None], k: int, ordered: bool, per_class: bool = False) -> pa.Table | None:
-    """The top k rows of the tables together; in selection order when ``ordered``. With
-    ``per_class``, the top k of each predicted class (in no set order)."""
+def _best_rows(tables: list[pa.Table | None], k: int, ordered: bool, quota: int = 0) -> pa.Table | None:
+    """The top k rows of the tables together; in selection order when ``ordered``. With a
+    ``quota``, also the top ``quota`` of each predicted class, each row once (in no set order):
+    every row that ``topk.class_balanced_indices`` can choose."""
     tables = [t for t in tables if t is not None]
     if not tables:
         return None
     merged = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-    if per_class:
-        return pa.concat_tables([_best_rows([merged.take(rows)], k, ordered=False)
-                                 for _, rows in _class_rows(_numpy(merged["predicted"]))])
     scores, ids = _numpy(merged[RANK if RANK in merged.column_names else "score"]), _numpy(merged["image_id"])
+    if quota:
+        _, first = np.unique(ids, return_index=True)  # a row kept both among all and in its class: once
+        if len(first) < merged.num_rows:
+            merged, scores, ids = merged.take(first), scores[first], ids[first]
+        chosen = [top_k_unordered(scores, ids, n) if rows is None else rows[top_k_unordered(scores[rows], ids[rows], n)]
+                  for _, rows, n in _groups(merged, k, quota)]
+        return merged.take(np.unique(np.concatenate(chosen)))
     return merged.take(top_k_indices(scores, ids, k) if ordered else top_k_unordered(scores, ids, k))
 
 
@@ -236,7 +241,7 @@ def _smallest_keys(table: pa.Table, n: int) -> pa.Table:
 
 
 def _scan(parts: Iterable[pa.Table], k: int, exclude_sorted: NDArray[np.int64], columns: list[str],
-          sample: int = 0, keys: Keys | None = None, per_class: bool = False) -> tuple[pa.Table | None, _Scanned]:
+          sample: int = 0, keys: Keys | None = None, quota: int = 0) -> tuple[pa.Table | None, _Scanned]:
     """The best k rows of a stream of parts (in no set order), and what else the round reports.
 
     Only candidates leave a part (``candidate_rows``: at most k, none below the best k's lowest
@@ -244,7 +249,8 @@ def _scan(parts: Iterable[pa.Table], k: int, exclude_sorted: NDArray[np.int64], 
     ``sample``: also keep the id and predicted class of the ``sample`` scored, not excluded
     images with the smallest ``hashing.id_keys`` (the stop set), held the same way. ``keys``: rank by
     ``keys(scores, ids)`` instead of the scores (a strategy's), carried in a ``RANK`` column.
-    ``per_class``: the best k of each predicted class, each class kept the same way.
+    ``quota``: also the best ``quota`` of each predicted class, each kept the same way (about
+    3 x quota rows more per class).
     """
     kept: dict[int, list[pa.Table]] = {}  # by predicted class, or all under -1
     n_kept: dict[int, int] = {}
@@ -273,65 +279,66 @@ def _scan(parts: Iterable[pa.Table], k: int, exclude_sorted: NDArray[np.int64], 
                 rows_bad = part.take(bad)
                 skipped.append(pa.table({"image_id": rows_bad["image_id"], "uri": rows_bad["uri"],
                                          "reason": rows_bad["error"]}))
-        for group, members in _groups(part, per_class):
+        for group, members, n in _groups(part, k, quota):
             if members is None:  # the whole part: no copy
-                keep = candidate_rows(rank, ids, k, threshold.get(group, -np.inf), exclude_sorted)
+                keep = candidate_rows(rank, ids, n, threshold.get(group, -np.inf), exclude_sorted)
             else:
-                keep = members[candidate_rows(rank[members], ids[members], k, threshold.get(group, -np.inf),
+                keep = members[candidate_rows(rank[members], ids[members], n, threshold.get(group, -np.inf),
                                               exclude_sorted)]
             if not keep.size:
                 continue
-            if keep.size == k:  # k rows of this part rank at least their lowest: nothing below it can win
+            if keep.size == n:  # n rows of this part rank at least their lowest: nothing below it can win
                 threshold[group] = max(threshold.get(group, -np.inf), float(rank[keep].min()))
             chosen = part.select(columns).take(keep)
             kept.setdefault(group, []).append(chosen.append_column(RANK, pa.array(rank[keep]))
                                               if keys is not None else chosen)
             n_kept[group] = n_kept.get(group, 0) + keep.size
-            if n_kept[group] > 2 * k:
-                best = _best_rows(kept[group], k, ordered=False)
+            if n_kept[group] > 2 * n:
+                best = _best_rows(kept[group], n, ordered=False)
                 kept[group], n_kept[group] = [best], best.num_rows
-                lowest_kept = float(_numpy(best[RANK if keys is not None else "score"]).min())  # best holds k rows
+                lowest_kept = float(_numpy(best[RANK if keys is not None else "score"]).min())  # best holds n rows
                 threshold[group] = max(threshold.get(group, -np.inf), lowest_kept)
     skipped_table = pa.concat_tables(skipped, promote_options="permissive") if skipped else None
     sample_table = _smallest_keys(pa.concat_tables(sampled, promote_options="permissive"), sample) if sampled else None
-    best = [_best_rows(tables, k, ordered=False) for tables in kept.values()]
-    best_table = pa.concat_tables(best, promote_options="permissive") if best else None
+    best = [_best_rows(tables, k, ordered=False, quota=quota) for tables in (
+        [[t for group_tables in kept.values() for t in group_tables]] if quota else kept.values())]
+    best_table = pa.concat_tables(best, promote_options="permissive") if best and best[0] is not None else None
     return best_table, _Scanned(skipped_table, lowest, highest, rows, sample_table)
 
 
-def _groups(part: pa.Table, per_class: bool) -> list[tuple[int, NDArray[np.intp] | None]]:
-    """The rows of a part, all together (-1, None) or by predicted class."""
-    return _class_rows(_numpy(part["predicted"])) if per_class else [(-1, None)]
-
-
-def _class_rows(classes: NDArray[np.integer]) -> list[tuple[int, NDArray[np.intp]]]:
-    """Each class present and the indices of its rows."""
-    order = np.argsort(classes, kind="stable")
-    runs = np.split(order, np.flatnonzero(np.diff(classes[order])) + 1)
-    return [(int(classes[rows[0]]), rows) for rows in runs if rows.size]
+def _groups(part: pa.Table, k: int, quota: int) -> list[tuple[str, NDArray[np.intp] | None, int]]:
+    """The groups a scan keeps the best of: (name, rows (None: all), how many). All rows, k of
+    them; with a quota, also each predicted class (a null class counts as -1), ``quota`` of each."""
+    groups: list[tuple[str, NDArray[np.intp] | None, int]] = [("all", None, k)]
+    if quota:
+        classes = _numpy(pc.fill_null(part["predicted"], -1)).astype(np.int64)  # [n]
+        order = np.argsort(classes, kind="stable")
+        runs = np.split(order, np.flatnonzero(np.diff(classes[order])) + 1)
+        groups += [(f"class {classes[rows[0]]}", rows, quota) for rows in runs if rows.size]
+    return groups
 
 
 @ray.remote(num_returns=2)
 def _scan_blocks(k: int, exclude_sorted: NDArray[np.int64], columns: list[str], sample: int, keys: Keys | None,
-                 per_class: bool, *blocks: pa.Table) -> tuple[pa.Table | None, _Scanned]:
-    return _scan(blocks, k, exclude_sorted, columns, sample, keys, per_class)
+                 quota: int, *blocks: pa.Table) -> tuple[pa.Table | None, _Scanned]:
+    return _scan(blocks, k, exclude_sorted, columns, sample, keys, quota)
 
 
 @ray.remote(num_returns=2)
 def _scan_files(fs: pafs.FileSystem, paths: list[str], read: list[str], k: int, exclude_sorted: NDArray[np.int64],
                 columns: list[str], sample: int, keys: Keys | None,
-                per_class: bool) -> tuple[pa.Table | None, _Scanned]:
+                quota: int) -> tuple[pa.Table | None, _Scanned]:
     def parts() -> Iterable[pa.Table]:  # file by file: each keeps its own column types
         for path in paths:
             for batch in pq.ParquetFile(path, filesystem=fs).iter_batches(columns=read):
                 yield pa.Table.from_batches([batch])
 
-    return _scan(parts(), k, exclude_sorted, columns, sample, keys, per_class)
+    return _scan(parts(), k, exclude_sorted, columns, sample, keys, quota)
 
 
 @ray.remote
-def _merge_best(k: int, per_class: bool, *tables: pa.Table | None) -> pa.Table | None:
-    return _best_rows(list(tables), k, ordered=False, per_class=per_class)
+def _merge_best(k: int, quota: int, *tables: pa.Table | None) -> pa.Table | None:
+    return _best_rows(list(tables), k, ordered=False, quota=quota)
 
 
 def _cluster_cpus() -> int:
@@ -364,25 +371,25 @@ def _block_groups(blocks: list[ray.ObjectRef], groups: int) -> list[list[ray.Obj
 
 def _scan_dataset(scored: ray.data.Dataset, k: int, exclude_ref: ray.ObjectRef, columns: list[str],
                   tasks: int, sample: int, keys: Keys | None,
-                  per_class: bool) -> list[tuple[ray.ObjectRef, ray.ObjectRef]]:
+                  quota: int) -> list[tuple[ray.ObjectRef, ray.ObjectRef]]:
     wanted = list(dict.fromkeys([*columns, *(["uri", "error"] if "error" in scored.columns() else [])]))
     if not isinstance(scored, MaterializedDataset):
         scored = scored.select_columns(wanted)  # pushed into the read; a materialised one is read as it is
     blocks = scored.to_arrow_refs()
     runs = _block_groups(blocks, tasks) if blocks else []
-    return [_scan_blocks.remote(k, exclude_ref, columns, sample, keys, per_class, *run) for run in runs]
+    return [_scan_blocks.remote(k, exclude_ref, columns, sample, keys, quota, *run) for run in runs]
 
 
 def _scan_parquet(folder: str, k: int, exclude_ref: ray.ObjectRef, columns: list[str],
                   tasks: int, sample: int, keys: Keys | None,
-                  per_class: bool) -> list[tuple[ray.ObjectRef, ray.ObjectRef]]:
+                  quota: int) -> list[tuple[ray.ObjectRef, ray.ObjectRef]]:
     fs, path = storage.resolve(folder)
     found = pads.dataset(path, filesystem=fs, format="parquet")  # pyarrow's discovery: skips _* and .* files
     if not found.files:
         return []
     read = list(dict.fromkeys([*columns, *(["uri", "error"] if "error" in found.schema.names else [])]))
     runs = np.array_split(np.array(found.files, dtype=object), min(len(found.files), tasks))
-    return [_scan_files.remote(fs, list(paths), read, k, exclude_ref, columns, sample, keys, per_class)
+    return [_scan_files.remote(fs, list(paths), read, k, exclude_ref, columns, sample, keys, quota)
             for paths in runs]
 
 
@@ -410,7 +417,7 @@ def select_top_k(scored: ray.data.Dataset | str, k: int, exclude_ids: NDArray[np
     CPU scans its blocks or files (``_scan``); plain tasks, as Ray Data's per-task cost (~25 ms on
     2 cores) is more than a block's top-k. Their best k merge on the driver (first in tasks, 16 at
     a time, when there are many), so the driver holds ~16k rows plus the skipped ones (and, with
-    ``sample``, that many rows per task).
+    ``sample``, that many rows per task; with ``per_class``, up to twice the rows).
 
     Args:
         tasks: how many scan tasks (about; blocks are grouped by node); default one per CPU.
@@ -419,25 +426,29 @@ def select_top_k(scored: ray.data.Dataset | str, k: int, exclude_ids: NDArray[np
             keep theirs can tell how much the model's predictions changed. Needs ``predicted``.
         keys: rank by ``keys(scores, image_ids)`` (higher first, NaN never) instead of the
             scores, e.g. ``criteria.SelectionKeys``: a strategy's exact top k of its keys.
-        per_class: the number of classes, for a selection with a quota per predicted class
-            (``topk.class_balanced_indices``); each scan keeps every class's best k. 0: none.
+        per_class: the number of classes, for a selection with a quota of ``k // per_class``
+            per predicted class (``topk.class_balanced_indices``): the scans keep each class's
+            best quota besides the best k, about twice the rows. 0: none.
     """
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
+    if per_class < 0:
+        raise ValueError(f"per_class must be >= 0, got {per_class}")
     columns = list(dict.fromkeys(["image_id", "score", *columns, *(["predicted"] if sample or per_class else [])]))
     exclude = np.unique(np.asarray(exclude_ids if exclude_ids is not None else [], dtype=np.int64))
     exclude_ref = ray.put(exclude)  # stored once; tasks fetch it instead of each carrying a copy
     scan = _scan_parquet if isinstance(scored, str) else _scan_dataset
-    scans = scan(scored, k, exclude_ref, columns, max(1, tasks or _cluster_cpus()), sample, keys, per_class > 0)
+    quota = k // per_class if per_class > 0 else 0  # 0: the plain top k (also a budget below the classes)
+    scans = scan(scored, k, exclude_ref, columns, max(1, tasks or _cluster_cpus()), sample, keys, quota)
     best_refs = [best for best, _ in scans]
     while len(best_refs) > MERGE_FAN_IN:
-        best_refs = [_merge_best.remote(k, per_class > 0, *best_refs[i:i + MERGE_FAN_IN])
+        best_refs = [_merge_best.remote(k, quota, *best_refs[i:i + MERGE_FAN_IN])
                      for i in range(0, len(best_refs), MERGE_FAN_IN)]
-    if per_class:
-        candidates = _best_rows(ray.get(best_refs), k, ordered=False, per_class=True)
+    if quota:
+        candidates = _best_rows(ray.get(best_refs), k, ordered=False, quota=quota)
         best = None if candidates is None else candidates.take(class_balanced_indices(
             _numpy(candidates[RANK if keys is not None else "score"]), _numpy(candidates["image_id"]),
-            _numpy(candidates["predicted"]), k, per_class))
+            _numpy(pc.fill_null(candidates["predicted"], -1)), k, per_class))
     else:
         best = _best_rows(ray.get(best_refs), k, ordered=True)
     reports: list[_Scanned] = ray.get([report for _, report in scans])

@@ -119,19 +119,25 @@ def class_balanced_indices(
 
     Each class gets its best ``k // n_classes`` rows, or all of them where it has fewer; what is
     left of the budget goes to the best rows left, whatever their class. "Best" is the module's
-    order. A row can only be chosen if it is among its class's best k: so a distributed scan that
-    keeps each class's best k (``candidate_rows`` per class) loses nothing.
+    order; so is the result's. A chosen row is among its class's best ``k // n_classes`` or among
+    the best k of all (every row better than one chosen from what was left is chosen too): a
+    distributed scan that keeps those two (``candidate_rows``) loses nothing. With k below
+    ``n_classes`` there is no quota: the best k.
 
     Args:
         classes: [n] each row's class (the predicted one), in ``[0, n_classes)``.
         n_classes: how many classes share the budget, including those with no row here.
     """
-    if n_classes < 1:
-        raise ValueError(f"n_classes must be >= 1, got {n_classes}")
+    if n_classes < 1 or k < 0:
+        raise ValueError(f"n_classes must be >= 1 and k >= 0, got {n_classes} and {k}")
     scores = np.asarray(scores, dtype=np.float64)  # [n]
     image_ids = np.asarray(image_ids, dtype=np.int64)  # [n]
     classes = np.asarray(classes, dtype=np.int64)  # [n]
     eligible = top_k_indices(scores, image_ids, len(scores), exclude_ids)  # [m], every selectable row, in order
+    outside = eligible[(classes[eligible] < 0) | (classes[eligible] >= n_classes)]
+    if outside.size:
+        raise ValueError(f"{outside.size} rows have a class outside [0, {n_classes}), e.g. image "
+                         f"{image_ids[outside[0]]} with class {classes[outside[0]]}")
     quota = k // n_classes
     chosen = np.zeros(len(scores), dtype=bool)  # [n]
     if quota:

@@ -111,6 +111,7 @@ def test_a_round_selects_with_its_strategy(ray_session, waiting_state, tmp_path,
     else:
         expected = class_balanced_indices(values, ids, scores["predicted"].to_numpy(), cfg.select.budget,
                                           len(cfg.data.classes))
+        assert set(ids[expected]) != set(ids[top_k_indices(values, ids, cfg.select.budget)])  # the quotas mattered
     selection = pq.read_table(state_dir / "rounds" / "0001" / "selection.parquet").to_pydict()
     assert selection["image_id"] == ids[expected].tolist()
     assert selection["rank"] == list(range(1, cfg.select.budget + 1))
@@ -137,11 +138,15 @@ def test_class_balanced_known_answers():
     assert class_balanced_indices(scores, ids, classes, 2, 3).tolist() == [0, 1]  # no quota below 3: plain top-k
     assert class_balanced_indices(scores, ids, classes, 6, 4).tolist() == [0, 1, 2, 3, 4, 5]  # class 3 has none
     assert class_balanced_indices(scores, ids, classes, 3, 3, exclude_ids=np.array([4])).tolist() == [0, 1, 5]
+    with pytest.raises(ValueError, match="class outside"):  # three classes present, two said
+        class_balanced_indices(scores, ids, classes, 4, 2)
+    with pytest.raises(ValueError, match="k >= 0"):
+        class_balanced_indices(scores, ids, classes, -1, 3)
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("kind", ["parquet", "lazy"])
-def test_the_distributed_class_balanced_selection_is_exact(ray_session, tmp_path, kind):
+@pytest.mark.parametrize("kind, tasks", [("parquet", 3), ("lazy", 3), ("parquet", 20)])  # 20: merged in tasks too
+def test_the_distributed_class_balanced_selection_is_exact(ray_session, tmp_path, kind, tasks):
     """Skewed classes: most images in class 0, a rare class 3, none in class 4 of 5; the scan
     keeps every class's best k, and the quotas give the same images as in memory."""
     from raysal.topk import class_balanced_indices
@@ -153,8 +158,8 @@ def test_the_distributed_class_balanced_selection_is_exact(ray_session, tmp_path
     scores[rng.choice(n, 50, replace=False)] = np.nan
     classes = rng.choice(4, n, p=[0.85, 0.1, 0.047, 0.003])
     exclude = rng.choice(ids, 200, replace=False)
-    source = score_source(kind, scores_table(ids, scores, [""] * n, classes), 9, tmp_path / "scores")
-    got = pipeline.select_top_k(source, k, exclude, tasks=3, per_class=5)
+    source = score_source(kind, scores_table(ids, scores, [""] * n, classes), 40, tmp_path / "scores")
+    got = pipeline.select_top_k(source, k, exclude, tasks=tasks, per_class=5)
     expected = class_balanced_indices(scores, ids, classes, k, 5, exclude)
     np.testing.assert_array_equal(got.rows["image_id"], ids[expected])
     per_class = np.bincount(got.rows["predicted"].astype(np.int64), minlength=5)
