@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from scipy.special import xlogy
 
 from raysal.config import STRATEGY_NAMES
-from raysal.hashing import as_uint64, mix64, open_unit_interval, stream
+from raysal.hashing import as_uint64, mix64, open_unit_interval, stream, unit_interval
 
 Criterion = Callable[[NDArray[np.floating], NDArray[np.int64]], NDArray[np.float64]]
 
@@ -54,10 +54,6 @@ def entropy(probs: NDArray[np.floating], image_ids: NDArray[np.int64]) -> NDArra
     return -xlogy(probs, probs).sum(axis=1)  # [n]
 
 
-def _unit_interval(mixed: NDArray[np.uint64]) -> NDArray[np.float64]:
-    return (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)  # [0, 1), 53 bits
-
-
 @dataclass(frozen=True)
 class RandomBaseline:
     """Uniform scores in [0, 1) that depend only on (seed, image_id): the baseline to beat."""
@@ -66,7 +62,7 @@ class RandomBaseline:
 
     def __call__(self, probs: NDArray[np.floating], image_ids: NDArray[np.int64]) -> NDArray[np.float64]:
         _as_probs(probs, image_ids)  # same contract as every criterion, though only ids are used
-        return _unit_interval(mix64(as_uint64(image_ids) ^ stream(self.seed)))  # [n]
+        return unit_interval(mix64(as_uint64(image_ids) ^ stream(self.seed)))  # [n]
 
 
 CRITERIA: dict[str, Criterion] = {
@@ -92,7 +88,6 @@ def get_criterion(name: str, seed: int = 0) -> Criterion:
 # sample k images without replacement with probabilities proportional to score^beta (power) or
 # exp(beta * score) (softmax). The Gumbel-top-k trick turns that sample into a top-k of
 # perturbed keys, so the exact distributed top-k still does the selection.
-
 
 
 def gumbel_noise(image_ids: NDArray[np.int64], seed: int, round_number: int) -> NDArray[np.float64]:
@@ -122,9 +117,14 @@ class SelectionKeys:
         if not (self.beta > 0 and np.isfinite(self.beta)):
             raise ValueError(f"beta must be > 0 and finite, got {self.beta}")
 
+    @property
+    def perturbs(self) -> bool:
+        """Whether the keys differ from the scores (a sample), so a selection must rank by them."""
+        return self.strategy in ("power", "softmax")
+
     def __call__(self, scores: NDArray[np.floating], image_ids: NDArray[np.int64]) -> NDArray[np.float64]:
         scores = np.asarray(scores, dtype=np.float64)  # [n]
-        if self.strategy in ("top_k", "class_balanced"):
+        if not self.perturbs:
             return scores
         noise = gumbel_noise(image_ids, self.seed, self.round_number)  # [n]
         if self.strategy == "power":

@@ -39,6 +39,11 @@ def id_keys(image_ids: NDArray[np.integer]) -> NDArray[np.uint64]:
         return mix64(as_uint64(image_ids) + np.uint64(GOLDEN_GAMMA))
 
 
+def unit_interval(mixed: NDArray[np.uint64]) -> NDArray[np.float64]:
+    """Uniform in [0, 1): the top 53 bits."""
+    return (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
 def open_unit_interval(mixed: NDArray[np.uint64]) -> NDArray[np.float64]:
     """Uniform in the open interval (0, 1), exactly: 52 bits and a half-step offset."""
     return ((mixed >> np.uint64(12)).astype(np.float64) + 0.5) / float(1 << 52)

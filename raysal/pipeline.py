@@ -194,6 +194,11 @@ def _numpy(column: pa.ChunkedArray) -> NDArray:
     return array.to_numpy(zero_copy_only=False)
 
 
+def _rank_of(table: pa.Table) -> NDArray[np.floating]:
+    """What the rows are ranked by: a strategy's keys where a scan added them, else the scores."""
+    return _numpy(table[RANK if RANK in table.column_names else "score"])
+
+
 def _best_rows(tables: list[pa.Table | None], k: int, ordered: bool, quota: int = 0) -> pa.Table | None:
     """The top k rows of the tables together; in selection order when ``ordered``. With a
     ``quota``, also the top ``quota`` of each predicted class, each row once (in no set order):
@@ -202,7 +207,7 @@ def _best_rows(tables: list[pa.Table | None], k: int, ordered: bool, quota: int 
     if not tables:
         return None
     merged = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-    scores, ids = _numpy(merged[RANK if RANK in merged.column_names else "score"]), _numpy(merged["image_id"])
+    scores, ids = _rank_of(merged), _numpy(merged["image_id"])
     if quota:
         _, first = np.unique(ids, return_index=True)  # a row kept both among all and in its class: once
         if len(first) < merged.num_rows:
@@ -252,9 +257,9 @@ def _scan(parts: Iterable[pa.Table], k: int, exclude_sorted: NDArray[np.int64], 
     ``quota``: also the best ``quota`` of each predicted class, each kept the same way (about
     3 x quota rows more per class).
     """
-    kept: dict[int, list[pa.Table]] = {}  # by predicted class, or all under -1
-    n_kept: dict[int, int] = {}
-    threshold: dict[int, float] = {}
+    kept: dict[str, list[pa.Table]] = {}  # by group: "all", and each class with a quota
+    n_kept: dict[str, int] = {}
+    threshold: dict[str, float] = {}
     skipped: list[pa.Table] = []
     sampled: list[pa.Table] = []
     lowest, highest, rows = np.inf, -np.inf, 0
@@ -296,14 +301,11 @@ def _scan(parts: Iterable[pa.Table], k: int, exclude_sorted: NDArray[np.int64], 
             if n_kept[group] > 2 * n:
                 best = _best_rows(kept[group], n, ordered=False)
                 kept[group], n_kept[group] = [best], best.num_rows
-                lowest_kept = float(_numpy(best[RANK if keys is not None else "score"]).min())  # best holds n rows
-                threshold[group] = max(threshold.get(group, -np.inf), lowest_kept)
+                threshold[group] = max(threshold.get(group, -np.inf), float(_rank_of(best).min()))  # n rows
     skipped_table = pa.concat_tables(skipped, promote_options="permissive") if skipped else None
     sample_table = _smallest_keys(pa.concat_tables(sampled, promote_options="permissive"), sample) if sampled else None
-    best = [_best_rows(tables, k, ordered=False, quota=quota) for tables in (
-        [[t for group_tables in kept.values() for t in group_tables]] if quota else kept.values())]
-    best_table = pa.concat_tables(best, promote_options="permissive") if best and best[0] is not None else None
-    return best_table, _Scanned(skipped_table, lowest, highest, rows, sample_table)
+    best = _best_rows([t for tables in kept.values() for t in tables], k, ordered=False, quota=quota)
+    return best, _Scanned(skipped_table, lowest, highest, rows, sample_table)
 
 
 def _groups(part: pa.Table, k: int, quota: int) -> list[tuple[str, NDArray[np.intp] | None, int]]:
@@ -447,7 +449,7 @@ def select_top_k(scored: ray.data.Dataset | str, k: int, exclude_ids: NDArray[np
     if quota:
         candidates = _best_rows(ray.get(best_refs), k, ordered=False, quota=quota)
         best = None if candidates is None else candidates.take(class_balanced_indices(
-            _numpy(candidates[RANK if keys is not None else "score"]), _numpy(candidates["image_id"]),
+            _rank_of(candidates), _numpy(candidates["image_id"]),
             _numpy(pc.fill_null(candidates["predicted"], -1)), k, per_class))
     else:
         best = _best_rows(ray.get(best_refs), k, ordered=True)

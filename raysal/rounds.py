@@ -173,11 +173,10 @@ def stage_score(r: _Round, label_file: str | None) -> str:
 def stage_select(r: _Round, label_file: str | None) -> str:
     # The scores folder itself, read by plain tasks: no Ray Data job to start for it.
     s = r.cfg.select
-    keys = (criteria.SelectionKeys(s.strategy, s.beta, r.cfg.seed, r.number) if s.strategy in ("power", "softmax")
-            else None)
+    keys = criteria.SelectionKeys(s.strategy, s.beta, r.cfg.seed, r.number)
     per_class = len(r.cfg.data.classes) if s.strategy == "class_balanced" else 0
     result = pipeline.select_top_k(r.state.uri(f"{r.key}/scores"), s.budget, r.state.selected_ids(before=r.number),
-                                   sample=pipeline.STOP_SET, keys=keys, per_class=per_class)
+                                   sample=pipeline.STOP_SET, keys=keys if keys.perturbs else None, per_class=per_class)
     best, skipped, pool_size = result.rows, result.skipped, result.rows_read
     left = pool_size - len(skipped["image_id"])
     if r.cfg.select.budget > left:
@@ -205,6 +204,7 @@ def stage_select(r: _Round, label_file: str | None) -> str:
 
 
 STOP_WINDOW = 3  # rounds whose kappas are averaged for the stop signal, as Bloodgood & Vijay-Shanker do
+AGREEMENT_FIELDS = ("kappa", "kappa_images", "kappa_mean", "stop_kappa", "stop_labelling")  # _agreement's
 MIN_KAPPA_IMAGES = 100  # fewer stop-set images in common give no kappa: too few to say anything
 
 
@@ -520,7 +520,7 @@ def _finish(r: _Round) -> dict[str, Any]:
         **{k: evaluate[k] for k in ("test_accuracy_before", "test_accuracy_after", "selection_accuracy_before")},
         "test_per_class_after": evaluate.get("test_per_class_after"),
         # the scoring models of this round and the last, on the stop set: r - 2 and r - 1
-        **{k: select.get(k) for k in ("kappa", "kappa_images", "kappa_mean", "stop_kappa", "stop_labelling")},
+        **{k: select.get(k) for k in AGREEMENT_FIELDS},
         "selection": st.uri(r.key, "selection.parquet"), "skipped_report": st.uri(r.key, "skipped.parquet"),
         "metrics": st.uri(r.key, "metrics.json"), "learning_curve": st.uri("learning_curve.png"),
         "stage_seconds": dict(r.seconds),  # this run's stages only, when the round was resumed
@@ -555,7 +555,7 @@ def status(state_root: str) -> dict[str, Any]:
         rounds.append({"round": number, "selected": select.get("selected"),
                        "selection": state.uri(state.round_key(number), "selection.parquet") if select else None,
                        "state": round_state(state, number),
-                       **{k: select.get(k) for k in ("kappa", "kappa_images", "kappa_mean", "stop_labelling")}})
+                       **{k: select.get(k) for k in AGREEMENT_FIELDS}})
     latest = state.latest_model()
     return {"state": state.root, "rounds": rounds, "leased_by": lease_lib.current(state),
             "latest_model": None if latest is None else state.uri(state.model_key(latest)),

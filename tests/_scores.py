@@ -28,3 +28,13 @@ def scores_table(image_ids, scores, errors, predicted=None):
     return pa.table({"image_id": ids, "uri": [f"img/{i}.jpg" for i in ids], "score": np.array(scores, np.float64),
                      "predicted": ids % 3 if predicted is None else np.asarray(predicted, np.int64),
                      "error": errors})
+
+
+def random_pool(seed: int, n: int, unscored: int, excluded: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A pool's scores as a round would select from: ``n`` distinct ids (not in order), scores in
+    [0, 1) with ``unscored`` NaN among them, and ``excluded`` of the ids already selected."""
+    rng = np.random.default_rng(seed)
+    ids = rng.permutation(4 * n)[:n].astype(np.int64)
+    scores = rng.random(n)
+    scores[rng.choice(n, unscored, replace=False)] = np.nan
+    return ids, scores, rng.choice(ids, excluded, replace=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from _scores import score_source, scores_table
+from _scores import random_pool, score_source, scores_table
 
 from raysal import cli, hashing, pipeline, rounds
 from raysal.config import ConfigError, load_config
@@ -59,13 +59,9 @@ def test_id_keys_are_splitmix64():
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("kind", ["parquet", "blocks"])
 def test_the_stop_set_is_the_smallest_keys_of_the_scored_images_left(ray_session, tmp_path, kind):
-    rng = np.random.default_rng(0)
     n = 30_000
-    ids = rng.permutation(10 * n)[:n].astype(np.int64)
-    predicted = rng.integers(0, 5, n)
-    scores = rng.random(n)
-    scores[rng.choice(n, 300, replace=False)] = np.nan  # could not be scored: never in the stop set
-    exclude = rng.choice(ids, 500, replace=False)
+    ids, scores, exclude = random_pool(0, n, unscored=300, excluded=500)  # unscored: never in the stop set
+    predicted = np.random.default_rng(1).integers(0, 5, n)
     table = scores_table(ids, scores, ["" if s == s else "bad" for s in scores], predicted)
     source = score_source(kind, table, 7, tmp_path / "scores")
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from _jobs import copy_state
-from _scores import score_source, scores_table
+from _scores import random_pool, score_source, scores_table
 
 import raysal
 from raysal import pipeline, rounds
@@ -66,12 +66,8 @@ def test_a_bad_strategy_is_refused_naming_the_field(bad, message):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("kind", ["parquet", "lazy"])
 def test_the_distributed_sample_is_the_exact_top_k_of_the_keys(ray_session, tmp_path, kind):
-    rng = np.random.default_rng(3)
     n = 40_000
-    ids = rng.permutation(4 * n)[:n].astype(np.int64)
-    scores = rng.random(n)
-    scores[rng.choice(n, 100, replace=False)] = np.nan
-    exclude = rng.choice(ids, 300, replace=False)
+    ids, scores, exclude = random_pool(3, n, unscored=100, excluded=300)
     source = score_source(kind, scores_table(ids, scores, [""] * n), 9, tmp_path / "scores")
     keys = SelectionKeys("power", 1.0, seed=3, round_number=2)
     got = pipeline.select_top_k(source, 500, exclude, keys=keys, tasks=3)
@@ -151,13 +147,9 @@ def test_the_distributed_class_balanced_selection_is_exact(ray_session, tmp_path
     keeps every class's best k, and the quotas give the same images as in memory."""
     from raysal.topk import class_balanced_indices
 
-    rng = np.random.default_rng(11)
     n, k = 30_000, 500
-    ids = rng.permutation(3 * n)[:n].astype(np.int64)
-    scores = rng.random(n)
-    scores[rng.choice(n, 50, replace=False)] = np.nan
-    classes = rng.choice(4, n, p=[0.85, 0.1, 0.047, 0.003])
-    exclude = rng.choice(ids, 200, replace=False)
+    ids, scores, exclude = random_pool(11, n, unscored=50, excluded=200)
+    classes = np.random.default_rng(12).choice(4, n, p=[0.85, 0.1, 0.047, 0.003])
     source = score_source(kind, scores_table(ids, scores, [""] * n, classes), 40, tmp_path / "scores")
     got = pipeline.select_top_k(source, k, exclude, tasks=tasks, per_class=5)
     expected = class_balanced_indices(scores, ids, classes, k, 5, exclude)
