@@ -37,6 +37,16 @@ def test_cohen_kappa_known_answers(a, b, expected):
     assert _kappa_by_hand(np.array(a), np.array(b)) == pytest.approx(expected)
 
 
+def test_cohen_kappa_equals_scikit_learns():
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = np.random.default_rng(2)
+    for n_classes in (2, 5, 40):
+        a = rng.integers(0, n_classes, 1_000)
+        b = np.where(rng.random(1_000) < 0.6, a, rng.integers(0, n_classes, 1_000))
+        assert cohen_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b), abs=1e-12)
+
+
 def test_cohen_kappa_is_undefined_when_chance_agrees_on_everything():
     """Both models put every image in one class, the same: no evidence that they are stable."""
     assert cohen_kappa(np.array([3, 3, 3]), np.array([3, 3, 3])) is None
