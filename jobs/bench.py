@@ -2,7 +2,7 @@
 
     python jobs/bench.py --quick            # a few minutes on a laptop
     python jobs/bench.py --out bench.json   # the full set
-    python jobs/bench.py --only scoring     # one group: scoring | decode | topk | memory | round | scale
+    python jobs/bench.py --only scoring     # one group: scoring | decode | topk | memory | round | scale | trainset | rescoring
 
 Every figure is reported next to its baseline, measured in the same run on the same data, as a
 ratio; timings are medians of repeats. Results go to a JSON file and a markdown table.
@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Sequence
 
 EXIT_OK = 0
-GROUPS = ["scoring", "decode", "topk", "memory", "round", "scale", "trainset"]
+GROUPS = ["scoring", "decode", "topk", "memory", "round", "scale", "trainset", "rescoring"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

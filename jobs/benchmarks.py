@@ -257,6 +257,64 @@ def scoring_benchmarks(quick: bool, repeats: int) -> list[Row]:
     return rows
 
 
+def _raysal_score_seconds(cfg: Any, checkpoint: str, out_dir: str, embeddings: bool) -> float:
+    """One scoring pass as the score stage runs it, into ``out_dir`` (replaced); its wall time."""
+    from raysal import pipeline, sources
+
+    shutil.rmtree(out_dir, ignore_errors=True)
+    settle()
+    start = time.perf_counter()
+    ds, size = sources.read_source_with_size(cfg.data.pool, cfg.data.classes, "")
+    pipeline.write_scores(pipeline.score(pipeline.decode(ds, cfg), checkpoint, cfg, embeddings=embeddings),
+                          out_dir, size)
+    return time.perf_counter() - start
+
+
+def _rescore_seconds(cfg: Any, checkpoint: str, embedded: str, out_dir: str) -> float:
+    """One rescoring pass from the embeddings in ``embedded`` with the head alone; its wall time."""
+    from raysal import embeddings, pipeline
+
+    shutil.rmtree(out_dir, ignore_errors=True)
+    settle()
+    start = time.perf_counter()
+    pipeline.rescore(embedded, out_dir, os.path.join(checkpoint, embeddings.HEAD_FILE), np.empty(0, np.int64), cfg)
+    return time.perf_counter() - start
+
+
+def rescoring_benchmarks(quick: bool, repeats: int) -> list[Row]:
+    """A frozen backbone's later rounds: the pool rescored from its cached embeddings with the head
+    alone, against rescoring it in full (decode, backbone, head) as a round without the cache
+    does; and what writing the embeddings adds to the full pass that makes them."""
+    n_images, side, size = (500 if quick else 2_000), 96, 75
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = os.path.join(tmp, "images")
+        write_image_folder(folder, n_images, side)
+        _, checkpoint = _checkpoint(tmp, "inception_v3", size)
+        cfg = _score_folder_config(folder, "inception_v3", size, 64)
+        embedded, plain, rescored = (os.path.join(tmp, name) for name in ("embedded", "plain", "rescored"))
+        _raysal_score_seconds(cfg, checkpoint, embedded, embeddings=True)  # warm-up, and the cache to rescore
+        t_full, _ = median_seconds(lambda: _raysal_score_seconds(cfg, checkpoint, plain, False), repeats)
+        t_embedded, _ = median_seconds(lambda: _raysal_score_seconds(cfg, checkpoint, embedded, True), repeats)
+        t_head, _ = median_seconds(lambda: _rescore_seconds(cfg, checkpoint, embedded, rescored), repeats)
+        import pyarrow.parquet as pq
+
+        same = pq.read_table(rescored, columns=["image_id"]).num_rows == n_images
+        cache_mb = sum(os.path.getsize(os.path.join(embedded, f)) for f in os.listdir(embedded)) / 2**20
+    assert same, "rescoring lost rows"
+    return [
+        {"group": "rescoring", "name": f"InceptionV3 {size}x{size}: head-only rescoring from cached embeddings vs "
+                                       "full rescoring", "unit": "s", "raysal": round(t_head, 2),
+         "baseline": round(t_full, 2), "ratio": round(t_full / t_head, 1),
+         "notes": f"{n_images} JPEGs of {side}px, both end to end (actor or task start included); "
+                  "float16 embeddings of 2,048 values; target >= 20"},
+        {"group": "rescoring", "name": f"InceptionV3 {size}x{size}: the full pass writing embeddings vs without",
+         "unit": "s", "raysal": round(t_embedded, 2), "baseline": round(t_full, 2),
+         "ratio": round(t_full / t_embedded, 3),
+         "notes": f"what the first round of a frozen backbone pays to make the cache ({cache_mb:.1f} MiB of score "
+                  "files with embeddings)"},
+    ]
+
+
 # --- decoding --------------------------------------------------------------------------------
 
 def pil_decode(data: bytes, size: int) -> np.ndarray:

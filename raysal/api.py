@@ -61,7 +61,8 @@ def status(state: str) -> dict[str, Any]:
     return rounds.status(storage.absolute(state))
 
 
-def score(cfg: Config, model: str, source: str = "pool", state: str | None = None) -> "pd.DataFrame":
+def score(cfg: Config, model: str, source: str = "pool", state: str | None = None,
+          embeddings: bool = False) -> "pd.DataFrame":
     """Score one of the config's sources with a model checkpoint; one row per image.
 
     Args:
@@ -71,7 +72,8 @@ def score(cfg: Config, model: str, source: str = "pool", state: str | None = Non
 
     Returns:
         columns image_id, uri, label, score (the config's criterion: higher = more
-        informative), predicted, top_classes, top_probs, error ("" = scored).
+        informative), predicted, top_classes, top_probs, error ("" = scored); with ``embeddings``,
+        also embedding (float16, the penultimate layer; for ``select(strategy="diversity")``).
     """
     from raysal import config as config_lib
     from raysal import pipeline, preflight, sources, storage
@@ -82,20 +84,24 @@ def score(cfg: Config, model: str, source: str = "pool", state: str | None = Non
     root = preflight.data_root(cfg, storage.absolute(state or "."))
     _ray()
     ds = sources.read_source(getattr(cfg.data, source), cfg.data.classes, root)
-    return pipeline.score(pipeline.decode(ds, cfg), storage.absolute(model), cfg).to_pandas()
+    return pipeline.score(pipeline.decode(ds, cfg), storage.absolute(model), cfg, embeddings=embeddings).to_pandas()
 
 
 def select(scores: "pd.DataFrame", budget: int, exclude_ids: Sequence[int] = (), strategy: str = "top_k",
-           beta: float = 1.0, seed: int = 0, round_number: int = 0, n_classes: int = 0) -> "pd.DataFrame":
+           beta: float = 1.0, seed: int = 0, round_number: int = 0, n_classes: int = 0,
+           candidates: int = 4) -> "pd.DataFrame":
     """The ``budget`` rows with the highest score, exactly (ties: lower image_id first); or, with
     ``strategy`` ``power`` / ``softmax``, a sample of them as a round with that
     ``select.strategy``, ``beta``, ``seed`` and round number picks it; or, with
-    ``class_balanced``, a quota per ``predicted`` class of ``n_classes``.
+    ``class_balanced``, a quota per ``predicted`` class of ``n_classes``; or, with ``diversity``,
+    k-center greedy on the ``embedding`` column over the ``candidates x budget`` best
+    (``raysal.diversity``; score with ``score.embeddings = true``).
 
     Rows not scored (NaN score) and ``exclude_ids`` are never chosen. The result is in selection
     order, with a ``rank`` column from 1.
     """
     from raysal.criteria import SelectionKeys
+    from raysal.diversity import k_center_greedy
     from raysal.topk import class_balanced_indices, top_k_indices
 
     ids = scores["image_id"].to_numpy(np.int64)
@@ -105,6 +111,12 @@ def select(scores: "pd.DataFrame", budget: int, exclude_ids: Sequence[int] = (),
             raise ValueError("strategy 'class_balanced' needs n_classes, the number of classes")
         chosen = class_balanced_indices(keys, ids, scores["predicted"].to_numpy(np.int64), budget, n_classes,
                                         np.asarray(exclude_ids, np.int64))
+    elif strategy == "diversity":
+        if "embedding" not in scores.columns:
+            raise ValueError("strategy 'diversity' needs an embedding column: score with score.embeddings = true")
+        chosen = top_k_indices(keys, ids, candidates * budget, np.asarray(exclude_ids, np.int64))
+        chosen = chosen[k_center_greedy(np.stack(scores["embedding"].to_numpy()[chosen]), budget)] \
+            if len(chosen) else chosen
     else:
         chosen = top_k_indices(keys, ids, budget, np.asarray(exclude_ids, np.int64))
     out = scores.iloc[chosen].reset_index(drop=True)

@@ -55,8 +55,9 @@ def parse_args(argv: Sequence[str] | None, prog: str = "raysal round") -> argpar
                         help="the run's state: a folder or a pyarrow.fs URI (default: .raysal/<config name>)")
     parser.add_argument("--budget", type=int, help="images to select this round (select.budget)")
     parser.add_argument("--criterion", help="least_confidence | smallest_margin | entropy | random")
-    parser.add_argument("--strategy", help="top_k | power | softmax | class_balanced: how the budget is chosen "
-                                           "from the scores (select.strategy; select.beta sets the sharpness)")
+    parser.add_argument("--strategy", help="top_k | power | softmax | class_balanced | diversity: how the budget "
+                                           "is chosen from the scores (select.strategy; select.beta sets the "
+                                           "sharpness, select.candidates the diversity candidates)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config field, e.g. --set score.max_actors=4 (repeatable)")
     parser.add_argument("--import-labels", metavar="FILE", help="human labels for the waiting round (CSV/Parquet)")

@@ -23,7 +23,7 @@ MODEL_USES = ("backbone", "classifier")
 MODEL_OUTPUTS = ("", "logits", "probs")
 PREPROCESS_MODES = ("", "unit", "symmetric", "mean_std")
 CRITERION_NAMES = ("least_confidence", "smallest_margin", "entropy", "random")
-STRATEGY_NAMES = ("top_k", "power", "softmax", "class_balanced")  # how the budget is chosen: raysal.criteria
+STRATEGY_NAMES = ("top_k", "power", "softmax", "class_balanced", "diversity")  # how the budget is chosen: raysal.criteria
 TRAIN_DATA_MODES = ("auto", "memory", "cache")
 
 
@@ -186,6 +186,13 @@ class ScoreConfig:
     top_probs: int = 5  # top classes/probabilities kept per image in the scores file
     xla: bool = False  # compile the model call with XLA (jit_compile): often faster on GPUs
     mixed_precision: bool = False  # float16 compute (mixed_float16): for GPUs with tensor cores
+    # Write each image's penultimate-layer embedding (float16, what the head sees) beside its
+    # scores. Always on for select.strategy = "diversity" and for a frozen backbone
+    # (train.finetune_epochs = 0), whose later rounds rescore from them.
+    embeddings: bool = False
+    # Rescore the pool from an earlier round's embeddings with the head alone (no decoding, no
+    # backbone) when the scoring model's backbone is the one that made them (same weights).
+    reuse_embeddings: bool = True
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "score.batch_size", f"must be >= 1, got {self.batch_size}")
@@ -208,8 +215,10 @@ class SelectConfig:
     # replacement with probabilities proportional to score^beta / exp(beta * score) (Kirsch et
     # al. 2023), fewer near-duplicates at large budgets; random per (seed, round, image), exact.
     # class_balanced: budget // len(classes) per predicted class, the rest by score (Emam et al. 2021).
+    # diversity: the budget spread over the candidates' embeddings by k-center greedy (raysal.diversity).
     strategy: str = "top_k"
     beta: float = 1.0  # the power / softmax sharpness; larger comes closer to top_k
+    candidates: int = 4  # diversity: it picks among the candidates x budget best by the criterion
     # Stop labelling once the model's predictions on the pool stop changing: when Cohen's kappa
     # between the last two models' predictions on a fixed sample of the pool (the stop set) is at
     # least this, the round's summary says so. 0: never (the kappa is reported either way).
@@ -220,6 +229,7 @@ class SelectConfig:
         _check(self.budget >= 1, "select.budget", f"must be >= 1, got {self.budget}")
         _check(self.strategy in STRATEGY_NAMES, "select.strategy", f"{self.strategy!r} is not one of {STRATEGY_NAMES}")
         _check(self.beta > 0 and math.isfinite(self.beta), "select.beta", f"must be > 0, got {self.beta}")
+        _check(self.candidates >= 1, "select.candidates", f"must be >= 1, got {self.candidates}")
         _check(0.0 <= self.stop_kappa <= 1.0, "select.stop_kappa", f"must be in [0, 1], got {self.stop_kappa}")
         _check(self.criterion in CRITERION_NAMES, "select.criterion",
                f"{self.criterion!r} is not one of {CRITERION_NAMES}")

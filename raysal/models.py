@@ -29,9 +29,9 @@ from numpy.typing import NDArray
 
 from raysal import storage
 from raysal.config import ModelConfig
+from raysal.embeddings import CONFIG_FILE, DIGEST, HEAD_FILE, DenseHead
 
 BACKBONE = "backbone"
-CONFIG_FILE = "model.json"
 WEIGHTS_FILE = "weights.h5"
 HUB_CACHE_ENV = "TFHUB_CACHE_DIR"
 
@@ -225,9 +225,15 @@ def set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
 
 
 def save_checkpoint(model: keras.Model, directory: str, cfg: ModelConfig, classes: Sequence[str]) -> None:
+    """The weights, the config and classes, the backbone's digest, and the head as numpy
+    (``HEAD_FILE``, when ``dense_head`` can express it): what rescoring from embeddings needs."""
     os.makedirs(directory, exist_ok=True)
     model.save_weights(os.path.join(directory, WEIGHTS_FILE))
-    meta = {"model": asdict(cfg), "classes": list(classes)}
+    head = dense_head(model)
+    if head is not None:
+        with open(os.path.join(directory, HEAD_FILE), "wb") as f:
+            f.write(head.to_bytes())
+    meta = {"model": asdict(cfg), "classes": list(classes), DIGEST: backbone_digest(model, cfg)}
     with open(os.path.join(directory, CONFIG_FILE), "w") as f:
         json.dump(meta, f, indent=2)
 
@@ -247,6 +253,49 @@ def load_checkpoint(directory: str) -> tuple[keras.Model, ModelConfig, list[str]
     model = build_model(cfg, len(meta["classes"]))
     model.load_weights(os.path.join(directory, WEIGHTS_FILE))
     return model, cfg, meta["classes"]
+
+
+def embedding_model(model: keras.Model) -> keras.Model:
+    """``model`` cut before its head: uint8 images in, what the head sees out (the backbone's
+    features, the penultimate layer), flattened to ``[n, d]``. For a TF Hub classifier, which is all
+    backbone, that is its logits."""
+    features = model.get_layer(BACKBONE).get_output_at(-1)  # the call inside this model, not the
+    if len(features.shape) != 2:  # backbone's own functional node
+        features = keras.layers.Flatten(name="embedding")(features)
+    return keras.Model(model.inputs, features, name="embedding")
+
+
+def dense_head(model: keras.Model) -> DenseHead | None:
+    """The head of ``model`` as a ``DenseHead``: when it is one Dense layer with a bias whose
+    output is softmaxed (by its own activation or a Softmax / Activation layer after it), with
+    only Dropout besides; else None (nothing else is applied without TensorFlow)."""
+    layers = model.layers
+    after = layers[layers.index(model.get_layer(BACKBONE)) + 1:]
+    dense = [layer for layer in after if layer.weights]
+    if len(dense) != 1 or type(dense[0]) is not keras.layers.Dense or not dense[0].use_bias:
+        return None
+    others = [layer for layer in after if layer is not dense[0] and not isinstance(layer, keras.layers.Dropout)]
+    if not all(isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)) for layer in others):
+        return None
+    if [a for a in map(_activation, [dense[0], *others]) if a != "linear"] != ["softmax"]:
+        return None
+    kernel, bias = (w.numpy().astype(np.float32) for w in dense[0].weights)
+    return DenseHead(kernel, bias)
+
+
+def backbone_digest(model: keras.Model, cfg: ModelConfig) -> str:
+    """A hash of everything that makes the embeddings: the backbone's weights and the model
+    config's input side (kind, size, preprocessing; not the head's dropout). Equal digests:
+    equal embeddings, so cached ones can be reused."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    meta = {k: v for k, v in asdict(cfg).items() if k not in ("dropout", "outputs")}
+    digest.update(json.dumps(meta, sort_keys=True).encode())
+    for weight in model.get_layer(BACKBONE).weights:
+        digest.update(str(tuple(weight.shape)).encode())  # not the name: it numbers layers per process
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    return digest.hexdigest()
 
 
 def predict_probs(model: keras.Model, images: NDArray[np.uint8], batch_size: int = 64) -> NDArray[np.float32]:

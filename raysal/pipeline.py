@@ -23,9 +23,11 @@ import ray.data
 import ray.experimental
 from numpy.typing import NDArray
 from ray.data.dataset import MaterializedDataset
+from ray.data.extensions import ArrowTensorArray
 
 from raysal import keras_env, storage
 from raysal.config import Config
+from raysal.embeddings import EMBEDDING, DenseHead, embedding_matrix
 from raysal.hashing import id_keys
 from raysal.images import UndecodableImage, decode_image
 from raysal.topk import candidate_rows, class_balanced_indices, is_in_sorted, top_k_indices, top_k_unordered
@@ -80,11 +82,36 @@ def decode(ds: ray.data.Dataset, cfg: Config) -> ray.data.Dataset:
                           runtime_env={"env_vars": keras_env.worker_env()})
 
 
+def score_rows(probs: NDArray[np.float32], rows: NDArray[np.intp], ids: NDArray[np.int64], errors: NDArray,
+               criterion: Callable, top: int) -> dict[str, NDArray]:
+    """A batch's score columns from the class probabilities ``[m, c]`` of its ``rows`` (the rest
+    could not be decoded): NaN scores for those, and a non-finite output is skipped and reported
+    (``NON_FINITE`` in ``error``, a copy). What the scorer and the rescoring from embeddings write."""
+    n = len(ids)
+    errors = errors.copy()
+    scores = np.full(n, np.nan)  # [n], NaN = skipped, never selected
+    predicted = np.full(n, -1, dtype=np.int64)
+    top_classes = np.full((n, top), -1, dtype=np.int64)  # [n, k]
+    top_probs = np.zeros((n, top), dtype=np.float32)  # [n, k]
+    finite = np.isfinite(probs).all(axis=1)  # [m]
+    errors[rows[~finite]] = NON_FINITE
+    ok, probs = rows[finite], probs[finite]
+    if ok.size:
+        scores[ok] = criterion(probs, ids[ok].astype(np.int64))
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :top]  # [m, k]
+        predicted[ok] = order[:, 0]
+        top_classes[ok] = order
+        top_probs[ok] = np.take_along_axis(probs, order, axis=1)
+    return {"score": scores, "predicted": predicted, "top_classes": top_classes, "top_probs": top_probs,
+            "error": errors}
+
+
 class Scorer:
     """Holds one model per actor; ``__call__`` scores one batch of decoded images."""
 
     def __init__(self, model_dir: str, criterion: str, seed: int, batch_size: int, top_probs: int,
-                 xla: bool = False, mixed_precision: bool = False, board: Any = None) -> None:
+                 xla: bool = False, mixed_precision: bool = False, board: Any = None,
+                 embeddings: bool = False) -> None:
         keras_env.use_legacy_keras()
         import tensorflow as tf
         import tf_keras as keras
@@ -103,48 +130,63 @@ class Scorer:
         self.top = min(top_probs, len(self.classes))
         size = model_cfg.input_size
         spec = tf.TensorSpec([batch_size, size, size, 3], tf.uint8)  # fixed: traced once, XLA-friendly
-        self._predict = tf.function(lambda images: tf.cast(self.model(images, training=False), tf.float32),
-                                    input_signature=[spec], jit_compile=xla)
+        # With embeddings, one call gives both outputs: the backbone runs once per image.
+        net = keras.Model(self.model.inputs, [self.model.output, models.embedding_model(self.model).output]) \
+            if embeddings else self.model
+        self.embeddings = embeddings
+        self.dims = int(net.outputs[1].shape[-1]) if embeddings else 0
+        self._predict = tf.function(lambda images: tf.nest.map_structure(
+            lambda out: tf.cast(out, tf.float32), net(images, training=False)), input_signature=[spec], jit_compile=xla)
         self._predict(tf.zeros(spec.shape, tf.uint8))  # trace (and compile) now, as part of the actor's start
 
-    def probs(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
+    def outputs(self, images: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float16] | None]:
+        """Class probabilities ``[n, c]``, and with embeddings on, the embeddings ``[n, d]``."""
         n = len(images)
-        out = []
+        probs, embeddings = [], []
         for start in range(0, n, self.batch_size):
             chunk = images[start:start + self.batch_size]
             pad = self.batch_size - len(chunk)
             if pad:
                 chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.uint8)])
-            out.append(self._predict(chunk).numpy()[: self.batch_size - pad])
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)  # [n, c]
+            out = self._predict(chunk)
+            if self.embeddings:
+                probs.append(out[0].numpy()[: self.batch_size - pad])
+                embeddings.append(out[1].numpy()[: self.batch_size - pad].astype(np.float16))
+            else:
+                probs.append(out.numpy()[: self.batch_size - pad])
+        empty = np.zeros((0, len(self.classes)), np.float32)
+        return (np.concatenate(probs) if probs else empty,
+                (np.concatenate(embeddings) if embeddings else np.zeros((0, self.dims), np.float16))
+                if self.embeddings else None)
+
+    def probs(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
+        return self.outputs(images)[0]  # [n, c]
 
     def __call__(self, batch: dict[str, NDArray]) -> dict[str, NDArray]:
         n = len(batch["image_id"])
-        errors = batch["error"].copy()
-        scores = np.full(n, np.nan)  # [n], NaN = skipped, never selected
-        predicted = np.full(n, -1, dtype=np.int64)
-        top_classes = np.full((n, self.top), -1, dtype=np.int64)  # [n, k]
-        top_probs = np.zeros((n, self.top), dtype=np.float32)  # [n, k]
-        decoded = np.flatnonzero(errors == "")
-        if decoded.size:
-            probs = self.probs(batch["image"][decoded])  # [m, c]
-            finite = np.isfinite(probs).all(axis=1)  # [m]: a NaN or inf output is skipped and reported
-            errors[decoded[~finite]] = NON_FINITE
-            ok, probs = decoded[finite], probs[finite]
-            if ok.size:
-                scores[ok] = self.criterion(probs, batch["image_id"][ok].astype(np.int64))
-                order = np.argsort(-probs, axis=1, kind="stable")[:, : self.top]  # [m, k]
-                predicted[ok] = order[:, 0]
-                top_classes[ok] = order
-                top_probs[ok] = np.take_along_axis(probs, order, axis=1)
+        decoded = np.flatnonzero(batch["error"] == "")
+        probs, embeddings = self.outputs(batch["image"][decoded]) if decoded.size else (
+            np.zeros((0, len(self.classes)), np.float32), np.zeros((0, self.dims), np.float16))
+        out = {"image_id": batch["image_id"], "uri": batch["uri"], "label": batch["label"],
+               **score_rows(probs, decoded, batch["image_id"], batch["error"], self.criterion, self.top)}
+        if self.embeddings:  # NaN for an image that was not decoded
+            out["embedding"] = np.full((n, self.dims), np.nan, np.float16)  # [n, d]
+            out["embedding"][decoded] = embeddings
         if self.board is not None:
             self.board.add.remote(n)  # not awaited: progress never slows scoring
-        return {"image_id": batch["image_id"], "uri": batch["uri"], "label": batch["label"], "score": scores,
-                "predicted": predicted, "top_classes": top_classes, "top_probs": top_probs, "error": errors}
+        return out
 
 
-def score(decoded: ray.data.Dataset, model_dir: str, cfg: Config, board: Any = None) -> ray.data.Dataset:
-    """Score decoded images with an actor pool; columns ``SCORE_COLUMNS``.
+def writes_embeddings(cfg: Config) -> bool:
+    """Whether scoring writes embeddings: asked for, needed by the diversity strategy, or worth
+    keeping because training leaves the backbone frozen (later rounds rescore from them)."""
+    return cfg.score.embeddings or cfg.select.strategy == "diversity" or cfg.train.finetune_epochs == 0
+
+
+def score(decoded: ray.data.Dataset, model_dir: str, cfg: Config, board: Any = None,
+          embeddings: bool = False) -> ray.data.Dataset:
+    """Score decoded images with an actor pool; columns ``SCORE_COLUMNS``, and ``embedding``
+    (float16 ``[d]``, NaN where not scored) with ``embeddings``.
 
     ``board``: a ``progress.Board`` that the actors tell how many images they scored.
     """
@@ -153,7 +195,8 @@ def score(decoded: ray.data.Dataset, model_dir: str, cfg: Config, board: Any = N
         Scorer,
         fn_constructor_kwargs={"model_dir": model_dir, "criterion": cfg.select.criterion, "seed": cfg.seed,
                                "batch_size": s.batch_size, "top_probs": s.top_probs, "xla": s.xla,
-                               "mixed_precision": s.mixed_precision, "board": board},
+                               "mixed_precision": s.mixed_precision, "board": board,
+                               "embeddings": embeddings},
         batch_size=s.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=s.min_actors, max_size=s.max_actors,
                                            max_concurrent_calls_per_actor=s.calls_per_actor,
@@ -181,6 +224,60 @@ def score_file_rows(total: int) -> int:
 def write_scores(scored: ray.data.Dataset, uri: str, total: int) -> None:
     """Run the scoring pass, writing its rows as Parquet files under ``uri``."""
     scored.write_parquet(uri, min_rows_per_file=score_file_rows(total))
+
+
+@ray.remote
+def _rescore_files(fs: pafs.FileSystem, paths: list[str], out_folder: str, first: int,
+                   exclude_sorted: NDArray[np.int64], head: DenseHead, criterion: str, seed: int, top: int, keep_embeddings: bool, board: Any) -> int:
+    """Score files rescored from their embeddings by ``head``: file i of ``paths`` becomes
+    ``out_folder/part-{first + i}.parquet``, without the ``exclude_sorted`` ids. Returns the rows written."""
+    from raysal.criteria import get_criterion
+
+    score_fn = get_criterion(criterion, seed)
+    written = 0
+    for i, path in enumerate(paths):
+        table = pq.read_table(path, filesystem=fs, columns=["image_id", "uri", "label", "error", EMBEDDING])
+        ids = _numpy(table["image_id"]).astype(np.int64)  # [n]
+        table = table.filter(pa.array(~is_in_sorted(ids, exclude_sorted)))
+        ids = _numpy(table["image_id"]).astype(np.int64)
+        errors = np.asarray(table["error"].fill_null("").to_pylist(), dtype=object)  # [n]
+        rows = np.flatnonzero(errors == "")
+        embeddings = embedding_matrix(table[EMBEDDING])  # [n, d]
+        probs = head.probs(embeddings[rows]) if rows.size else np.zeros((0, len(head.bias)), np.float32)
+        out = score_rows(probs, rows, ids, errors, score_fn, min(top, len(head.bias)))
+        columns = {"image_id": table["image_id"], "uri": table["uri"], "label": table["label"],
+                   "score": pa.array(out["score"]), "predicted": pa.array(out["predicted"]),
+                   "top_classes": ArrowTensorArray.from_numpy(out["top_classes"]),
+                   "top_probs": ArrowTensorArray.from_numpy(out["top_probs"]),
+                   "error": pa.array(out["error"].tolist(), pa.string())}
+        if keep_embeddings:
+            columns[EMBEDDING] = table[EMBEDDING]
+        pq.write_table(pa.table(columns), f"{out_folder}/part-{first + i:05d}.parquet", filesystem=fs)
+        written += len(ids)
+        if board is not None:
+            board.add.remote(len(ids))
+    return written
+
+
+def rescore(embedded: str, out: str, head_uri: str, exclude_ids: NDArray[np.int64], cfg: Config,
+            keep_embeddings: bool = False, board: Any = None, tasks: int | None = None) -> int:
+    """Rescore from embeddings: the score files under ``embedded`` (a folder or URI whose files
+    have an ``embedding`` column) rescored by the head at ``head_uri`` (``embeddings.HEAD_FILE``)
+    into ``out``, as the scorer would score them with the model whose backbone made the
+    embeddings. No image is decoded and no backbone runs: plain numpy in one task per CPU.
+    ``exclude_ids`` are left out; ``keep_embeddings`` copies the column. Returns the rows written.
+    """
+    head = DenseHead.from_bytes(storage.read_bytes(head_uri))
+    fs, path = storage.resolve(embedded)
+    files = sorted(pads.dataset(path, filesystem=fs, format="parquet").files)
+    out_fs, out_path = storage.resolve(out)
+    out_fs.create_dir(out_path, recursive=True)
+    exclude = ray.put(np.unique(np.asarray(exclude_ids, dtype=np.int64)))
+    head_ref = ray.put(head)
+    runs = np.array_split(np.arange(len(files)), min(len(files), max(1, tasks or _cluster_cpus()))) if files else []
+    return sum(ray.get([_rescore_files.remote(fs, [files[i] for i in run], out_path, int(run[0]), exclude, head_ref,
+                                              cfg.select.criterion, cfg.seed, cfg.score.top_probs, keep_embeddings,
+                                              board) for run in runs if len(run)]))
 
 
 MERGE_FAN_IN = 16  # best-k tables merged per step: the driver never holds more than 16k of them
@@ -395,6 +492,12 @@ def _scan_parquet(folder: str, k: int, exclude_ref: ray.ObjectRef, columns: list
             for paths in runs]
 
 
+def score_columns(folder: str) -> list[str]:
+    """The columns of the score files under ``folder`` (a path or URI)."""
+    fs, path = storage.resolve(folder)
+    return pads.dataset(path, filesystem=fs, format="parquet").schema.names
+
+
 @dataclass(frozen=True)
 class Selection:
     """The result of one pass over a round's scores."""
@@ -454,7 +557,8 @@ def select_top_k(scored: ray.data.Dataset | str, k: int, exclude_ids: NDArray[np
     else:
         best = _best_rows(ray.get(best_refs), k, ordered=True)
     reports: list[_Scanned] = ray.get([report for _, report in scans])
-    rows = {c: (best[c].to_numpy(zero_copy_only=False) if best is not None else np.empty(0)) for c in columns}
+    rows = {c: (np.empty(0) if best is None else embedding_matrix(best[c]) if c == EMBEDDING
+                else best[c].to_numpy(zero_copy_only=False)) for c in columns}
     skipped = [r.skipped for r in reports if r.skipped is not None]
     skipped_table = pa.concat_tables(skipped, promote_options="permissive") if skipped else None
     skipped_columns = {c: (skipped_table[c].to_numpy(zero_copy_only=False) if skipped_table is not None

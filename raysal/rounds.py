@@ -26,11 +26,12 @@ import ray
 import ray.data
 from numpy.typing import NDArray
 
-from raysal import criteria, faults
+from raysal import criteria, embeddings, faults
 from raysal import labels as labels_lib
 from raysal import lease as lease_lib
 from raysal import pipeline, preflight, progress, sources
 from raysal.config import Config, SourceConfig, config_from_dict
+from raysal.diversity import k_center_greedy
 from raysal.metrics import TEST_METRICS_FILE, accuracy_report, cohen_kappa
 from raysal.plots import learning_curve_png
 from raysal.state import STAGES, RunState, StateError
@@ -156,17 +157,36 @@ def bootstrap(r: _Round) -> None:
 # --- the stages ------------------------------------------------------------------------------
 
 def stage_score(r: _Round, label_file: str | None) -> str:
+    """Score the pool with the last round's model; or, when its backbone made the embeddings
+    in an earlier round's score files (``embeddings.lookup``), rescore those with its head alone."""
     excluded = r.state.selected_ids(before=r.number)
-    pool, pool_size = r.sized_source(r.cfg.data.pool)
-    if len(excluded):
-        pool = pool.map_batches(pipeline.drop_ids, fn_kwargs={"ids_ref": ray.put(excluded)}, batch_format="numpy")
     scores_key = f"{r.key}/scores"
     r.state.delete_dir(scores_key)  # a partial write by a crashed run
-    total = pool_size - len(excluded)  # every excluded id is a pool image
+    model_key = r.state.model_key(r.number - 1)
+    digest = embeddings.checkpoint_digest(r.state, model_key)
+    cached = embeddings.lookup(r.state, digest, r.number) if r.cfg.score.reuse_embeddings else None
+    done = {"model": r.number - 1, "excluded": int(len(excluded))}
+    if cached is not None:
+        log.info("stage score: the backbone of model %d made the embeddings in %s: rescoring them with its head "
+                 "alone (no image decoded)", r.number - 1, r.state.uri(cached["scores"]))
+        keep = r.cfg.score.embeddings or r.cfg.select.strategy == "diversity"
+        total = cached["rows"] - (len(excluded) - cached["excluded"])  # every excluded id is a pool image
+        with progress.watch(r.board, "rescoring from embeddings", total) as board:
+            pipeline.rescore(r.state.uri(cached["scores"]), r.state.uri(scores_key),
+                             r.state.uri(model_key, embeddings.HEAD_FILE), excluded, r.cfg, keep, board)
+        r.state.commit_stage(r.number, "score", {**done, "rescored_from": cached["scores"]})
+        return DONE
+    pool, pool_size = r.sized_source(r.cfg.data.pool)
+    total = pool_size - len(excluded)
+    if len(excluded):
+        pool = pool.map_batches(pipeline.drop_ids, fn_kwargs={"ids_ref": ray.put(excluded)}, batch_format="numpy")
+    keep = pipeline.writes_embeddings(r.cfg)
     with progress.watch(r.board, "scoring", total) as board:
         pipeline.write_scores(pipeline.score(pipeline.decode(pool, r.cfg), r.model_uri(r.number - 1), r.cfg,
-                                             board=board), r.state.uri(scores_key), total)
-    r.state.commit_stage(r.number, "score", {"model": r.number - 1, "excluded": int(len(excluded))})
+                                             board=board, embeddings=keep), r.state.uri(scores_key), total)
+    if keep and digest is not None:
+        embeddings.record(r.state, digest, scores_key, r.number, r.number - 1, total, len(excluded))
+    r.state.commit_stage(r.number, "score", done)
     return DONE
 
 
@@ -175,11 +195,22 @@ def stage_select(r: _Round, label_file: str | None) -> str:
     s = r.cfg.select
     keys = criteria.SelectionKeys(s.strategy, s.beta, r.cfg.seed, r.number)
     per_class = len(r.cfg.data.classes) if s.strategy == "class_balanced" else 0
-    result = pipeline.select_top_k(r.state.uri(f"{r.key}/scores"), s.budget, r.state.selected_ids(before=r.number),
-                                   sample=pipeline.STOP_SET, keys=keys if keys.perturbs else None, per_class=per_class)
+    diverse = s.strategy == "diversity"
+    columns = ("image_id", "uri", "score", "predicted", *([embeddings.EMBEDDING] if diverse else []))
+    scores_uri = r.state.uri(f"{r.key}/scores")
+    if diverse and embeddings.EMBEDDING not in pipeline.score_columns(scores_uri):
+        raise StateError(f"round {r.number}: select.strategy = 'diversity' needs embeddings, and the score files "
+                         f"{scores_uri} have none (scored before the strategy was set): delete the folder and run "
+                         "again to rescore")
+    result = pipeline.select_top_k(scores_uri, s.budget * (s.candidates if diverse else 1),
+                                   r.state.selected_ids(before=r.number), columns=columns, sample=pipeline.STOP_SET,
+                                   keys=keys if keys.perturbs else None, per_class=per_class)
     best, skipped, pool_size = result.rows, result.skipped, result.rows_read
+    if diverse:  # the budget among the candidates, spread over their embeddings
+        picks = k_center_greedy(best[embeddings.EMBEDDING], s.budget)
+        best = {c: values[picks] for c, values in best.items()}
     left = pool_size - len(skipped["image_id"])
-    if r.cfg.select.budget > left:
+    if s.budget > left:
         log.warning("budget %d exceeds the %d images left to select: selected all of them", r.cfg.select.budget, left)
     if len(skipped["image_id"]):
         log.warning("%d pool images could not be scored and were skipped (e.g. %s: %s); the list with reasons is "
@@ -512,7 +543,8 @@ def _finish(r: _Round) -> dict[str, Any]:
     select, evaluate = st.stage_done(r.number, "select"), st.stage_done(r.number, "evaluate")
     record = {
         "round": r.number, "criterion": r.cfg.select.criterion, "budget": r.cfg.select.budget,
-        "strategy": r.cfg.select.strategy, "beta": r.cfg.select.beta,
+        "strategy": r.cfg.select.strategy, "beta": r.cfg.select.beta, "candidates": r.cfg.select.candidates,
+        "rescored_from": (st.stage_done(r.number, "score") or {}).get("rescored_from"),
         "selected": select["selected"], "pool_size": select["pool_size"], "skipped": select["skipped"],
         "score_min": select["score_min"], "score_max": select["score_max"],
         "labelled_total": st.stage_done(r.number, "train")["train_size"],  # seed set + every label so far
@@ -566,6 +598,8 @@ def _strategy(record: dict[str, Any]) -> str:
     strategy = record.get("strategy", "top_k")
     if strategy == "class_balanced":
         return " (class-balanced: a quota per predicted class)"
+    if strategy == "diversity":
+        return f" (diversity: k-center greedy over the {record.get('candidates', 4)} x budget most uncertain)"
     return "" if strategy == "top_k" else f" ({strategy} sampling, beta {record['beta']:g})"
 
 
@@ -587,6 +621,9 @@ def format_outcome(outcome: RoundOutcome, log_path: str | None = None) -> str:
     if per_class:
         lines.append("  test accuracy per class: " + ", ".join(
             f"{name} {'n/a' if acc is None else f'{acc:.2f}'}" for name, acc in per_class.items()))
+    if rec.get("rescored_from"):
+        lines.append(f"  scored by model {rec['round'] - 1}'s head alone, from the embeddings in "
+                     f"{rec['rescored_from']} (its backbone made them: no image decoded)")
     lines += agreement_lines(rec)
     if not stages:
         lines.append("  (resumed after its last stage had committed: only its record was written now)")

@@ -170,8 +170,8 @@ def test_parsed_override_feeds_load_config() -> None:
 BAD_OVERRIDES = [
     pytest.param({"budget": 5}, r"^budget: unknown key", id="unknown-top-level-key"),
     pytest.param({"select.budgte": 5},
-                 r"^select\.budgte: unknown key; SelectConfig has \['beta', 'budget', 'criterion', 'stop_kappa', "
-                 r"'strategy'\]",
+                 r"^select\.budgte: unknown key; SelectConfig has \['beta', 'budget', 'candidates', 'criterion', "
+                 r"'stop_kappa', 'strategy'\]",
                  id="unknown-nested-key"),
     pytest.param({"data.pool.row": "1:2"}, r"^data\.pool\.row: unknown key", id="unknown-deeply-nested-key"),
     pytest.param({"select.budget": 0}, r"^select\.budget: must be >= 1, got 0", id="budget-zero"),
