@@ -26,3 +26,31 @@ def learning_curve_png(labelled: Sequence[int], accuracy: Sequence[float], title
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return buffer.getvalue()
+
+
+def simulation_png(labelled: Sequence[int], curves: dict[str, dict[str, Sequence[float]]], title: str) -> bytes:
+    """PNG bytes of simulated learning curves: per strategy its mean test accuracy over seeds,
+    with a band from the lowest to the highest seed's, against the labelled images.
+
+    Args:
+        curves: strategy -> {"mean": [r], "min": [r], "max": [r]}.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for name, curve in curves.items():
+        (line,) = ax.plot(labelled, curve["mean"], marker="o", markersize=3, label=name)
+        ax.fill_between(labelled, curve["min"], curve["max"], color=line.get_color(), alpha=0.15, linewidth=0)
+    ax.set_xlabel("labelled images")
+    ax.set_ylabel("test accuracy (mean; band: min-max of seeds)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()

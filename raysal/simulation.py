@@ -1,0 +1,422 @@
+"""Simulated learning curves: how many labels active learning saves on a labelled pool.
+
+Every strategy runs the same loop on the same data, with the pool's own labels as the oracle:
+per seed, a seed set of labelled images is drawn from the pool; each round trains a model on
+what is labelled, measures its test accuracy, scores the rest of the pool with a criterion
+(``raysal.criteria``) and selects the next budget with ``raysal.select``, the function a round's
+selection is checked against, with the seed and the round number a real round would use.
+
+The fast path (said so in every result): per seed, the round-0 model is trained in-process on
+the seed set; its backbone is then frozen, the pool's and the test split's embeddings are
+computed once (float16), and each round retrains only the head (Dropout + Dense softmax, as
+raysal's) in-process on the cached embeddings, from the same initial weights every round.
+Within a seed, every strategy starts from the same labelled set, backbone and head weights, so
+their round-0 accuracies are equal and the curves differ by what they selected alone.
+
+The summary maths (``area_under_curve``, ``labels_to_reach``, ``summarise``) is plain numpy;
+Ray and TensorFlow are imported where the simulation runs, inside its tasks.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from raysal.config import Config
+
+FAST_PATH = ("round-0 model trained in-process on the seed set; backbone frozen; head retrained in-process each "
+             "round on cached float16 embeddings")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """What a simulated round selects with: a criterion and a ``select.strategy``."""
+
+    criterion: str  # raysal.criteria name
+    strategy: str = "top_k"  # select.strategy
+    beta: float = 1.0  # power / softmax sharpness
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "random": Strategy("random"),
+    "margin": Strategy("smallest_margin"),
+    "entropy": Strategy("entropy"),
+    "least_confidence": Strategy("least_confidence"),
+    "power": Strategy("smallest_margin", "power"),
+    "softmax": Strategy("smallest_margin", "softmax"),
+    "class_balanced": Strategy("smallest_margin", "class_balanced"),
+    "diversity": Strategy("smallest_margin", "diversity"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A simulation's sizes and training settings; defaults fit the demo on a 2-core laptop."""
+
+    strategies: tuple[str, ...] = ("random", "margin", "power", "diversity")  # the baseline first
+    seeds: int = 5  # repeats with another seed set, round-0 model and head init: the spread
+    rounds: int = 8  # selections after round 0; a curve has rounds + 1 points
+    seed_size: int = 50  # labelled images before the first selection, drawn at random from the pool
+    budget: int = 25  # images labelled per round
+    candidates: int = 4  # diversity: k-center greedy over the candidates x budget best by margin
+    target: float | None = None  # accuracy to reach; None: random's final mean accuracy
+    round0_epochs: int = 30  # the round-0 model, whole model trained on the seed set
+    round0_learning_rate: float = 3e-3  # Adam; the demo's finetune learning rate
+    round0_batch_size: int = 16  # the demo's train.batch_size
+    head_steps: int = 300  # full-batch Adam steps, from the same initial head weights every round
+    head_learning_rate: float = 3e-3  # Adam
+    dropout: float = 0.2  # before the Dense head, as model.dropout
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.strategies if s not in STRATEGIES]
+        if unknown or not self.strategies:
+            raise ValueError(f"strategies: {unknown or 'none given'} not among {sorted(STRATEGIES)}")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise ValueError(f"strategies: {list(self.strategies)} names one twice")
+        for name in ("seeds", "seed_size", "budget", "candidates", "round0_epochs", "round0_batch_size", "head_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.rounds < 0:
+            raise ValueError(f"rounds: must be >= 0, got {self.rounds}")
+        for name in ("round0_learning_rate", "head_learning_rate"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"{name}: {getattr(self, name)} is outside (0, 1)")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout: {self.dropout} is outside [0, 1)")
+        if self.target is not None and not 0 < self.target <= 1:
+            raise ValueError(f"target: {self.target} is outside (0, 1]")
+
+    def labelled_counts(self) -> list[int]:
+        """Labelled images at each round: seed_size + r x budget."""
+        return [self.seed_size + r * self.budget for r in range(self.rounds + 1)]
+
+
+# --- the summary: plain numpy -----------------------------------------------------------------
+
+
+def area_under_curve(labelled: Sequence[float], accuracy: Sequence[float]) -> float:
+    """Mean accuracy over the labelled range: the trapezoid area divided by the range's width
+    (one point: its accuracy)."""
+    x, y = np.asarray(labelled, np.float64), np.asarray(accuracy, np.float64)  # [r], [r]
+    if len(x) == 1:
+        return float(y[0])
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2) / (x[-1] - x[0]))
+
+
+def labels_to_reach(labelled: Sequence[float], accuracy: Sequence[float], target: float) -> float | None:
+    """Labelled images where the curve first reaches ``target``, interpolated linearly between
+    the two rounds around the crossing; None if it never does."""
+    x, y = np.asarray(labelled, np.float64), np.asarray(accuracy, np.float64)  # [r], [r]
+    reached = np.flatnonzero(y >= target)
+    if not reached.size:
+        return None
+    i = int(reached[0])
+    if i == 0:
+        return float(x[0])
+    return float(x[i - 1] + (target - y[i - 1]) * (x[i] - x[i - 1]) / (y[i] - y[i - 1]))
+
+
+def _spread(values: NDArray[np.float64]) -> dict[str, float]:
+    return {"mean": float(values.mean()), "std": float(values.std()), "min": float(values.min()),
+            "max": float(values.max())}
+
+
+def summarise(labelled: Sequence[int], accuracy: Mapping[str, Sequence[Sequence[float]]],
+              target: float | None = None, baseline: str = "random") -> dict[str, Any]:
+    """Per strategy: the curve's mean and spread over seeds, its AUC, the labels it needs to reach
+    the target and the labels it saves against the baseline there.
+
+    Args:
+        labelled: [r] labelled images at each round, the same for every strategy.
+        accuracy: strategy -> [seeds][r] test accuracy.
+        target: the accuracy to reach; None: the baseline's final mean accuracy.
+        baseline: the strategy the others are compared with (``random``); where it did not run,
+            nothing is saved against it and the target must be given.
+
+    Returns:
+        ``{"target": ..., "baseline": ..., "strategies": {name: {...}}}``; std is the population std.
+    """
+    if target is None:
+        if baseline not in accuracy:
+            raise ValueError(f"no target accuracy: give one, or run the {baseline!r} baseline")
+        target = float(np.asarray(accuracy[baseline], np.float64).mean(axis=0)[-1])
+    out: dict[str, Any] = {}
+    for name, curves in accuracy.items():
+        acc = np.asarray(curves, np.float64)  # [seeds, r]
+        if acc.ndim != 2 or acc.shape[1] != len(labelled):
+            raise ValueError(f"{name}: accuracy has shape {acc.shape}, not [seeds, {len(labelled)}]")
+        mean = acc.mean(axis=0)  # [r]
+        aucs = np.array([area_under_curve(labelled, row) for row in acc])  # [seeds]
+        out[name] = {
+            "accuracy": acc.tolist(),
+            "mean": mean.tolist(), "std": acc.std(axis=0).tolist(),
+            "min": acc.min(axis=0).tolist(), "max": acc.max(axis=0).tolist(),
+            "final_accuracy": _spread(acc[:, -1]),
+            "auc": {**_spread(aucs), "per_seed": aucs.tolist()},
+            "labels_to_target": labels_to_reach(labelled, mean, target),
+        }
+    base = out.get(baseline, {}).get("labels_to_target")
+    for entry in out.values():
+        own = entry["labels_to_target"]
+        saved = None if base is None or own is None else base - own
+        entry["labels_saved"] = saved
+        entry["labels_saved_fraction"] = None if saved is None else saved / base
+    return {"target": target, "baseline": baseline, "strategies": out}
+
+
+# --- the simulation: Ray tasks that train with TensorFlow --------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    """A source decoded to numpy, sorted by image_id."""
+
+    image_ids: NDArray[np.int64]  # [n]
+    images: NDArray[np.uint8]  # [n, s, s, 3]
+    labels: NDArray[np.int64]  # [n]
+
+
+def load_split(cfg: "Config", source: str, root: str) -> Split:
+    """Read and decode one of the config's sources (``pool``, ``test``) with raysal's sources and
+    ``pipeline.decode`` (Ray Data), once, into memory. Undecodable images are left out; an image
+    without a label is refused: the simulation's oracle is the source's labels."""
+    from raysal import pipeline, sources
+
+    source_cfg = getattr(cfg.data, source)
+    ds = pipeline.decode(sources.read_source(source_cfg, cfg.data.classes, root), cfg)
+    batches = [b for b in ds.iter_batches(batch_format="numpy", batch_size=None) if len(b["image_id"])]
+    if not batches:
+        raise ValueError(f"data.{source}: no images")
+    ids = np.concatenate([b["image_id"] for b in batches]).astype(np.int64)
+    images = np.concatenate([b["image"] for b in batches])
+    labels = np.concatenate([np.asarray(b["label"], dtype=np.float64) for b in batches])  # null -> NaN
+    ok = np.concatenate([b["error"] for b in batches]) == ""
+    if np.isnan(labels[ok]).any():
+        raise ValueError(f"data.{source}: {int(np.isnan(labels[ok]).sum())} images have no label; a simulation "
+                         "needs every pool and test image's label (the oracle)")
+    order = np.argsort(ids[ok], kind="stable")
+    return Split(ids[ok][order], images[ok][order], labels[ok][order].astype(np.int64))
+
+
+def seed_set(n: int, size: int, seed: int) -> NDArray[np.intp]:
+    """Indices of the seed set: ``size`` of ``n`` pool rows drawn with numpy's rng(seed), sorted."""
+    if not 0 < size < n:
+        raise ValueError(f"seed_size: {size} must be between 1 and the pool's {n - 1} images")
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+
+
+@functools.cache  # once per worker process: TensorFlow's threads are set before its first op
+def _tensorflow() -> tuple[Any, Any]:
+    """TensorFlow and Keras 2 in a task: one thread each way (a task holds one CPU), deterministic ops."""
+    from raysal import keras_env
+
+    keras_env.use_legacy_keras()
+    import tensorflow as tf
+    import tf_keras as keras
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.experimental.enable_op_determinism()
+    # Each head trains in a tf.function of its own (its dropout draws start from the seed):
+    # TensorFlow's warning that functions are retraced says what is meant here.
+    tf.get_logger().setLevel("ERROR")
+    return tf, keras
+
+
+def _head(keras: Any, dim: int, n_classes: int, dropout: float) -> Any:
+    features = keras.Input((dim,), name="embedding")
+    x = keras.layers.Dropout(dropout)(features)
+    return keras.Model(features, keras.layers.Dense(n_classes, activation="softmax", name="head")(x))
+
+
+def round_zero(cfg: "Config", settings: Settings, pool: Split, test: Split, seed: int) -> dict[str, Any]:
+    """One seed's start: the seed set, the round-0 model trained on it, the pool's and test
+    split's float16 embeddings from its frozen backbone, and the head's initial weights."""
+    tf, keras = _tensorflow()
+    from raysal import models
+
+    n_classes = len(cfg.data.classes)
+    seed_rows = seed_set(len(pool.image_ids), settings.seed_size, seed)
+    keras.utils.set_random_seed(seed)
+    model = models.build_model(cfg.model, n_classes)
+    models.set_backbone_trainable(model, True)
+    model.compile(optimizer=keras.optimizers.Adam(settings.round0_learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(pool.images[seed_rows], pool.labels[seed_rows], batch_size=settings.round0_batch_size,
+              epochs=settings.round0_epochs, shuffle=True, verbose=0)
+    model_accuracy = float(model.evaluate(test.images, test.labels, batch_size=256, verbose=0)[1])
+    embed = models.embedding_model(model)
+    pool_embeddings = embed.predict(pool.images, batch_size=256, verbose=0).astype(np.float16)  # [n, d]
+    test_embeddings = embed.predict(test.images, batch_size=256, verbose=0).astype(np.float16)  # [m, d]
+    keras.utils.set_random_seed(seed)
+    head = _head(keras, pool_embeddings.shape[1], n_classes, settings.dropout)
+    return {"seed_rows": seed_rows, "pool_embeddings": pool_embeddings, "test_embeddings": test_embeddings,
+            "head_weights": head.get_weights(), "model_accuracy": model_accuracy}
+
+
+def train_head(features: NDArray[np.floating], labels: NDArray[np.int64], initial: list[NDArray],
+               settings: Settings, seed: int) -> Any:
+    """The head trained on ``features`` from ``initial`` weights: full-batch Adam, a fixed number
+    of steps, so a round's head depends on its labelled set alone, not on batch order."""
+    tf, keras = _tensorflow()
+    keras.utils.set_random_seed(seed)  # the dropout masks
+    head = _head(keras, features.shape[1], initial[-1].shape[0], settings.dropout)
+    head.set_weights(initial)
+    optimizer = keras.optimizers.Adam(settings.head_learning_rate)
+    x = tf.constant(np.asarray(features, np.float32))  # [n, d]
+    y = tf.constant(labels)  # [n]
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+
+    @tf.function
+    def fit() -> None:
+        for _ in tf.range(settings.head_steps):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y, head(x, training=True))
+            optimizer.apply_gradients(zip(tape.gradient(loss, head.trainable_variables), head.trainable_variables))
+
+    fit()
+    return head
+
+
+def run_strategy(cfg: "Config", settings: Settings, pool: Split, test: Split, start: dict[str, Any], seed: int,
+                 name: str) -> dict[str, Any]:
+    """One (seed, strategy): every round trains the head, tests it, scores the unlabelled pool and
+    selects the next budget with ``raysal.select``; returns the accuracy per round."""
+    import pandas as pd
+
+    from raysal.api import select
+    from raysal.criteria import get_criterion
+
+    started = time.perf_counter()
+    spec = STRATEGIES[name]
+    criterion = get_criterion(spec.criterion, seed)
+    n_classes = len(cfg.data.classes)
+    pool_embeddings, test_embeddings = start["pool_embeddings"], start["test_embeddings"]
+    labelled = np.zeros(len(pool.image_ids), bool)  # [n]
+    labelled[start["seed_rows"]] = True
+    accuracy, counts = [], []
+    for round_number in range(settings.rounds + 1):
+        head = train_head(pool_embeddings[labelled], pool.labels[labelled], start["head_weights"], settings, seed)
+        test_probs = head(test_embeddings.astype(np.float32), training=False).numpy()  # [m, c]
+        accuracy.append(float((test_probs.argmax(axis=1) == test.labels).mean()))
+        counts.append(int(labelled.sum()))
+        if round_number == settings.rounds:
+            break
+        rows = np.flatnonzero(~labelled)  # the unlabelled pool, scored as a round scores it
+        probs = head(pool_embeddings[rows].astype(np.float32), training=False).numpy()  # [u, c]
+        scores = pd.DataFrame({"image_id": pool.image_ids[rows], "score": criterion(probs, pool.image_ids[rows]),
+                               "predicted": probs.argmax(axis=1), "row": rows})
+        if spec.strategy == "diversity":
+            scores["embedding"] = list(pool_embeddings[rows])
+        chosen = select(scores, settings.budget, strategy=spec.strategy, beta=spec.beta, seed=seed,
+                        round_number=round_number + 1, n_classes=n_classes, candidates=settings.candidates)
+        labelled[chosen["row"].to_numpy()] = True  # the oracle: the pool's own labels
+    return {"seed": seed, "strategy": name, "labelled": counts, "accuracy": accuracy,
+            "seconds": time.perf_counter() - started}
+
+
+def simulate(cfg: "Config", root: str, settings: Settings,
+             progress: Callable[[dict[str, Any], int, int, float], None] | None = None) -> dict[str, Any]:
+    """The whole simulation in the Ray session that is up: one task per seed makes the round-0
+    model and the embeddings, then one task per (seed, strategy) runs all its rounds.
+
+    Args:
+        root: where the config's relative source paths point (``preflight.data_root``).
+        progress: called as each (seed, strategy) finishes, with its result, how many have
+            finished, how many there are, and the seconds since the start.
+
+    Returns:
+        the settings, the summary (``summarise``) and timings, as plain data for JSON.
+    """
+    import ray
+
+    from raysal import keras_env
+
+    started = time.perf_counter()
+    pool, test = load_split(cfg, "pool", root), load_split(cfg, "test", root)
+    if settings.seed_size + settings.rounds * settings.budget > len(pool.image_ids):
+        raise ValueError(f"seed_size + rounds x budget = {settings.seed_size + settings.rounds * settings.budget} "
+                         f"is more than the pool's {len(pool.image_ids)} images")
+    loaded = time.perf_counter() - started
+    options = {"num_cpus": 1, "runtime_env": {"env_vars": keras_env.worker_env()}}
+    pool_ref, test_ref = ray.put(pool), ray.put(test)
+    starts = {seed: ray.remote(round_zero).options(**options).remote(cfg, settings, pool_ref, test_ref, seed)
+              for seed in range(settings.seeds)}
+    # Seed-major order: a seed's strategies start as soon as its round-0 task is done.
+    pending = {ray.remote(run_strategy).options(**options).remote(cfg, settings, pool_ref, test_ref, starts[seed],
+                                                                   seed, name): (seed, name)
+               for seed in range(settings.seeds) for name in settings.strategies}
+    results: dict[tuple[int, str], dict[str, Any]] = {}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        result = ray.get(done[0])
+        results[pending.pop(done[0])] = result
+        if progress is not None:
+            progress(result, len(results), len(results) + len(pending), time.perf_counter() - started)
+    model_accuracy = [ray.get(starts[seed])["model_accuracy"] for seed in range(settings.seeds)]
+    labelled = settings.labelled_counts()
+    accuracy = {name: [results[seed, name]["accuracy"] for seed in range(settings.seeds)]
+                for name in settings.strategies}
+    summary = summarise(labelled, accuracy, settings.target, baseline="random")
+    for name in settings.strategies:
+        summary["strategies"][name]["labelled"] = labelled
+        summary["strategies"][name].update(asdict(STRATEGIES[name]))
+    return {
+        "config": cfg.name, "fast_path": FAST_PATH, "settings": asdict(settings),
+        "pool_images": int(len(pool.image_ids)), "test_images": int(len(test.image_ids)),
+        "labelled": labelled, "round0_model_accuracy": model_accuracy,
+        **summary,
+        "seconds": {"total": round(time.perf_counter() - started, 1), "load": round(loaded, 1),
+                    "task_seconds": round(math.fsum(r["seconds"] for r in results.values()), 1)},
+    }
+
+
+# --- what a user reads ------------------------------------------------------------------------
+
+
+def _mean_std(spread: Mapping[str, float], digits: int = 3) -> str:
+    return f"{spread['mean']:.{digits}f} ± {spread['std']:.{digits}f}"
+
+
+def format_table(result: Mapping[str, Any]) -> str:
+    """The summary as a markdown table: final accuracy and AUC (mean ± std over seeds), labels to
+    reach the target on the mean curve, and labels saved against the baseline there."""
+    target, baseline = result["target"], result["baseline"]
+    lines = [f"| strategy | final accuracy | AUC | labels to reach {target:.3f} | labels saved vs {baseline} |",
+             "|---|---|---|---|---|"]
+    for name, entry in result["strategies"].items():
+        needed = entry["labels_to_target"]
+        saved, fraction = entry["labels_saved"], entry["labels_saved_fraction"]
+        lines.append(f"| {name} | {_mean_std(entry['final_accuracy'])} | {_mean_std(entry['auc'])} | "
+                     f"{'not reached' if needed is None else f'{needed:.0f}'} | "
+                     f"{'-' if saved is None else f'{saved:.0f} ({fraction:.0%})'} |")
+    return "\n".join(lines)
+
+
+def write_results(result: Mapping[str, Any], out: str) -> tuple[str, str]:
+    """``simulation.json`` and ``simulation.png`` in the folder ``out``, each written whole;
+    returns their paths."""
+    import json
+    import os
+
+    from raysal import plots
+
+    os.makedirs(out, exist_ok=True)
+    curves = {name: {k: entry[k] for k in ("mean", "min", "max")} for name, entry in result["strategies"].items()}
+    s = result["settings"]
+    title = f"{result['config']}: {s['seeds']} seeds, seed set {s['seed_size']}, {s['budget']} per round"
+    paths = os.path.join(out, "simulation.json"), os.path.join(out, "simulation.png")
+    contents = (json.dumps(result, indent=1).encode(), plots.simulation_png(result["labelled"], curves, title))
+    for path, data in zip(paths, contents):
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    return paths
