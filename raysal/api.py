@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from raysal.config import Config, load_config  # noqa: F401  (re-exported)
+from raysal.config import Config, SelectConfig, load_config  # noqa: F401  (Config, load_config: re-exported)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,6 +69,7 @@ def score(cfg: Config, model: str, source: str = "pool", state: str | None = Non
         model: a checkpoint folder or URI (``<state>/models/0001``).
         source: ``pool``, ``labelled``, ``val`` or ``test``.
         state: the run's state, where relative source paths point when ``data.root`` is unset.
+        embeddings: also return each image's embedding (see Returns).
 
     Returns:
         columns image_id, uri, label, score (the config's criterion: higher = more
@@ -89,7 +90,7 @@ def score(cfg: Config, model: str, source: str = "pool", state: str | None = Non
 
 def select(scores: "pd.DataFrame", budget: int, exclude_ids: Sequence[int] = (), strategy: str = "top_k",
            beta: float = 1.0, seed: int = 0, round_number: int = 0, n_classes: int = 0,
-           candidates: int = 4) -> "pd.DataFrame":
+           candidates: int = SelectConfig.candidates) -> "pd.DataFrame":
     """The ``budget`` rows with the highest score, exactly (ties: lower image_id first); or, with
     ``strategy`` ``power`` / ``softmax``, a sample of them as a round with that
     ``select.strategy``, ``beta``, ``seed`` and round number picks it; or, with
@@ -102,6 +103,7 @@ def select(scores: "pd.DataFrame", budget: int, exclude_ids: Sequence[int] = (),
     """
     from raysal.criteria import SelectionKeys
     from raysal.diversity import k_center_greedy
+    from raysal.embeddings import EMBEDDING
     from raysal.topk import class_balanced_indices, top_k_indices
 
     ids = scores["image_id"].to_numpy(np.int64)
@@ -112,8 +114,10 @@ def select(scores: "pd.DataFrame", budget: int, exclude_ids: Sequence[int] = (),
         chosen = class_balanced_indices(keys, ids, scores["predicted"].to_numpy(np.int64), budget, n_classes,
                                         np.asarray(exclude_ids, np.int64))
     elif strategy == "diversity":
-        if "embedding" not in scores.columns:
-            raise ValueError("strategy 'diversity' needs an embedding column: score with score.embeddings = true")
+        if EMBEDDING not in scores.columns:
+            raise ValueError("strategy 'diversity' needs an embedding column: raysal.score(..., embeddings=True)")
+        if candidates < 1:
+            raise ValueError(f"candidates must be >= 1, got {candidates}")
         chosen = top_k_indices(keys, ids, candidates * budget, np.asarray(exclude_ids, np.int64))
         chosen = chosen[k_center_greedy(np.stack(scores["embedding"].to_numpy()[chosen]), budget)] \
             if len(chosen) else chosen

@@ -1,4 +1,5 @@
-"""The command line: ``raysal round``, ``raysal status``, ``raysal prepare``, ``raysal pack``.
+"""The command line: ``raysal round``, ``raysal status``, ``raysal prepare``, ``raysal pack``,
+``raysal labelstudio``.
 
 ``jobs/round.py`` (the entry point for ``ray job submit``) is ``raysal round``.
 """
@@ -242,13 +243,14 @@ def _run(args: argparse.Namespace, cfg: Any, state_root: str) -> tuple[int, Any]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``raysal COMMAND ...``: round, status, prepare, pack."""
+    """``raysal COMMAND ...``: round, status, prepare, pack, labelstudio."""
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"round": "run (or resume) one round", "status": "print a run's state",
                 "prepare": "turn a folder or manifest of images into a ready run",
-                "pack": "pack a folder or manifest of images into Parquet shards, for large pools"}
+                "pack": "pack a folder or manifest of images into Parquet shards, for large pools",
+                "labelstudio": "push a waiting round's tasks to Label Studio, pull its annotations"}
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        print("usage: raysal {" + ",".join(commands) + "} ...\n\n" + "\n".join(f"  {c:8} {h}" for c, h in commands.items())
+        print("usage: raysal {" + ",".join(commands) + "} ...\n\n" + "\n".join(f"  {c:12} {h}" for c, h in commands.items())
               + "\n\n`raysal COMMAND --help` for a command's options.",
               file=sys.stdout if argv and argv[0] in ("-h", "--help") else sys.stderr)
         return EXIT_OK if argv and argv[0] in ("-h", "--help") else EXIT_CONFIG
@@ -257,6 +259,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return round_main(rest, prog="raysal round")
     if command == "status":
         return round_main(["--status", *rest], prog="raysal status")
+    if command == "labelstudio":
+        from raysal import labelstudio
+
+        return labelstudio.main(rest, prog="raysal labelstudio")
     if command == "pack":
         from raysal import pack
 

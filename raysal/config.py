@@ -238,12 +238,27 @@ class SelectConfig:
 LABEL_MODES = ("oracle", "human")
 
 
+MULTIPLE_LABELS = ("majority", "refuse")
+
+
 @dataclass(frozen=True)
 class LabelConfig:
     mode: str = "oracle"  # oracle: labels already in the pool source (the article); human: import a file
+    # human: a round goes on once this fraction of its selection is labelled; the images left
+    # without a label (skipped tasks) go back to the pool
+    min_labelled: float = 0.9
+    multiple: str = "majority"  # an image labelled more than once: majority (a tie: unlabelled) | refuse the file
+    # human, Label Studio tasks: the folder Label Studio serves local files from (its
+    # LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT); "" = "/"; local images must be below it
+    files_root: str = ""
+    presign_expiry_s: int = 7 * 24 * 3600  # s3:// images are shown by presigned URLs valid this long (SigV4's most)
 
     def __post_init__(self) -> None:
         _check(self.mode in LABEL_MODES, "label.mode", f"{self.mode!r} is not one of {LABEL_MODES}")
+        _check(0.0 < self.min_labelled <= 1.0, "label.min_labelled", f"must be in (0, 1], got {self.min_labelled}")
+        _check(self.multiple in MULTIPLE_LABELS, "label.multiple", f"{self.multiple!r} is not one of {MULTIPLE_LABELS}")
+        _check(1 <= self.presign_expiry_s <= 7 * 24 * 3600, "label.presign_expiry_s",
+               f"must be in [1, 604800] (7 days, the longest an S3 presigned URL lasts), got {self.presign_expiry_s}")
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ def record(state: Any, digest: str, scores_key: str, round_number: int, model: i
                                          "model": model, "rows": rows, "excluded": excluded})
 
 
-def checkpoint_digest(state: Any, model_key: str) -> str | None:
+def read_checkpoint_digest(state: Any, model_key: str) -> str | None:
     """The backbone digest of the checkpoint at ``model_key`` in ``state`` when it has one and a
     head that rescoring can apply (``HEAD_FILE``); else None (a checkpoint from before digests)."""
     meta = state.read_json(f"{model_key}/{CONFIG_FILE}") or {}

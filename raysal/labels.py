@@ -1,18 +1,23 @@
-"""Human labels: read a CSV or Parquet file of ``image_id,label`` and validate it against a round.
+"""Human labels: read a file of ``image_id,label`` and validate it against a round.
 
-Nothing is applied from a file that fails: every problem is listed in one error.
+A file is CSV or Parquet with ``image_id,label`` columns (Label Studio's CSV export is one), or
+Label Studio's JSON or JSON-MIN export (``raysal.labelstudio``). A row may have no label (a
+skipped task): that image stays unlabelled and goes back to the pool. Nothing is applied from a
+file that fails: every problem is listed in one error.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from numpy.typing import NDArray
 
-from raysal import storage
+from raysal import labelstudio, storage
 
 
 class LabelFileError(ValueError):
@@ -20,20 +25,27 @@ class LabelFileError(ValueError):
 
 
 def read_label_file(path: str) -> pa.Table:
+    """``image_id`` (int64) and ``label`` (a class name or index; null: unlabelled), a row per
+    annotation: an image may have several, or none that chose a class."""
     fs, inner = storage.resolve(path)
     if fs.get_file_info(inner).type == pa.fs.FileType.NotFound:
         raise LabelFileError(f"label file {path} does not exist")
-    if not path.endswith((".csv", ".parquet")):
-        raise LabelFileError(f"label file {path}: expected a .csv or .parquet file")
+    if not path.endswith((".csv", ".parquet", ".json")):
+        raise LabelFileError(f"label file {path}: expected a .csv, .parquet or .json (Label Studio export) file")
     try:
+        if path.endswith(".json"):
+            with fs.open_input_stream(inner) as stream:
+                return labelstudio.read_annotations_json(stream.read(), path)
         if path.endswith(".parquet"):
             table = pq.read_table(inner, filesystem=fs)
         else:
             with fs.open_input_stream(inner) as stream:
                 table = pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(
-                    column_types={"image_id": pa.int64(), "label": pa.string()}))
+                    column_types={"image_id": pa.int64(), "label": pa.string()}, strings_can_be_null=True))
     except pa.ArrowInvalid as exc:  # e.g. an image_id that is not an integer, or not a Parquet file
         raise LabelFileError(f"label file {path} cannot be read, nothing applied: {exc}") from None
+    except labelstudio.AnnotationError as exc:
+        raise LabelFileError(f"label file refused, nothing applied: {exc}") from None
     missing = {"image_id", "label"} - set(table.column_names)
     if missing:
         raise LabelFileError(f"label file {path} lacks columns {sorted(missing)}; it needs image_id,label")
@@ -60,22 +72,53 @@ def _class_index(values: list, classes: Sequence[str]) -> tuple[list[int | None]
     return out, bad
 
 
-def validate_labels(table: pa.Table, selected_ids: np.ndarray, pool_ids: np.ndarray | None,
-                    classes: Sequence[str], round_number: int) -> pa.Table:
-    """``image_id, label`` (int64) for exactly this round's selection, or LabelFileError listing problems.
+@dataclass(frozen=True)
+class RoundLabels:
+    """What a round takes from a label file."""
+
+    table: pa.Table  # image_id, label (int64): the selected images that got a class
+    unlabelled: NDArray[np.int64]  # selected images without one: skipped, missing, or a tie; back to the pool
+    ties: NDArray[np.int64]  # of those, images whose annotators disagreed with no majority
+
+
+def _majority(ids: NDArray[np.int64], labels: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64],
+                                                                            NDArray[np.int64]]:
+    """Per image, its most frequent label; (ids, labels, tied ids), the tied ones left out."""
+    if not len(ids):
+        return ids, labels, ids
+    pairs, counts = np.unique(np.stack([ids, labels], axis=1), axis=0, return_counts=True)  # [p, 2], [p]
+    order = np.lexsort((-counts, pairs[:, 0]))  # by image, then most votes first
+    pairs, counts = pairs[order], counts[order]
+    first = np.flatnonzero(np.r_[True, pairs[1:, 0] != pairs[:-1, 0]])  # each image's top label
+    runner_up = first + 1
+    tied = (runner_up < len(pairs)) & (pairs[np.minimum(runner_up, len(pairs) - 1), 0] == pairs[first, 0]) & \
+        (counts[np.minimum(runner_up, len(pairs) - 1)] == counts[first])
+    return pairs[first[~tied], 0], pairs[first[~tied], 1], pairs[first[tied], 0]
+
+
+def validate_labels(table: pa.Table, selected_ids: NDArray[np.int64], pool_ids: NDArray[np.int64] | None,
+                    classes: Sequence[str], round_number: int, min_labelled: float = 1.0,
+                    multiple: str = "majority") -> RoundLabels:
+    """The labels a round takes from ``table`` (``read_label_file``), or LabelFileError listing
+    every problem.
+
+    A selected image without a label (no row, or rows whose label is empty: skipped) stays
+    unlabelled; the file is refused if fewer than ``min_labelled`` of the selection are labelled.
+    An image with several labels takes their majority (``multiple = "majority"``; a tie leaves it
+    unlabelled) or refuses the file (``"refuse"``). Ids that are unknown or were not selected,
+    empty ids, and unknown classes refuse the file.
 
     Args:
-        selected_ids: the round's selection; every one must be labelled, nothing else.
+        selected_ids: the round's selection: only these may be labelled.
         pool_ids: every id the round scored, to tell unknown ids from ids not selected.
     """
-    ids = table["image_id"].cast(pa.int64()).to_numpy(zero_copy_only=False)
-    values = table["label"].to_pylist()
+    ids = table["image_id"].cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)
+    values = [None if v is None or (isinstance(v, str) and not v.strip()) else v for v in table["label"].to_pylist()]
     problems = []
-    if table["image_id"].null_count or any(v is None for v in values):
-        problems.append("rows with an empty image_id or label")
-    unique, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        problems.append(f"duplicate image_ids {unique[counts > 1][:10].tolist()}")
+    if table["image_id"].null_count:
+        problems.append(f"{table['image_id'].null_count} rows with an empty image_id")
+    named = np.array([v is not None for v in values], dtype=bool)  # [n] rows that chose a class
+    unique = np.unique(ids[ids >= 0])
     not_selected = np.setdiff1d(unique, selected_ids)
     if len(not_selected):
         unknown = not_selected if pool_ids is None else np.setdiff1d(not_selected, pool_ids)
@@ -84,12 +127,24 @@ def validate_labels(table: pa.Table, selected_ids: np.ndarray, pool_ids: np.ndar
         other = np.setdiff1d(not_selected, unknown)
         if len(other):
             problems.append(f"image_ids not selected in round {round_number}: {other[:10].tolist()}")
-    labels, bad = _class_index([v for v in values if v is not None], classes)
+    indices, bad = _class_index([v for v in values if v is not None], classes)
     if bad:
         problems.append(f"unknown classes {sorted(set(map(str, bad)))[:10]} (classes: {list(classes)})")
-    missing = np.setdiff1d(selected_ids, unique)
-    if len(missing):
-        problems.append(f"{len(missing)} selected images have no label, e.g. {missing[:10].tolist()}")
+    labelled_ids = ids[named]
+    repeated, counts = np.unique(labelled_ids, return_counts=True)
+    if multiple == "refuse" and (counts > 1).any():
+        problems.append(f"image_ids labelled more than once {repeated[counts > 1][:10].tolist()} "
+                        "(label.multiple = 'refuse'; 'majority' takes the most frequent label)")
+    index = np.array([-1 if i is None else i for i in indices], np.int64)  # [rows with a label]
+    valid = (index >= 0) & np.isin(labelled_ids, selected_ids)  # what the round may take
+    chosen, chosen_labels, ties = _majority(labelled_ids[valid].astype(np.int64), index[valid])
+    unlabelled = np.setdiff1d(selected_ids, chosen).astype(np.int64)
+    if len(chosen) < min_labelled * len(selected_ids):
+        problems.append(f"{len(chosen)} of {len(selected_ids)} selected images are labelled, fewer than "
+                        f"label.min_labelled = {min_labelled:g} of them; without a label: "
+                        f"{unlabelled[:10].tolist()}{' ...' if len(unlabelled) > 10 else ''}"
+                        + (f" ({len(ties)} with tied annotations, e.g. {ties[:5].tolist()})" if len(ties) else ""))
     if problems:
         raise LabelFileError("label file refused, nothing applied: " + "; ".join(problems))
-    return pa.table({"image_id": pa.array(ids, pa.int64()), "label": pa.array(labels, pa.int64())})
+    return RoundLabels(pa.table({"image_id": pa.array(chosen, pa.int64()), "label": pa.array(chosen_labels, pa.int64())}),
+                       unlabelled, ties)

@@ -14,6 +14,7 @@ A checkpoint is a folder with ``model.json`` (the model config and class names) 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict
@@ -259,8 +260,9 @@ def embedding_model(model: keras.Model) -> keras.Model:
     """``model`` cut before its head: uint8 images in, what the head sees out (the backbone's
     features, the penultimate layer), flattened to ``[n, d]``. For a TF Hub classifier, which is all
     backbone, that is its logits."""
-    features = model.get_layer(BACKBONE).get_output_at(-1)  # the call inside this model, not the
-    if len(features.shape) != 2:  # backbone's own functional node
+    # The backbone's output where this model calls it, not at the backbone's own functional node.
+    features = model.get_layer(BACKBONE).get_output_at(-1)
+    if len(features.shape) != 2:
         features = keras.layers.Flatten(name="embedding")(features)
     return keras.Model(model.inputs, features, name="embedding")
 
@@ -287,8 +289,6 @@ def backbone_digest(model: keras.Model, cfg: ModelConfig) -> str:
     """A hash of everything that makes the embeddings: the backbone's weights and the model
     config's input side (kind, size, preprocessing; not the head's dropout). Equal digests:
     equal embeddings, so cached ones can be reused."""
-    import hashlib
-
     digest = hashlib.sha256()
     meta = {k: v for k, v in asdict(cfg).items() if k not in ("dropout", "outputs")}
     digest.update(json.dumps(meta, sort_keys=True).encode())

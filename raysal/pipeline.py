@@ -82,8 +82,17 @@ def decode(ds: ray.data.Dataset, cfg: Config) -> ray.data.Dataset:
                           runtime_env={"env_vars": keras_env.worker_env()})
 
 
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def _float16(values: NDArray[np.float32]) -> NDArray[np.float16]:
+    """Embeddings as float16, clipped to its range (65,504) rather than overflowing to inf."""
+    return np.clip(values, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
+
+
 def score_rows(probs: NDArray[np.float32], rows: NDArray[np.intp], ids: NDArray[np.int64], errors: NDArray,
-               criterion: Callable, top: int) -> dict[str, NDArray]:
+               criterion: Callable[[NDArray[np.floating], NDArray[np.int64]], NDArray[np.float64]],
+               top: int) -> dict[str, NDArray]:
     """A batch's score columns from the class probabilities ``[m, c]`` of its ``rows`` (the rest
     could not be decoded): NaN scores for those, and a non-finite output is skipped and reported
     (``NON_FINITE`` in ``error``, a copy). What the scorer and the rescoring from embeddings write."""
@@ -134,10 +143,10 @@ class Scorer:
         net = keras.Model(self.model.inputs, [self.model.output, models.embedding_model(self.model).output]) \
             if embeddings else self.model
         self.embeddings = embeddings
-        self.dims = int(net.outputs[1].shape[-1]) if embeddings else 0
         self._predict = tf.function(lambda images: tf.nest.map_structure(
             lambda out: tf.cast(out, tf.float32), net(images, training=False)), input_signature=[spec], jit_compile=xla)
-        self._predict(tf.zeros(spec.shape, tf.uint8))  # trace (and compile) now, as part of the actor's start
+        out = self._predict(tf.zeros(spec.shape, tf.uint8))  # trace (and compile) now, as part of the actor's start
+        self.dims = int(out[1].shape[-1]) if embeddings else 0  # known once run: a hub model may leave it open
 
     def outputs(self, images: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float16] | None]:
         """Class probabilities ``[n, c]``, and with embeddings on, the embeddings ``[n, d]``."""
@@ -151,7 +160,7 @@ class Scorer:
             out = self._predict(chunk)
             if self.embeddings:
                 probs.append(out[0].numpy()[: self.batch_size - pad])
-                embeddings.append(out[1].numpy()[: self.batch_size - pad].astype(np.float16))
+                embeddings.append(_float16(out[1].numpy()[: self.batch_size - pad]))
             else:
                 probs.append(out.numpy()[: self.batch_size - pad])
         empty = np.zeros((0, len(self.classes)), np.float32)
@@ -170,17 +179,19 @@ class Scorer:
         out = {"image_id": batch["image_id"], "uri": batch["uri"], "label": batch["label"],
                **score_rows(probs, decoded, batch["image_id"], batch["error"], self.criterion, self.top)}
         if self.embeddings:  # NaN for an image that was not decoded
-            out["embedding"] = np.full((n, self.dims), np.nan, np.float16)  # [n, d]
-            out["embedding"][decoded] = embeddings
+            out[EMBEDDING] = np.full((n, self.dims), np.nan, np.float16)  # [n, d]
+            out[EMBEDDING][decoded] = embeddings
         if self.board is not None:
             self.board.add.remote(n)  # not awaited: progress never slows scoring
         return out
 
 
-def writes_embeddings(cfg: Config) -> bool:
+def writes_embeddings(cfg: Config, reusable: bool) -> bool:
     """Whether scoring writes embeddings: asked for, needed by the diversity strategy, or worth
-    keeping because training leaves the backbone frozen (later rounds rescore from them)."""
-    return cfg.score.embeddings or cfg.select.strategy == "diversity" or cfg.train.finetune_epochs == 0
+    keeping because training leaves the backbone frozen and the model's head can be applied
+    to them alone (``reusable``: its checkpoint has a digest and a head), so later rounds
+    rescore from them."""
+    return cfg.score.embeddings or cfg.select.strategy == "diversity" or (cfg.train.finetune_epochs == 0 and reusable)
 
 
 def score(decoded: ray.data.Dataset, model_dir: str, cfg: Config, board: Any = None,
@@ -241,6 +252,7 @@ def _rescore_files(fs: pafs.FileSystem, paths: list[str], out_folder: str, first
         table = table.filter(pa.array(~is_in_sorted(ids, exclude_sorted)))
         ids = _numpy(table["image_id"]).astype(np.int64)
         errors = np.asarray(table["error"].fill_null("").to_pylist(), dtype=object)  # [n]
+        errors[errors == NON_FINITE] = ""  # the earlier model's output, not the image: the new head may do
         rows = np.flatnonzero(errors == "")
         embeddings = embedding_matrix(table[EMBEDDING])  # [n, d]
         probs = head.probs(embeddings[rows]) if rows.size else np.zeros((0, len(head.bias)), np.float32)
@@ -557,8 +569,9 @@ def select_top_k(scored: ray.data.Dataset | str, k: int, exclude_ids: NDArray[np
     else:
         best = _best_rows(ray.get(best_refs), k, ordered=True)
     reports: list[_Scanned] = ray.get([report for _, report in scans])
-    rows = {c: (np.empty(0) if best is None else embedding_matrix(best[c]) if c == EMBEDDING
-                else best[c].to_numpy(zero_copy_only=False)) for c in columns}
+    rows = {c: (embedding_matrix(best[c]) if c == EMBEDDING else best[c].to_numpy(zero_copy_only=False))
+            if best is not None else (np.empty((0, 0), np.float16) if c == EMBEDDING else np.empty(0))
+            for c in columns}
     skipped = [r.skipped for r in reports if r.skipped is not None]
     skipped_table = pa.concat_tables(skipped, promote_options="permissive") if skipped else None
     skipped_columns = {c: (skipped_table[c].to_numpy(zero_copy_only=False) if skipped_table is not None

@@ -9,6 +9,7 @@ assumes Ray is initialised (``raysal.cluster.init_ray``).
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import tempfile
@@ -29,7 +30,7 @@ from numpy.typing import NDArray
 from raysal import criteria, embeddings, faults
 from raysal import labels as labels_lib
 from raysal import lease as lease_lib
-from raysal import pipeline, preflight, progress, sources
+from raysal import labelstudio, pipeline, preflight, progress, sources
 from raysal.config import Config, SourceConfig, config_from_dict
 from raysal.diversity import k_center_greedy
 from raysal.metrics import TEST_METRICS_FILE, accuracy_report, cohen_kappa
@@ -158,29 +159,33 @@ def bootstrap(r: _Round) -> None:
 
 def stage_score(r: _Round, label_file: str | None) -> str:
     """Score the pool with the last round's model; or, when its backbone made the embeddings
-    in an earlier round's score files (``embeddings.lookup``), rescore those with its head alone."""
+    in an earlier round's score files (``embeddings.lookup``) and the pool still has the images it
+    had then, rescore those with its head alone."""
     excluded = r.state.selected_ids(before=r.number)
     scores_key = f"{r.key}/scores"
     r.state.delete_dir(scores_key)  # a partial write by a crashed run
+    pool, pool_size = r.sized_source(r.cfg.data.pool)
+    total = pool_size - len(excluded)  # every excluded id is a pool image
     model_key = r.state.model_key(r.number - 1)
-    digest = embeddings.checkpoint_digest(r.state, model_key)
-    cached = embeddings.lookup(r.state, digest, r.number) if r.cfg.score.reuse_embeddings else None
+    digest = embeddings.read_checkpoint_digest(r.state, model_key)
     done = {"model": r.number - 1, "excluded": int(len(excluded))}
+    cached = _cached_embeddings(r, digest, total, len(excluded))
     if cached is not None:
         log.info("stage score: the backbone of model %d made the embeddings in %s: rescoring them with its head "
                  "alone (no image decoded)", r.number - 1, r.state.uri(cached["scores"]))
-        keep = r.cfg.score.embeddings or r.cfg.select.strategy == "diversity"
-        total = cached["rows"] - (len(excluded) - cached["excluded"])  # every excluded id is a pool image
         with progress.watch(r.board, "rescoring from embeddings", total) as board:
-            pipeline.rescore(r.state.uri(cached["scores"]), r.state.uri(scores_key),
-                             r.state.uri(model_key, embeddings.HEAD_FILE), excluded, r.cfg, keep, board)
+            written = pipeline.rescore(r.state.uri(cached["scores"]), r.state.uri(scores_key),
+                                       r.state.uri(model_key, embeddings.HEAD_FILE), excluded, r.cfg,
+                                       pipeline.writes_embeddings(r.cfg, reusable=False), board)
+        if written != total:  # the cached files lost rows since: never select from a partial pool
+            raise StateError(f"round {r.number}: rescoring {r.state.uri(cached['scores'])} gave {written} rows, not "
+                             f"the pool's {total}; remove {r.state.uri(embeddings.cache_key(digest))} and run again "
+                             "to score the images in full")
         r.state.commit_stage(r.number, "score", {**done, "rescored_from": cached["scores"]})
         return DONE
-    pool, pool_size = r.sized_source(r.cfg.data.pool)
-    total = pool_size - len(excluded)
     if len(excluded):
         pool = pool.map_batches(pipeline.drop_ids, fn_kwargs={"ids_ref": ray.put(excluded)}, batch_format="numpy")
-    keep = pipeline.writes_embeddings(r.cfg)
+    keep = pipeline.writes_embeddings(r.cfg, reusable=digest is not None)
     with progress.watch(r.board, "scoring", total) as board:
         pipeline.write_scores(pipeline.score(pipeline.decode(pool, r.cfg), r.model_uri(r.number - 1), r.cfg,
                                              board=board, embeddings=keep), r.state.uri(scores_key), total)
@@ -190,6 +195,16 @@ def stage_score(r: _Round, label_file: str | None) -> str:
     return DONE
 
 
+def _cached_embeddings(r: _Round, digest: str | None, total: int, excluded: int) -> dict[str, Any] | None:
+    """The cache entry to rescore from: for this backbone, from an earlier round, whose files
+    have embeddings and whose pool had as many images as the pool has now (a pool that gained
+    or lost images is scored in full)."""
+    entry = embeddings.lookup(r.state, digest, r.number) if r.cfg.score.reuse_embeddings else None
+    if entry is None or entry["rows"] - (excluded - entry["excluded"]) != total:
+        return None
+    return entry if embeddings.EMBEDDING in pipeline.score_columns(r.state.uri(entry["scores"])) else None
+
+
 def stage_select(r: _Round, label_file: str | None) -> str:
     # The scores folder itself, read by plain tasks: no Ray Data job to start for it.
     s = r.cfg.select
@@ -197,12 +212,7 @@ def stage_select(r: _Round, label_file: str | None) -> str:
     per_class = len(r.cfg.data.classes) if s.strategy == "class_balanced" else 0
     diverse = s.strategy == "diversity"
     columns = ("image_id", "uri", "score", "predicted", *([embeddings.EMBEDDING] if diverse else []))
-    scores_uri = r.state.uri(f"{r.key}/scores")
-    if diverse and embeddings.EMBEDDING not in pipeline.score_columns(scores_uri):
-        raise StateError(f"round {r.number}: select.strategy = 'diversity' needs embeddings, and the score files "
-                         f"{scores_uri} have none (scored before the strategy was set): delete the folder and run "
-                         "again to rescore")
-    result = pipeline.select_top_k(scores_uri, s.budget * (s.candidates if diverse else 1),
+    result = pipeline.select_top_k(r.state.uri(f"{r.key}/scores"), s.budget * (s.candidates if diverse else 1),
                                    r.state.selected_ids(before=r.number), columns=columns, sample=pipeline.STOP_SET,
                                    keys=keys if keys.perturbs else None, per_class=per_class)
     best, skipped, pool_size = result.rows, result.skipped, result.rows_read
@@ -302,18 +312,46 @@ def stage_label(r: _Round, label_file: str | None) -> str:
         source = "oracle"
     elif label_file is None:
         if not r.state.exists(f"{r.key}/to_label.csv"):
-            csv = "image_id,uri\n" + "".join(f"{i},{u}\n" for i, u in zip(selected, selection["uri"].to_pylist()))
-            r.state.write_bytes(f"{r.key}/to_label.csv", csv.encode())
+            _write_tasks(r, selection)
         return WAITING
     else:
         pool_ids = r.state.read_table(f"{r.key}/scores", columns=["image_id"])["image_id"].to_numpy()
-        table = labels_lib.validate_labels(labels_lib.read_label_file(label_file), selected, pool_ids,
-                                           r.cfg.data.classes, r.number)
-        source = label_file
+        taken = labels_lib.validate_labels(labels_lib.read_label_file(label_file), selected, pool_ids,
+                                           r.cfg.data.classes, r.number, r.cfg.label.min_labelled,
+                                           r.cfg.label.multiple)
+        table, source = taken.table, label_file
+        if len(taken.unlabelled):
+            log.info("round %d: %d of %d selected images labelled; %d without a label (skipped%s) go back to the "
+                     "pool, e.g. %s", r.number, len(table), len(selected), len(taken.unlabelled),
+                     f", {len(taken.ties)} with tied annotations" if len(taken.ties) else "",
+                     taken.unlabelled[:5].tolist())
     r.state.write_table(f"{r.key}/labels.parquet", table)
     faults.point("label:labels-written")
-    r.state.commit_stage(r.number, "label", {"labelled": int(len(table)), "source": source})
+    r.state.commit_stage(r.number, "label", {"labelled": int(len(table)), "source": source,
+                                             "unlabelled": int(len(selected) - len(table))})
     return DONE
+
+
+def _write_tasks(r: _Round, selection: pa.Table) -> None:
+    """A waiting round's tasks: Label Studio's (``labelstudio.TASKS_FILE``, its labeling config),
+    then ``to_label.csv``, written last: it marks the round as waiting."""
+    found = r.state.read_table(f"{r.key}/scores", columns=["image_id", "top_probs"],
+                               filters=pc.field("image_id").isin(selection["image_id"]))
+    top = dict(zip(found["image_id"].to_pylist(), embeddings.embedding_matrix(found["top_probs"])[:, 0].tolist()))
+    selection = selection.append_column("probability", pa.array([top.get(i) for i in selection["image_id"].to_pylist()],
+                                                                pa.float64()))
+    label = r.cfg.label
+    try:
+        tasks = labelstudio.tasks(selection, r.cfg.data.classes, f"raysal {r.state.model_key(r.number - 1)}",
+                                  label.files_root, label.presign_expiry_s)
+    except ValueError as exc:  # an image Label Studio cannot show: the CSV still serves
+        log.warning("round %d: no Label Studio tasks written: %s", r.number, exc)
+    else:
+        r.state.write_bytes(f"{r.key}/{labelstudio.TASKS_FILE}", json.dumps(tasks, indent=1).encode())
+        r.state.write_bytes(f"{r.key}/{labelstudio.CONFIG_FILE}", labelstudio.labeling_config(r.cfg.data.classes).encode())
+    csv = "image_id,uri\n" + "".join(f"{i},{u}\n" for i, u in zip(selection["image_id"].to_pylist(),
+                                                                   selection["uri"].to_pylist()))
+    r.state.write_bytes(f"{r.key}/to_label.csv", csv.encode())
 
 
 def stage_train(r: _Round, label_file: str | None) -> str:
@@ -518,8 +556,10 @@ def _run_held(state: RunState, cfg: Config, label_file: str | None, seconds: dic
         if status == WAITING:
             return RoundOutcome(number, WAITING, stage_seconds=seconds, message=(
                 f"round {number} is waiting for labels: label the images in "
-                f"{state.uri(r.key, 'to_label.csv')}, then run again with --import-labels FILE "
-                "(CSV or Parquet with image_id,label)"
+                f"{state.uri(r.key, 'to_label.csv')}, or import {state.uri(r.key, labelstudio.TASKS_FILE)} "
+                "into a Label Studio project made with the labeling_config.xml beside it (or: raysal labelstudio "
+                "push); then run again with --import-labels FILE (CSV or Parquet with image_id,label, or Label "
+                "Studio's JSON, JSON-MIN or CSV export)"
                 + "".join(f"\n{line}" for line in agreement_lines({**state.stage_done(number, "select"),
                                                                   "round": number}))))
     record = _finish(r)
@@ -545,6 +585,7 @@ def _finish(r: _Round) -> dict[str, Any]:
         "round": r.number, "criterion": r.cfg.select.criterion, "budget": r.cfg.select.budget,
         "strategy": r.cfg.select.strategy, "beta": r.cfg.select.beta, "candidates": r.cfg.select.candidates,
         "rescored_from": (st.stage_done(r.number, "score") or {}).get("rescored_from"),
+        "unlabelled": (st.stage_done(r.number, "label") or {}).get("unlabelled", 0),
         "selected": select["selected"], "pool_size": select["pool_size"], "skipped": select["skipped"],
         "score_min": select["score_min"], "score_max": select["score_max"],
         "labelled_total": st.stage_done(r.number, "train")["train_size"],  # seed set + every label so far
@@ -599,7 +640,7 @@ def _strategy(record: dict[str, Any]) -> str:
     if strategy == "class_balanced":
         return " (class-balanced: a quota per predicted class)"
     if strategy == "diversity":
-        return f" (diversity: k-center greedy over the {record.get('candidates', 4)} x budget most uncertain)"
+        return f" (diversity: k-center greedy over the {record['candidates']} x budget most uncertain)"
     return "" if strategy == "top_k" else f" ({strategy} sampling, beta {record['beta']:g})"
 
 
@@ -621,6 +662,8 @@ def format_outcome(outcome: RoundOutcome, log_path: str | None = None) -> str:
     if per_class:
         lines.append("  test accuracy per class: " + ", ".join(
             f"{name} {'n/a' if acc is None else f'{acc:.2f}'}" for name, acc in per_class.items()))
+    if rec.get("unlabelled"):
+        lines.append(f"  {rec['unlabelled']} selected images got no label (skipped): back to the pool for later rounds")
     if rec.get("rescored_from"):
         lines.append(f"  scored by model {rec['round'] - 1}'s head alone, from the embeddings in "
                      f"{rec['rescored_from']} (its backbone made them: no image decoded)")

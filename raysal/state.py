@@ -4,14 +4,18 @@ The state root is a local folder or any ``pyarrow.fs`` URI. Layout::
 
     run.json                      what must not change between rounds (classes, pool, model shape)
     lease/<generation>.json       the lease of the round that runs (raysal.lease)
-    models/0000/                  round-0 model (model.json + weights.h5 + _published.json), trained on the seed set
+    models/0000/                  round-0 model (model.json + weights.h5 [+ head.npz] + _published.json), trained
+                                  on the seed set; model.json has the backbone's digest
     models/000r/                  the model retrained at the end of round r
+    embeddings/<digest>.json      which round's scores hold the embeddings of the backbone with that digest
     rounds/000r/config.json       the config the round started with (a resumed round keeps it)
-    rounds/000r/scores/           every pool image's score (Parquet, written by Ray)
+    rounds/000r/scores/           every pool image's score [and embedding] (Parquet)
     rounds/000r/selection.parquet image_id, uri, score, predicted, rank
+    rounds/000r/stop_set.parquet  image_id, predicted: the stopping signal's sample
     rounds/000r/skipped.parquet   image_id, uri, reason
     rounds/000r/to_label.csv      human labelling: the tasks to hand out
-    rounds/000r/labels.parquet    image_id, label: the selection, labelled
+    rounds/000r/labelstudio/      the same as Label Studio tasks.json and labeling_config.xml
+    rounds/000r/labels.parquet    image_id, label: the selection, labelled (all of it, or what humans labelled)
     rounds/000r/metrics.json      evaluation of the round
     rounds/000r/stages/<stage>.json   commit marker of each stage, written after its outputs
     rounds/000r/round.json        written last: the round is done
@@ -229,12 +233,16 @@ class RunState:
         return done[-1] if done else None
 
     def selected_ids(self, before: int | None = None) -> NDArray[np.int64]:
-        """Every id selected by a round (before round ``before``): never to be selected again."""
+        """The ids no round may select again (before round ``before``): those labelled, and every
+        one of a selection still waiting for its labels. A selected image that got no label (a
+        skipped task) goes back to the pool."""
         parts = []
         for number in self.rounds():
             if before is not None and number >= before:
                 continue
-            table = self.read_table(f"{self.round_key(number)}/selection.parquet", ["image_id"])
+            labelled = self.stage_done(number, "label") is not None
+            table = self.read_table(f"{self.round_key(number)}/{'labels' if labelled else 'selection'}.parquet",
+                                    ["image_id"])
             if table is not None:
                 parts.append(table["image_id"].to_numpy())
         return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)

@@ -26,7 +26,7 @@ def test_the_raysal_command_lists_its_commands_and_refuses_others():
     listed = raysal("--help")
     assert listed.returncode == 0 and all(c in listed.stdout for c in ("round", "status", "prepare", "pack"))
     wrong = raysal("rounds")
-    assert wrong.returncode == 2 and "usage: raysal {round,status,prepare,pack}" in wrong.stderr
+    assert wrong.returncode == 2 and "usage: raysal {round,status,prepare,pack,labelstudio}" in wrong.stderr
     helped = raysal("round", "--help")
     assert helped.returncode == 0 and "usage: raysal round" in helped.stdout and "  5  the round is waiting" in helped.stdout
 

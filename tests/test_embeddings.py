@@ -8,6 +8,8 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 import pytest
 from _jobs import copy_state
@@ -211,7 +213,7 @@ def test_a_round_rescores_from_the_embeddings_its_backbone_made_and_not_after_it
         (state_dir / "rounds" / "0001" / "stages" / f"{stage}.json").unlink()
     round1 = rounds._Round(state, cfg, 1, {})
     assert rounds.stage_score(round1, None) == rounds.DONE
-    digest = embeddings.checkpoint_digest(state, state.model_key(0))
+    digest = embeddings.read_checkpoint_digest(state, state.model_key(0))
     entry = json.loads((state_dir / embeddings.cache_key(digest)).read_text())
     assert entry == {"digest": digest, "scores": "rounds/0001/scores", "round": 1, "model": 0, "rows": 897,
                      "excluded": 0}
@@ -219,7 +221,7 @@ def test_a_round_rescores_from_the_embeddings_its_backbone_made_and_not_after_it
     selected = pq.read_table(state_dir / "rounds" / "0001" / "selection.parquet")["image_id"].to_numpy()
 
     _publish_model(state, 1, change_backbone=False)
-    assert embeddings.checkpoint_digest(state, state.model_key(1)) == digest
+    assert embeddings.read_checkpoint_digest(state, state.model_key(1)) == digest
     state.write_json("rounds/0002/config.json", cfg.to_dict())
     round2 = rounds._Round(state, cfg, 2, {})
     assert rounds.stage_score(round2, None) == rounds.DONE
@@ -237,7 +239,7 @@ def test_a_round_rescores_from_the_embeddings_its_backbone_made_and_not_after_it
     assert (rescored["predicted"].to_numpy() == direct["predicted"].to_numpy()).mean() > 0.98
 
     _publish_model(state, 1, change_backbone=True)  # fine-tuned: another backbone
-    changed = embeddings.checkpoint_digest(state, state.model_key(1))
+    changed = embeddings.read_checkpoint_digest(state, state.model_key(1))
     assert changed != digest and embeddings.lookup(state, changed, 2) is None
     (state_dir / "rounds" / "0002" / "stages" / "score.json").unlink()
     assert rounds.stage_score(round2, None) == rounds.DONE
@@ -247,6 +249,17 @@ def test_a_round_rescores_from_the_embeddings_its_backbone_made_and_not_after_it
     assert "embedding" in again.columns and again["image_id"].tolist() == direct["image_id"].tolist()
     # round 3 with the same changed backbone would rescore round 2's; round 2 never reads its own
     assert embeddings.lookup(state, changed, 3)["round"] == 2 and embeddings.lookup(state, changed, 2) is None
+
+    # The pool lost images since round 2's embeddings: round 3 scores the images in full.
+    (state_dir / "rounds" / "0002" / "stages" / "score.json").unlink()
+    manifest_path = state_dir / "data" / "digits" / "manifest.parquet"
+    manifest_table = pq.read_table(manifest_path)
+    kept = manifest_table.filter(pa.compute.invert(pa.compute.is_in(manifest_table["image_id"],
+                                                                    pa.array(direct["image_id"].to_numpy()[-5:]))))
+    pq.write_table(kept, manifest_path)
+    assert rounds.stage_score(round2, None) == rounds.DONE
+    assert "rescored_from" not in state.stage_done(2, "score")
+    assert pq.read_table(state_dir / "rounds" / "0002" / "scores").num_rows == len(direct) - 5
 
 
 @pytest.mark.timeout(300)
@@ -279,9 +292,27 @@ def test_a_round_selects_diverse_images_among_the_most_uncertain(ray_session, wa
     assert "by entropy (diversity: k-center greedy over the 3 x budget most uncertain)" in record
 
 
+@pytest.mark.timeout(120)
+def test_diversity_with_nothing_left_to_select_selects_nothing(ray_session, tmp_path):
+    """Every image already selected: the candidates are none, and so is the selection."""
+    ids = np.arange(20, dtype=np.int64)
+    pq.write_table(pa.table({"image_id": ids, "uri": [f"u{i}" for i in ids], "score": np.linspace(0, 1, 20),
+                             "predicted": np.zeros(20, np.int64),
+                             "embedding": pa.array(list(np.eye(20, 4, dtype=np.float16)), pa.list_(pa.float16()))}),
+                   tmp_path / "part-0.parquet")
+    result = pipeline.select_top_k(str(tmp_path), 8, exclude_ids=ids, columns=("image_id", "uri", "embedding"))
+    assert result.rows["embedding"].shape == (0, 0) and k_center_greedy(result.rows["embedding"], 2).size == 0
+    some = pipeline.select_top_k(str(tmp_path), 8, exclude_ids=ids[10:], columns=("image_id", "uri", "embedding"))
+    assert some.rows["embedding"].shape == (8, 4) and some.rows["image_id"].tolist() == list(range(9, 1, -1))
+    np.testing.assert_array_equal(some.rows["embedding"], np.eye(20, 4, dtype=np.float16)[9:1:-1])
+
+
 def test_diversity_in_memory_needs_embeddings_and_a_bad_candidates_value_is_refused():
     frame = pd.DataFrame({"image_id": [1, 2], "score": [0.5, 0.4]})
-    with pytest.raises(ValueError, match="embedding column"):
+    with pytest.raises(ValueError, match=r"embedding column: raysal.score\(..., embeddings=True\)"):
         raysal.select(frame, 1, strategy="diversity")
+    frame["embedding"] = [np.zeros(2, np.float16)] * 2
+    with pytest.raises(ValueError, match="candidates must be >= 1"):
+        raysal.select(frame, 1, strategy="diversity", candidates=0)
     with pytest.raises(ConfigError, match="select.candidates: must be >= 1"):
         load_config("demo", {"select.candidates": 0})

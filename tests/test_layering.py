@@ -15,7 +15,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("ray", "tensorflow")
-PURE_MODULES = ["raysal.criteria", "raysal.hashing", "raysal.diversity", "raysal.embeddings", "raysal.simulation", "raysal.topk", "raysal.config", "raysal.images", "raysal.metrics", "raysal.schedule",
+PURE_MODULES = ["raysal.criteria", "raysal.hashing", "raysal.diversity", "raysal.embeddings", "raysal.simulation", "raysal.labelstudio", "raysal.topk", "raysal.config", "raysal.images", "raysal.metrics", "raysal.schedule",
                 "raysal.labels", "raysal.prepare", "raysal.pack", "raysal.console",
                 "raysal", "raysal.api", "raysal.cli"]  # the API and the command load Ray when they run, not on import
 

@@ -30,7 +30,7 @@ POOL = np.array([10, 11, 12, 13, 14])
 @pytest.mark.parametrize("labels", [["fox", "cat", "dog"], ["2", "0", "1"], [2, 0, 1]], ids=["names", "digits", "ints"])
 def test_labels_by_name_or_index(labels):
     table = pa.table({"image_id": [12, 10, 11], "label": labels})
-    out = validate_labels(table, SELECTED, POOL, CLASSES, round_number=3)
+    out = validate_labels(table, SELECTED, POOL, CLASSES, round_number=3).table
     assert dict(zip(out["image_id"].to_pylist(), out["label"].to_pylist())) == {10: 0, 11: 1, 12: 2}
 
 
@@ -39,9 +39,11 @@ def test_labels_by_name_or_index(labels):
     ([(10, "cat"), (11, "dog"), (12, "fox"), (13, "cat")], "image_ids not selected in round 3: [13]"),
     ([(10, "cat"), (11, "wolf"), (12, "fox")], "unknown classes ['wolf']"),
     ([(10, "cat"), (11, "7"), (12, "fox")], "unknown classes ['7']"),
-    ([(10, "cat"), (10, "dog"), (11, "dog"), (12, "fox")], "duplicate image_ids [10]"),
-    ([(10, "cat"), (11, "dog")], "1 selected images have no label, e.g. [12]"),
-    ([(10, "cat"), (11, None), (12, "fox")], "rows with an empty image_id or label"),
+    ([(10, "cat"), (10, "dog"), (11, "dog"), (12, "fox")],
+     "2 of 3 selected images are labelled, fewer than label.min_labelled = 1 of them; without a label: [10] "
+     "(1 with tied annotations, e.g. [10])"),
+    ([(10, "cat"), (11, "dog")], "without a label: [12]"),
+    ([(10, "cat"), (11, None), (12, "fox")], "without a label: [11]"),
 ])
 def test_bad_label_files_are_refused_naming_the_problem(rows, message):
     table = pa.table({"image_id": pa.array([r[0] for r in rows], pa.int64()),
@@ -59,11 +61,11 @@ def test_label_files_read_from_csv_and_parquet(tmp_path):
     pq.write_table(pa.table({"image_id": [10, 11, 12], "label": ["cat", "dog", "fox"]}), tmp_path / "labels.parquet")
     for path in (csv, tmp_path / "labels.parquet"):
         out = validate_labels(read_label_file(str(path)), SELECTED, POOL, CLASSES, round_number=1)
-        assert out["label"].to_pylist() == [0, 1, 2]
+        assert out.table["label"].to_pylist() == [0, 1, 2] and out.unlabelled.tolist() == []
     with pytest.raises(LabelFileError, match="does not exist"):
         read_label_file(str(tmp_path / "missing.csv"))
     (tmp_path / "labels.txt").write_text("x")
-    with pytest.raises(LabelFileError, match="expected a .csv or .parquet"):
+    with pytest.raises(LabelFileError, match=r"expected a .csv, .parquet or .json \(Label Studio export\)"):
         read_label_file(str(tmp_path / "labels.txt"))
     (tmp_path / "cols.csv").write_text("id,label\n1,cat\n")
     with pytest.raises(LabelFileError, match=r"lacks columns \['image_id'\]"):

@@ -1,0 +1,339 @@
+"""Label Studio's formats: the tasks a waiting round hands out, and the annotations that come back.
+
+A round waiting for human labels writes, beside ``to_label.csv``, ``labelstudio/tasks.json`` in
+Label Studio's import format and ``labelstudio/labeling_config.xml`` (one ``Choices`` named
+``label`` over ``data.classes``) to create the project with. Each task shows the image by a URL
+an annotator's browser can open (a local file through Label Studio's local-files serving, an
+``s3://`` image as a presigned URL), carries ``image_id``, the uncertainty score and the rank in
+``data``, and the model's top class as a pre-annotation (``predictions``).
+
+Annotations come back as Label Studio's JSON, JSON-MIN or CSV export (``read_annotations``): one
+row per annotation, ``image_id`` and ``label`` (None where the annotator skipped the task).
+``raysal.labels`` decides what the round takes.
+
+``raysal labelstudio push`` creates a project for a waiting round and imports its tasks;
+``raysal labelstudio pull`` saves the project's export in the round, to import with
+``--import-labels`` (``Client``, ``main``). No Ray, no TensorFlow; boto3 only to presign,
+requests only to talk to a server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterable, Sequence
+from urllib.parse import quote
+from xml.sax.saxutils import quoteattr
+
+import pyarrow as pa
+
+FROM_NAME = "label"  # the Choices control: its name is the column of the JSON-MIN and CSV exports
+TO_NAME = "image"  # the Image object, and the task's data key holding the URL
+TASKS_FILE = "labelstudio/tasks.json"
+CONFIG_FILE = "labelstudio/labeling_config.xml"
+LOCAL_FILES_URL = "/data/local-files/?d="  # Label Studio's local-files serving
+
+
+class AnnotationError(ValueError):
+    """An export that cannot be read as Label Studio annotations; the message says why."""
+
+
+def labeling_config(classes: Sequence[str]) -> str:
+    """The labeling interface: the image, and one single choice among ``classes``."""
+    choices = "\n".join(f"    <Choice value={quoteattr(name)}/>" for name in classes)
+    return (f'<View>\n  <Image name="{TO_NAME}" value="${TO_NAME}"/>\n'
+            f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single" showInline="true">\n'
+            f"{choices}\n  </Choices>\n</View>\n")
+
+
+def image_url(uri: str, files_root: str, expiry_s: int) -> str:
+    """What a browser opens for ``uri``: a presigned URL for ``s3://``, Label Studio's local-files
+    URL (relative to ``files_root``, its LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT) for a local
+    path, and an ``http(s)://`` URL as it is.
+
+    Raises:
+        ValueError: a local file outside ``files_root``, or a scheme a browser cannot open.
+    """
+    if uri.startswith(("http://", "https://")):
+        return uri
+    if uri.startswith("s3://"):
+        return presign(uri, expiry_s)
+    if "://" in uri and not uri.startswith("file://"):
+        raise ValueError(f"{uri}: Label Studio cannot show a {uri.split('://')[0]}:// image; serve it over http(s)")
+    path = os.path.abspath(uri.removeprefix("file://"))
+    root = os.path.abspath(files_root or os.sep)
+    relative = os.path.relpath(path, root)
+    if relative.startswith(os.pardir):
+        raise ValueError(f"{uri} is outside label.files_root {root}, the folder Label Studio serves local files "
+                         "from (its LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT): set label.files_root to a folder "
+                         "above the images")
+    return LOCAL_FILES_URL + quote(relative)
+
+
+def presign(uri: str, expiry_s: int) -> str:
+    """A presigned GET URL for an ``s3://bucket/key`` object, valid ``expiry_s`` seconds; the
+    endpoint and credentials are boto3's (``AWS_ENDPOINT_URL`` for an S3-compatible store)."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+                          config=BotoConfig(signature_version="s3v4"))  # SigV4: up to 7 days
+    return client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expiry_s)
+
+
+def tasks(selection: pa.Table, classes: Sequence[str], model_version: str, files_root: str,
+          expiry_s: int) -> list[dict[str, Any]]:
+    """Label Studio tasks for a selection (``image_id``, ``uri``, ``score``, ``predicted``,
+    ``rank``, and ``probability`` of the predicted class when known), in rank order."""
+    rows = selection.to_pylist()
+    out = []
+    for row in rows:
+        task: dict[str, Any] = {"data": {TO_NAME: image_url(row["uri"], files_root, expiry_s),
+                                         "image_id": int(row["image_id"]), "uri": row["uri"],
+                                         "score": row["score"], "rank": int(row["rank"])}}
+        predicted = row.get("predicted")
+        if predicted is not None and 0 <= predicted < len(classes):
+            task["predictions"] = [{
+                "model_version": model_version, "score": row.get("probability"),
+                "result": [{"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices",
+                            "value": {"choices": [classes[predicted]]}}]}]
+        out.append(task)
+    return out
+
+
+def _choice(result: Iterable[dict[str, Any]]) -> str | None:
+    """The class an annotation's result chose in the ``label`` control, or None."""
+    for item in result or []:
+        if item.get("from_name", FROM_NAME) == FROM_NAME and item.get("type", "choices") == "choices":
+            choices = (item.get("value") or {}).get("choices") or []
+            if choices:
+                return str(choices[0])
+    return None
+
+
+def _image_id(data: dict[str, Any], where: str) -> int:
+    value = data.get("image_id")
+    if value is None or isinstance(value, bool):
+        raise AnnotationError(f"{where} has no image_id in its data: export the project raysal's tasks.json "
+                              "created (its tasks carry image_id)")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise AnnotationError(f"{where}: image_id {value!r} is not an integer") from None
+
+
+def annotation_rows(export: Any) -> list[tuple[int, str | None]]:
+    """(image_id, label) per annotation of a parsed JSON or JSON-MIN export; label None for a
+    skipped or cancelled annotation, and for a task with none at all (each counts as unlabelled).
+
+    Raises:
+        AnnotationError: not a list of tasks, or a task without an ``image_id``.
+    """
+    if not isinstance(export, list) or not all(isinstance(t, dict) for t in export):
+        raise AnnotationError("expected a list of tasks (Label Studio's JSON or JSON-MIN export)")
+    rows: list[tuple[int, str | None]] = []
+    for n, task in enumerate(export):
+        where = f"task {task.get('id', n)}"
+        if "annotations" in task or "data" in task:  # the JSON export: the task's data and its annotations
+            image_id = _image_id(task.get("data") or {}, where)
+            annotations = task.get("annotations") or []
+            if not annotations:
+                rows.append((image_id, None))
+            for annotation in annotations:
+                cancelled = annotation.get("was_cancelled") or annotation.get("skipped")
+                rows.append((image_id, None if cancelled else _choice(annotation.get("result"))))
+        else:  # JSON-MIN: the data's fields and each control's value, flat
+            value = task.get(FROM_NAME)
+            if isinstance(value, dict):  # {"choices": [...]}
+                value = (value.get("choices") or [None])[0]
+            elif isinstance(value, list):
+                value = value[0] if value else None
+            rows.append((_image_id(task, where), None if value in (None, "") else str(value)))
+    return rows
+
+
+def read_annotations_json(data: bytes, path: str) -> pa.Table:
+    """``image_id`` (int64), ``label`` (string, null = unlabelled) of a JSON or JSON-MIN export."""
+    try:
+        export = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AnnotationError(f"{path} is not JSON: {exc}") from None
+    try:
+        rows = annotation_rows(export)
+    except AnnotationError as exc:
+        raise AnnotationError(f"{path}: {exc}") from None
+    return pa.table({"image_id": pa.array([i for i, _ in rows], pa.int64()),
+                     "label": pa.array([label for _, label in rows], pa.string())})
+
+
+# --- sync with a Label Studio server -----------------------------------------------------------
+# Label Studio's REST API, through requests. (label-studio-sdk 2.x needs numpy < 2.3, older than
+# raysal's pin, and 1.x installs opencv-python beside opencv-python-headless: neither fits the
+# project's environment, and the few calls below need neither.)
+
+TOKEN_ENV = "LABEL_STUDIO_API_KEY"  # the token's environment variable, as label-studio-sdk's
+PROJECT_FILE = "labelstudio/project.json"  # in a round: the project its tasks were pushed to
+EXPORT_FILE = "labelstudio/annotations.json"  # in a round: the project's JSON export, pulled
+
+
+class ServerError(RuntimeError):
+    """Label Studio answered with an error, or not at all; the message has what it said."""
+
+
+class Client:
+    """A Label Studio server at ``url``, with a personal access token (a JWT refresh token,
+    Label Studio 1.23's default: exchanged for short-lived access tokens at ``/api/token/refresh``)
+    or a legacy API token (sent as it is)."""
+
+    def __init__(self, url: str, token: str, timeout_s: float = 60.0) -> None:
+        import requests
+
+        if not token:
+            raise ServerError(f"no Label Studio token: set {TOKEN_ENV} or --token to a personal access token "
+                              "(Label Studio: Account & Settings > Personal Access Token)")
+        self.url, self.token, self.timeout_s = url.rstrip("/"), token, timeout_s
+        self.session = requests.Session()
+        self.personal = token.count(".") == 2  # a JWT
+        self._access = ""
+
+    def _authorization(self, renew: bool = False) -> str:
+        if not self.personal:
+            return f"Token {self.token}"
+        if renew or not self._access:
+            self._access = self._json("POST", "/api/token/refresh", json={"refresh": self.token}, auth=False)["access"]
+        return f"Bearer {self._access}"
+
+    def _json(self, method: str, path: str, auth: bool = True, **kwargs: Any) -> Any:
+        import requests
+
+        for attempt in range(2):
+            headers = {"Authorization": self._authorization(renew=attempt > 0)} if auth else {}
+            try:
+                response = self.session.request(method, self.url + path, headers=headers, timeout=self.timeout_s,
+                                                **kwargs)
+            except requests.RequestException as exc:
+                raise ServerError(f"Label Studio at {self.url} did not answer {method} {path}: {exc}") from None
+            if response.status_code == 401 and auth and self.personal and attempt == 0:
+                continue  # the access token expired: renew it once
+            if not response.ok:
+                raise ServerError(f"Label Studio at {self.url}: {method} {path} answered {response.status_code}: "
+                                  f"{response.text[:500]}")
+            return response.json() if response.content else None
+        raise AssertionError("unreachable")
+
+    def create_project(self, title: str, label_config: str) -> int:
+        return int(self._json("POST", "/api/projects", json={"title": title, "label_config": label_config})["id"])
+
+    def connect_local_files(self, project: int, folder: str) -> None:
+        """Let ``project`` show the local files below ``folder``: Label Studio serves a local file
+        only to a project with a local-files storage above it (one that is never synced: the
+        tasks come from raysal)."""
+        self._json("POST", "/api/storages/localfiles/", json={"project": project, "path": folder,
+                                                              "title": "raysal images", "use_blob_urls": True})
+
+    def import_tasks(self, project: int, tasks: list[dict[str, Any]]) -> int:
+        """Import ``tasks`` (with their predictions); the number Label Studio created."""
+        return int(self._json("POST", f"/api/projects/{project}/import", json=tasks)["task_count"])
+
+    def export(self, project: int) -> list[dict[str, Any]]:
+        """Every task of ``project`` with its annotations: Label Studio's JSON export."""
+        return self._json("GET", f"/api/projects/{project}/export", params={"exportType": "JSON",
+                                                                             "download_all_tasks": "true"})
+
+
+def waiting_round(state: Any) -> int:
+    """The round whose selection waits for labels and has Label Studio tasks; ValueError if none."""
+    for number in reversed(state.rounds()):
+        key = state.round_key(number)
+        if state.stage_done(number, "select") and not state.stage_done(number, "label"):
+            if state.exists(f"{key}/{TASKS_FILE}"):
+                return number
+            raise ValueError(f"round {number} waits for labels but has no {TASKS_FILE}: its images cannot be shown "
+                             f"in Label Studio (see the round's log); label {state.uri(key, 'to_label.csv')} instead")
+    raise ValueError(f"no round of {state.root} is waiting for labels: run a round with label.mode = 'human' first")
+
+
+def push(state: Any, url: str, token: str, project: int | None = None) -> tuple[int, int, int]:
+    """Push the waiting round's tasks to a new project (made with its labeling config), or to
+    ``project``; (round, project, tasks). Local images get the project a local-files storage
+    over their common folder, which Label Studio needs to show them. Refuses a round already
+    pushed."""
+    number = waiting_round(state)
+    key = state.round_key(number)
+    pushed = state.read_json(f"{key}/{PROJECT_FILE}")
+    if pushed:
+        raise ValueError(f"round {number}'s tasks are already in project {pushed['project']} at {pushed['url']}: "
+                         "pull its annotations (raysal labelstudio pull), or delete "
+                         f"{state.uri(key, PROJECT_FILE)} to push them again")
+    client = Client(url, token)
+    tasks = json.loads(state.read_bytes(f"{key}/{TASKS_FILE}"))
+    if project is None:
+        name = os.path.basename(state.root.rstrip("/")) or "run"
+        project = client.create_project(f"raysal {name} round {number}"[:50],
+                                        state.read_bytes(f"{key}/{CONFIG_FILE}").decode())
+    local = [os.path.abspath(t["data"]["uri"].removeprefix("file://")) for t in tasks
+             if t["data"][TO_NAME].startswith(LOCAL_FILES_URL)]
+    if local:
+        client.connect_local_files(project, os.path.commonpath([os.path.dirname(p) for p in local]))
+    created = client.import_tasks(project, tasks)
+    state.write_json(f"{key}/{PROJECT_FILE}", {"url": client.url, "project": project, "tasks": created})
+    return number, project, created
+
+
+def pull(state: Any, url: str | None, token: str, project: int | None = None) -> tuple[int, str, list]:
+    """Save the project's JSON export in the waiting round (``EXPORT_FILE``); (round, its URI,
+    the (image_id, label) annotation rows)."""
+    number = waiting_round(state)
+    key = state.round_key(number)
+    pushed = state.read_json(f"{key}/{PROJECT_FILE}") or {}
+    url, project = url or pushed.get("url"), project or pushed.get("project")
+    if not url or not project:
+        raise ValueError(f"round {number} was not pushed from here ({state.uri(key, PROJECT_FILE)} is missing): "
+                         "give --url and --project")
+    export = Client(url, token).export(int(project))
+    rows = annotation_rows(export)
+    state.write_bytes(f"{key}/{EXPORT_FILE}", json.dumps(export).encode())
+    return number, state.uri(key, EXPORT_FILE), rows
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "raysal labelstudio") -> int:
+    """``raysal labelstudio push|pull --state S``; exit 0 done, 1 the server failed, 2 refused."""
+    import argparse
+    import sys
+
+    from raysal import storage
+    from raysal.state import RunState
+
+    parser = argparse.ArgumentParser(prog=prog, description="Hand a waiting round's images to Label Studio, and "
+                                     "bring its annotations back.")
+    parser.add_argument("action", choices=["push", "pull"], help="push: create a project and import the waiting "
+                        "round's tasks; pull: save the project's annotations in the round")
+    parser.add_argument("--state", required=True, help="the run's state (a folder or URI)")
+    parser.add_argument("--url", default=os.environ.get("LABEL_STUDIO_URL"),
+                        help="Label Studio's address (default: $LABEL_STUDIO_URL; pull: the one pushed to)")
+    parser.add_argument("--token", default=os.environ.get(TOKEN_ENV, ""),
+                        help=f"a personal access token (default: ${TOKEN_ENV})")
+    parser.add_argument("--project", type=int, help="an existing project's id (push: import into it)")
+    args = parser.parse_args(argv)
+    state = RunState(storage.absolute(args.state))
+    try:
+        if args.action == "push":
+            if not args.url:
+                raise ValueError("--url (or $LABEL_STUDIO_URL) is needed to push")
+            number, project, created = push(state, args.url, args.token, args.project)
+            print(f"round {number}: {created} tasks in Label Studio project {project}: "
+                  f"{args.url.rstrip('/')}/projects/{project}\n  once annotated: {prog} pull --state {args.state}")
+            return 0
+        number, uri, rows = pull(state, args.url, args.token, args.project)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    labelled = len({i for i, label in rows if label is not None})
+    unlabelled = len({i for i, _ in rows}) - labelled
+    print(f"round {number}: annotations of {labelled} images saved to {uri} ({unlabelled} skipped or not "
+          f"annotated)\n  finish the round: raysal round --state {args.state} --import-labels {uri}")
+    return 0
