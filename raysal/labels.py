@@ -8,6 +8,7 @@ file that fails: every problem is listed in one error.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -18,6 +19,7 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from raysal import labelstudio, storage
+from raysal.config import LabelConfig
 
 
 class LabelFileError(ValueError):
@@ -41,7 +43,8 @@ def read_label_file(path: str) -> pa.Table:
         else:
             with fs.open_input_stream(inner) as stream:
                 table = pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(
-                    column_types={"image_id": pa.int64(), "label": pa.string()}, strings_can_be_null=True))
+                    column_types={"image_id": pa.int64(), "label": pa.string()}, strings_can_be_null=True,
+                    null_values=[""]))  # only an empty field: "NA" or "null" may be class names
     except pa.ArrowInvalid as exc:  # e.g. an image_id that is not an integer, or not a Parquet file
         raise LabelFileError(f"label file {path} cannot be read, nothing applied: {exc}") from None
     except labelstudio.AnnotationError as exc:
@@ -97,15 +100,15 @@ def _majority(ids: NDArray[np.int64], labels: NDArray[np.int64]) -> tuple[NDArra
 
 
 def validate_labels(table: pa.Table, selected_ids: NDArray[np.int64], pool_ids: NDArray[np.int64] | None,
-                    classes: Sequence[str], round_number: int, min_labelled: float = 1.0,
-                    multiple: str = "majority") -> RoundLabels:
+                    classes: Sequence[str], round_number: int, min_labelled: float = LabelConfig.min_labelled,
+                    multiple: str = LabelConfig.multiple) -> RoundLabels:
     """The labels a round takes from ``table`` (``read_label_file``), or LabelFileError listing
     every problem.
 
     A selected image without a label (no row, or rows whose label is empty: skipped) stays
     unlabelled; the file is refused if fewer than ``min_labelled`` of the selection are labelled.
-    An image with several labels takes their majority (``multiple = "majority"``; a tie leaves it
-    unlabelled) or refuses the file (``"refuse"``). Ids that are unknown or were not selected,
+    An image with several labels takes the most frequent (``multiple = "majority"``, a plurality;
+    a tie leaves it unlabelled) or refuses the file (``"refuse"``). Ids that are unknown or were not selected,
     empty ids, and unknown classes refuse the file.
 
     Args:
@@ -139,9 +142,10 @@ def validate_labels(table: pa.Table, selected_ids: NDArray[np.int64], pool_ids: 
     valid = (index >= 0) & np.isin(labelled_ids, selected_ids)  # what the round may take
     chosen, chosen_labels, ties = _majority(labelled_ids[valid].astype(np.int64), index[valid])
     unlabelled = np.setdiff1d(selected_ids, chosen).astype(np.int64)
-    if len(chosen) < min_labelled * len(selected_ids):
-        problems.append(f"{len(chosen)} of {len(selected_ids)} selected images are labelled, fewer than "
-                        f"label.min_labelled = {min_labelled:g} of them; without a label: "
+    required = math.ceil(round(min_labelled * len(selected_ids), 9))  # 0.07 x 100 is 7.000000000000001
+    if len(chosen) < required:
+        problems.append(f"{len(chosen)} of {len(selected_ids)} selected images are labelled, fewer than the "
+                        f"{required} that label.min_labelled = {min_labelled:g} asks; without a label: "
                         f"{unlabelled[:10].tolist()}{' ...' if len(unlabelled) > 10 else ''}"
                         + (f" ({len(ties)} with tied annotations, e.g. {ties[:5].tolist()})" if len(ties) else ""))
     if problems:

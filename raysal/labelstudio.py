@@ -19,10 +19,11 @@ requests only to talk to a server.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any, Iterable, Sequence
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 from xml.sax.saxutils import quoteattr
 
 import pyarrow as pa
@@ -32,6 +33,9 @@ TO_NAME = "image"  # the Image object, and the task's data key holding the URL
 TASKS_FILE = "labelstudio/tasks.json"
 CONFIG_FILE = "labelstudio/labeling_config.xml"
 LOCAL_FILES_URL = "/data/local-files/?d="  # Label Studio's local-files serving
+TASK_FIELDS = {TO_NAME, "image_id", "uri", "score", "rank"}  # a task's data (``tasks``)
+MIN_EXPORT_FIELDS = {"id", "annotator", "annotation_id", "created_at", "updated_at", "lead_time", "agreement"}
+PACKED_MARK = "#image_id="  # in the name of a row packed in a shard (sources: "<shard>#image_id=<id>")
 
 
 class AnnotationError(ValueError):
@@ -54,6 +58,9 @@ def image_url(uri: str, files_root: str, expiry_s: int) -> str:
     Raises:
         ValueError: a local file outside ``files_root``, or a scheme a browser cannot open.
     """
+    if PACKED_MARK in uri:
+        raise ValueError(f"{uri} is an image packed in a Parquet shard (raysal pack), which Label Studio cannot open: "
+                         "label from the images' own files (a manifest with their uris)")
     if uri.startswith(("http://", "https://")):
         return uri
     if uri.startswith("s3://"):
@@ -63,7 +70,7 @@ def image_url(uri: str, files_root: str, expiry_s: int) -> str:
     path = os.path.abspath(uri.removeprefix("file://"))
     root = os.path.abspath(files_root or os.sep)
     relative = os.path.relpath(path, root)
-    if relative.startswith(os.pardir):
+    if relative == os.pardir or relative.startswith(os.pardir + os.sep):
         raise ValueError(f"{uri} is outside label.files_root {root}, the folder Label Studio serves local files "
                          "from (its LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT): set label.files_root to a folder "
                          "above the images")
@@ -71,24 +78,34 @@ def image_url(uri: str, files_root: str, expiry_s: int) -> str:
 
 
 def presign(uri: str, expiry_s: int) -> str:
-    """A presigned GET URL for an ``s3://bucket/key`` object, valid ``expiry_s`` seconds; the
-    endpoint and credentials are boto3's (``AWS_ENDPOINT_URL`` for an S3-compatible store)."""
+    """A presigned GET URL for an ``s3://bucket/key`` object, valid ``expiry_s`` seconds or until
+    the credentials that signed it expire (a role's session: often hours); the endpoint, region
+    and credentials are boto3's (``AWS_ENDPOINT_URL`` for an S3-compatible store)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    try:
+        return _s3_client(os.environ.get("AWS_ENDPOINT_URL") or None).generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
+                                                   ExpiresIn=expiry_s)
+    except (BotoCoreError, ClientError) as exc:  # no credentials, a bad endpoint
+        raise ValueError(f"{uri}: cannot make a presigned URL: {exc}") from None
+
+
+@functools.cache
+def _s3_client(endpoint: str | None) -> Any:
+    """One client per endpoint, not one per image."""
     import boto3
     from botocore.config import Config as BotoConfig
 
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-                          config=BotoConfig(signature_version="s3v4"))  # SigV4: up to 7 days
-    return client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expiry_s)
+    return boto3.client("s3", endpoint_url=endpoint, config=BotoConfig(signature_version="s3v4"))  # SigV4: 7 days
 
 
 def tasks(selection: pa.Table, classes: Sequence[str], model_version: str, files_root: str,
           expiry_s: int) -> list[dict[str, Any]]:
     """Label Studio tasks for a selection (``image_id``, ``uri``, ``score``, ``predicted``,
     ``rank``, and ``probability`` of the predicted class when known), in rank order."""
-    rows = selection.to_pylist()
-    out = []
-    for row in rows:
+    made = []
+    for row in selection.to_pylist():
         task: dict[str, Any] = {"data": {TO_NAME: image_url(row["uri"], files_root, expiry_s),
                                          "image_id": int(row["image_id"]), "uri": row["uri"],
                                          "score": row["score"], "rank": int(row["rank"])}}
@@ -98,17 +115,30 @@ def tasks(selection: pa.Table, classes: Sequence[str], model_version: str, files
                 "model_version": model_version, "score": row.get("probability"),
                 "result": [{"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices",
                             "value": {"choices": [classes[predicted]]}}]}]
-        out.append(task)
-    return out
+        made.append(task)
+    return made
 
 
-def _choice(result: Iterable[dict[str, Any]]) -> str | None:
-    """The class an annotation's result chose in the ``label`` control, or None."""
+def _choice(result: Iterable[dict[str, Any]], where: str) -> str | None:
+    """The class an annotation's result chose in the ``label`` control, or None (nothing chosen).
+
+    Raises:
+        AnnotationError: the result has choices, but of other controls: a project whose labeling
+            config is not raysal's.
+    """
+    others = set()
     for item in result or []:
-        if item.get("from_name", FROM_NAME) == FROM_NAME and item.get("type", "choices") == "choices":
-            choices = (item.get("value") or {}).get("choices") or []
-            if choices:
-                return str(choices[0])
+        if item.get("type", "choices") != "choices":
+            continue
+        if item.get("from_name", FROM_NAME) != FROM_NAME:
+            others.add(str(item.get("from_name")))
+            continue
+        choices = (item.get("value") or {}).get("choices") or []
+        if choices:
+            return str(choices[0])
+    if others:
+        raise AnnotationError(f"{where}: its annotation chose in {sorted(others)}, not in a control named "
+                              f"{FROM_NAME!r}: make the project with raysal's labeling_config.xml")
     return None
 
 
@@ -142,8 +172,12 @@ def annotation_rows(export: Any) -> list[tuple[int, str | None]]:
                 rows.append((image_id, None))
             for annotation in annotations:
                 cancelled = annotation.get("was_cancelled") or annotation.get("skipped")
-                rows.append((image_id, None if cancelled else _choice(annotation.get("result"))))
+                rows.append((image_id, None if cancelled else _choice(annotation.get("result"), where)))
         else:  # JSON-MIN: the data's fields and each control's value, flat
+            unknown = set(task) - TASK_FIELDS - MIN_EXPORT_FIELDS - {FROM_NAME}
+            if FROM_NAME not in task and unknown:  # another control's answer, under its own name
+                raise AnnotationError(f"{where} has no {FROM_NAME!r} field but {sorted(unknown)}: make the project "
+                                      "with raysal's labeling_config.xml")
             value = task.get(FROM_NAME)
             if isinstance(value, dict):  # {"choices": [...]}
                 value = (value.get("choices") or [None])[0]
@@ -190,7 +224,7 @@ class Client:
         import requests
 
         if not token:
-            raise ServerError(f"no Label Studio token: set {TOKEN_ENV} or --token to a personal access token "
+            raise ServerError(f"no Label Studio token: set {TOKEN_ENV} to a personal access token "
                               "(Label Studio: Account & Settings > Personal Access Token)")
         self.url, self.token, self.timeout_s = url.rstrip("/"), token, timeout_s
         self.session = requests.Session()
@@ -201,45 +235,68 @@ class Client:
         if not self.personal:
             return f"Token {self.token}"
         if renew or not self._access:
-            self._access = self._json("POST", "/api/token/refresh", json={"refresh": self.token}, auth=False)["access"]
+            answer = self._json("POST", "/api/token/refresh", body={"refresh": self.token}, auth=False)
+            if not isinstance(answer, dict) or "access" not in answer:
+                raise ServerError(f"Label Studio at {self.url} gave no access token for the personal access token: "
+                                  f"{str(answer)[:200]}")
+            self._access = answer["access"]
         return f"Bearer {self._access}"
 
-    def _json(self, method: str, path: str, auth: bool = True, **kwargs: Any) -> Any:
+    def _json(self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None,
+              auth: bool = True) -> Any:
+        """The JSON answer to ``method path`` (a JSON ``body``, a ``query``); ServerError if none."""
         import requests
 
         for attempt in range(2):
             headers = {"Authorization": self._authorization(renew=attempt > 0)} if auth else {}
             try:
-                response = self.session.request(method, self.url + path, headers=headers, timeout=self.timeout_s,
-                                                **kwargs)
+                response = self.session.request(method, self.url + path, json=body, params=query, headers=headers,
+                                                timeout=self.timeout_s)
             except requests.RequestException as exc:
                 raise ServerError(f"Label Studio at {self.url} did not answer {method} {path}: {exc}") from None
             if response.status_code == 401 and auth and self.personal and attempt == 0:
                 continue  # the access token expired: renew it once
+            if response.status_code == 401 and auth and not self.personal:
+                raise ServerError(f"Label Studio at {self.url} refused the token: it is a legacy token, which Label "
+                                  "Studio 1.23 turns off by default; use a personal access token")
             if not response.ok:
                 raise ServerError(f"Label Studio at {self.url}: {method} {path} answered {response.status_code}: "
                                   f"{response.text[:500]}")
-            return response.json() if response.content else None
+            try:
+                return response.json() if response.content else None
+            except ValueError:
+                raise ServerError(f"Label Studio at {self.url}: {method} {path} answered with no JSON: "
+                                  f"{response.text[:200]}") from None
         raise AssertionError("unreachable")
 
+    def _field(self, answer: Any, name: str, what: str) -> Any:
+        if not isinstance(answer, dict) or name not in answer:
+            raise ServerError(f"Label Studio at {self.url}: {what} answered without {name!r}: {str(answer)[:200]}")
+        return answer[name]
+
     def create_project(self, title: str, label_config: str) -> int:
-        return int(self._json("POST", "/api/projects", json={"title": title, "label_config": label_config})["id"])
+        answer = self._json("POST", "/api/projects", body={"title": title, "label_config": label_config})
+        return int(self._field(answer, "id", "creating a project"))
 
     def connect_local_files(self, project: int, folder: str) -> None:
         """Let ``project`` show the local files below ``folder``: Label Studio serves a local file
         only to a project with a local-files storage above it (one that is never synced: the
         tasks come from raysal)."""
-        self._json("POST", "/api/storages/localfiles/", json={"project": project, "path": folder,
+        self._json("POST", "/api/storages/localfiles/", body={"project": project, "path": folder,
                                                               "title": "raysal images", "use_blob_urls": True})
 
     def import_tasks(self, project: int, tasks: list[dict[str, Any]]) -> int:
         """Import ``tasks`` (with their predictions); the number Label Studio created."""
-        return int(self._json("POST", f"/api/projects/{project}/import", json=tasks)["task_count"])
+        answer = self._json("POST", f"/api/projects/{project}/import", body=tasks)
+        return int(self._field(answer, "task_count", "importing tasks"))
 
     def export(self, project: int) -> list[dict[str, Any]]:
         """Every task of ``project`` with its annotations: Label Studio's JSON export."""
-        return self._json("GET", f"/api/projects/{project}/export", params={"exportType": "JSON",
-                                                                             "download_all_tasks": "true"})
+        answer = self._json("GET", f"/api/projects/{project}/export",
+                            query={"exportType": "JSON", "download_all_tasks": "true"})
+        if not isinstance(answer, list):
+            raise ServerError(f"Label Studio at {self.url}: the export of project {project} is not a list of tasks")
+        return answer
 
 
 def waiting_round(state: Any) -> int:
@@ -254,11 +311,35 @@ def waiting_round(state: Any) -> int:
     raise ValueError(f"no round of {state.root} is waiting for labels: run a round with label.mode = 'human' first")
 
 
+def local_folders(tasks: list[dict[str, Any]]) -> list[str]:
+    """The folders a project needs local-files storages over to show the tasks' local images: per
+    folder just below the served root, the images' deepest common folder (Label Studio takes a
+    storage only strictly below its document root).
+
+    Raises:
+        ValueError: an image directly in the served root.
+    """
+    groups: dict[str, list[str]] = {}
+    for task in tasks:
+        image = task["data"][TO_NAME]
+        if not image.startswith(LOCAL_FILES_URL):
+            continue
+        relative = unquote(image[len(LOCAL_FILES_URL):])
+        path = os.path.abspath(task["data"]["uri"].removeprefix("file://"))
+        top, sep, _ = relative.partition("/")
+        if not sep:
+            raise ValueError(f"{path} is directly in label.files_root, the folder Label Studio serves, and Label "
+                             "Studio shows only files in its subfolders: set label.files_root to a folder above "
+                             "the images' folder")
+        groups.setdefault(path[: len(path) - len(relative)] + top, []).append(os.path.dirname(path))
+    return [os.path.commonpath(dirs) for _, dirs in sorted(groups.items())]
+
+
 def push(state: Any, url: str, token: str, project: int | None = None) -> tuple[int, int, int]:
     """Push the waiting round's tasks to a new project (made with its labeling config), or to
-    ``project``; (round, project, tasks). Local images get the project a local-files storage
-    over their common folder, which Label Studio needs to show them. Refuses a round already
-    pushed."""
+    ``project``; (round, project, tasks). Local images get the project local-files storages
+    over their folders (``local_folders``), which Label Studio needs to show them; ``s3://``
+    images get presigned URLs made now. Refuses a round already pushed."""
     number = waiting_round(state)
     key = state.round_key(number)
     pushed = state.read_json(f"{key}/{PROJECT_FILE}")
@@ -266,24 +347,29 @@ def push(state: Any, url: str, token: str, project: int | None = None) -> tuple[
         raise ValueError(f"round {number}'s tasks are already in project {pushed['project']} at {pushed['url']}: "
                          "pull its annotations (raysal labelstudio pull), or delete "
                          f"{state.uri(key, PROJECT_FILE)} to push them again")
-    client = Client(url, token)
     tasks = json.loads(state.read_bytes(f"{key}/{TASKS_FILE}"))
+    expiry_s = (state.read_json(f"{key}/config.json") or {}).get("label", {}).get("presign_expiry_s", 7 * 24 * 3600)
+    for task in tasks:  # signed when pushed, not when the round selected: the URLs last from now
+        if task["data"]["uri"].startswith("s3://"):
+            task["data"][TO_NAME] = presign(task["data"]["uri"], expiry_s)
+    folders = local_folders(tasks)
+    client = Client(url, token)
     if project is None:
         name = os.path.basename(state.root.rstrip("/")) or "run"
         project = client.create_project(f"raysal {name} round {number}"[:50],
                                         state.read_bytes(f"{key}/{CONFIG_FILE}").decode())
-    local = [os.path.abspath(t["data"]["uri"].removeprefix("file://")) for t in tasks
-             if t["data"][TO_NAME].startswith(LOCAL_FILES_URL)]
-    if local:
-        client.connect_local_files(project, os.path.commonpath([os.path.dirname(p) for p in local]))
-    created = client.import_tasks(project, tasks)
-    state.write_json(f"{key}/{PROJECT_FILE}", {"url": client.url, "project": project, "tasks": created})
-    return number, project, created
+    record = {"url": client.url, "project": project, "tasks": 0}
+    state.write_json(f"{key}/{PROJECT_FILE}", record)  # before importing: a retry never makes a second project
+    for folder in folders:
+        client.connect_local_files(project, folder)
+    record["tasks"] = client.import_tasks(project, tasks)
+    state.write_json(f"{key}/{PROJECT_FILE}", record)
+    return number, project, record["tasks"]
 
 
 def pull(state: Any, url: str | None, token: str, project: int | None = None) -> tuple[int, str, list]:
-    """Save the project's JSON export in the waiting round (``EXPORT_FILE``); (round, its URI,
-    the (image_id, label) annotation rows)."""
+    """Save the project's JSON export, this round's tasks of it, in the waiting round
+    (``EXPORT_FILE``); (round, its URI, the (image_id, label) annotation rows)."""
     number = waiting_round(state)
     key = state.round_key(number)
     pushed = state.read_json(f"{key}/{PROJECT_FILE}") or {}
@@ -291,7 +377,10 @@ def pull(state: Any, url: str | None, token: str, project: int | None = None) ->
     if not url or not project:
         raise ValueError(f"round {number} was not pushed from here ({state.uri(key, PROJECT_FILE)} is missing): "
                          "give --url and --project")
-    export = Client(url, token).export(int(project))
+    ours = {task["data"]["image_id"] for task in json.loads(state.read_bytes(f"{key}/{TASKS_FILE}"))}
+    # A project that also holds other rounds' tasks: only this round's come back.
+    export = [task for task in Client(url, token).export(int(project))
+              if (task.get("data") or {}).get("image_id") in ours]
     rows = annotation_rows(export)
     state.write_bytes(f"{key}/{EXPORT_FILE}", json.dumps(export).encode())
     return number, state.uri(key, EXPORT_FILE), rows
@@ -312,20 +401,19 @@ def main(argv: Sequence[str] | None = None, prog: str = "raysal labelstudio") ->
     parser.add_argument("--state", required=True, help="the run's state (a folder or URI)")
     parser.add_argument("--url", default=os.environ.get("LABEL_STUDIO_URL"),
                         help="Label Studio's address (default: $LABEL_STUDIO_URL; pull: the one pushed to)")
-    parser.add_argument("--token", default=os.environ.get(TOKEN_ENV, ""),
-                        help=f"a personal access token (default: ${TOKEN_ENV})")
     parser.add_argument("--project", type=int, help="an existing project's id (push: import into it)")
     args = parser.parse_args(argv)
     state = RunState(storage.absolute(args.state))
+    token = os.environ.get(TOKEN_ENV, "")  # not an option: a command line shows in ps and the shell's history
     try:
         if args.action == "push":
             if not args.url:
                 raise ValueError("--url (or $LABEL_STUDIO_URL) is needed to push")
-            number, project, created = push(state, args.url, args.token, args.project)
+            number, project, created = push(state, args.url, token, args.project)
             print(f"round {number}: {created} tasks in Label Studio project {project}: "
                   f"{args.url.rstrip('/')}/projects/{project}\n  once annotated: {prog} pull --state {args.state}")
             return 0
-        number, uri, rows = pull(state, args.url, args.token, args.project)
+        number, uri, rows = pull(state, args.url, token, args.project)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -337,7 +337,8 @@ def _write_tasks(r: _Round, selection: pa.Table) -> None:
     then ``to_label.csv``, written last: it marks the round as waiting."""
     found = r.state.read_table(f"{r.key}/scores", columns=["image_id", "top_probs"],
                                filters=pc.field("image_id").isin(selection["image_id"]))
-    top = dict(zip(found["image_id"].to_pylist(), embeddings.embedding_matrix(found["top_probs"])[:, 0].tolist()))
+    top = dict(zip(found["image_id"].to_pylist(), embeddings.embedding_matrix(found["top_probs"])[:, 0].tolist())
+               ) if found.num_rows else {}
     selection = selection.append_column("probability", pa.array([top.get(i) for i in selection["image_id"].to_pylist()],
                                                                 pa.float64()))
     label = r.cfg.label
@@ -555,10 +556,11 @@ def _run_held(state: RunState, cfg: Config, label_file: str | None, seconds: dic
         faults.point(f"{stage}:ended")
         if status == WAITING:
             return RoundOutcome(number, WAITING, stage_seconds=seconds, message=(
-                f"round {number} is waiting for labels: label the images in "
-                f"{state.uri(r.key, 'to_label.csv')}, or import {state.uri(r.key, labelstudio.TASKS_FILE)} "
-                "into a Label Studio project made with the labeling_config.xml beside it (or: raysal labelstudio "
-                "push); then run again with --import-labels FILE (CSV or Parquet with image_id,label, or Label "
+                f"round {number} is waiting for labels: label the images in {state.uri(r.key, 'to_label.csv')}"
+                + (f", or in Label Studio: raysal labelstudio push --state {state.root} (or import "
+                   f"{state.uri(r.key, labelstudio.TASKS_FILE)} into a project made with the labeling_config.xml "
+                   "beside it)" if state.exists(f"{r.key}/{labelstudio.TASKS_FILE}") else "")
+                + "; then run again with --import-labels FILE (CSV or Parquet with image_id,label, or Label "
                 "Studio's JSON, JSON-MIN or CSV export)"
                 + "".join(f"\n{line}" for line in agreement_lines({**state.stage_done(number, "select"),
                                                                   "round": number}))))
@@ -663,7 +665,8 @@ def format_outcome(outcome: RoundOutcome, log_path: str | None = None) -> str:
         lines.append("  test accuracy per class: " + ", ".join(
             f"{name} {'n/a' if acc is None else f'{acc:.2f}'}" for name, acc in per_class.items()))
     if rec.get("unlabelled"):
-        lines.append(f"  {rec['unlabelled']} selected images got no label (skipped): back to the pool for later rounds")
+        lines.append(f"  {rec['unlabelled']} selected images got no label (skipped, missing or tied): back to the "
+                     "pool for later rounds")
     if rec.get("rescored_from"):
         lines.append(f"  scored by model {rec['round'] - 1}'s head alone, from the embeddings in "
                      f"{rec['rescored_from']} (its backbone made them: no image decoded)")

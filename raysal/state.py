@@ -241,8 +241,10 @@ class RunState:
             if before is not None and number >= before:
                 continue
             labelled = self.stage_done(number, "label") is not None
-            table = self.read_table(f"{self.round_key(number)}/{'labels' if labelled else 'selection'}.parquet",
-                                    ["image_id"])
+            key = f"{self.round_key(number)}/{'labels' if labelled else 'selection'}.parquet"
+            table = self.read_table(key, ["image_id"])
+            if table is None and labelled:  # never guess: its images could be selected and labelled again
+                raise StateError(f"round {number}: {self.uri(key)} is missing though its label stage is committed")
             if table is not None:
                 parts.append(table["image_id"].to_numpy())
         return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from _jobs import FAST, REPO, copy_state, run_job
 
-from raysal import labelstudio
+from raysal import embeddings, labelstudio
 from raysal.config import ConfigError, load_config
 from raysal.labels import LabelFileError, read_label_file, validate_labels
 from raysal.state import RunState
@@ -41,6 +41,10 @@ def test_image_urls_an_annotator_can_open(tmp_path, monkeypatch):
         labelstudio.image_url(str(tmp_path / "elsewhere.png"), str(root), 60)
     with pytest.raises(ValueError, match="cannot show a gs:// image"):
         labelstudio.image_url("gs://bucket/x.png", "", 60)
+    assert labelstudio.image_url(str(root / "..cache" / "#1?.png"), str(root), 60) == \
+        "/data/local-files/?d=..cache/%231%3F.png"  # a folder named "..", quoted characters
+    with pytest.raises(ValueError, match=r"packed in a Parquet shard \(raysal pack\)"):
+        labelstudio.image_url("/data/shard-0.parquet#image_id=5", "", 60)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
@@ -59,6 +63,28 @@ def test_tasks_carry_the_image_id_score_rank_and_a_pre_annotation():
                             {"from_name": "label", "to_name": "image", "type": "choices",
                              "value": {"choices": ["dog"]}}]}]}
     assert "predictions" not in tasks[1]  # an image the model gave no class
+
+
+def test_local_images_get_a_storage_per_folder_below_the_served_root():
+    def task(path: str, root: str) -> dict:
+        return {"data": {"image": labelstudio.image_url(path, root, 60), "uri": path}}
+
+    tasks = [task("/data/a/x/1.png", "/data"), task("/data/a/x/y/2.png", "/data"), task("/data/b/3.png", "/data"),
+             task("https://cdn/4.png", "/data")]
+    assert labelstudio.local_folders(tasks) == ["/data/a/x", "/data/b"]
+    with pytest.raises(ValueError, match="directly in label.files_root"):
+        labelstudio.local_folders([task("/data/5.png", "/data")])
+
+
+def test_an_export_from_another_labeling_config_is_refused_naming_its_controls():
+    other = [{"id": 1, "data": {"image_id": 10}, "annotations": [{"result": [
+        {"from_name": "species", "to_name": "image", "type": "choices", "value": {"choices": ["cat"]}}]}]}]
+    with pytest.raises(labelstudio.AnnotationError, match=r"task 1: its annotation chose in \['species'\]"):
+        labelstudio.annotation_rows(other)
+    with pytest.raises(labelstudio.AnnotationError, match=r"task 2 has no 'label' field but \['species'\]"):
+        labelstudio.annotation_rows([{"id": 2, "image_id": 10, "species": "cat", "annotator": 1}])
+    # a submitted annotation that chose nothing is unlabelled, not an error
+    assert labelstudio.annotation_rows([{"id": 3, "image_id": 10, "annotator": 1, "lead_time": 2.5}]) == [(10, None)]
 
 
 def _annotation(choice: str | None, cancelled: bool = False) -> dict:
@@ -97,8 +123,9 @@ def test_skipped_images_stay_unlabelled_and_several_annotations_take_the_majorit
     taken = validate_labels(_table(rows), SELECTED, POOL, CLASSES, 2, min_labelled=0.5)
     assert dict(zip(taken.table["image_id"].to_pylist(), taken.table["label"].to_pylist())) == {10: 0, 13: 1}
     assert taken.unlabelled.tolist() == [11, 12] and taken.ties.tolist() == [12]  # 12: one cat, one dog
-    with pytest.raises(LabelFileError, match=r"2 of 4 selected images are labelled, fewer than label.min_labelled = "
-                                             r"0.9 of them; without a label: \[11, 12\] \(1 with tied annotations"):
+    with pytest.raises(LabelFileError, match=r"2 of 4 selected images are labelled, fewer than the 4 that "
+                                             r"label.min_labelled = 0.9 asks; without a label: \[11, 12\] \(1 with "
+                                             r"tied annotations"):
         validate_labels(_table(rows), SELECTED, POOL, CLASSES, 2, min_labelled=0.9)
     with pytest.raises(LabelFileError, match=r"image_ids labelled more than once \[12, 13\] \(label.multiple = "
                                              r"'refuse'"):
@@ -109,6 +136,8 @@ def test_skipped_images_stay_unlabelled_and_several_annotations_take_the_majorit
         with pytest.raises(LabelFileError, match="nothing applied") as error:
             validate_labels(_table([*rows, bad]), SELECTED, POOL, CLASSES, 2, min_labelled=0.5)
         assert message in str(error.value)
+    exactly = [(i, "cat") for i in range(7)]  # 7 of 100 at 0.07: enough, though 0.07 x 100 > 7 in floats
+    assert len(validate_labels(_table(exactly), np.arange(100), np.arange(100), CLASSES, 2, 0.07).table) == 7
     empty_id = pa.table({"image_id": pa.array([10, None], pa.int64()), "label": ["cat", "dog"]})
     with pytest.raises(LabelFileError, match="1 rows with an empty image_id"):
         validate_labels(empty_id, SELECTED, POOL, CLASSES, 2, min_labelled=0.1)
@@ -122,9 +151,10 @@ def test_label_studio_exports_are_read_from_json_and_csv_files(tmp_path):
                                                                          {"image_id": 11, "label": None}]
     (tmp_path / "export.csv").write_text('"annotation_id","annotator","id","image","image_id","label"\r\n'
                                          '3,"1",3,"/data/local-files/?d=x.png",10,"dog"\r\n'
-                                         '4,"1",4,"/data/local-files/?d=y.png",11,""\r\n')
+                                         '4,"1",4,"/data/local-files/?d=y.png",11,""\r\n'
+                                         '5,"1",5,"/data/local-files/?d=z,1.png",12,"NA"\r\n')
     assert read_label_file(str(tmp_path / "export.csv")).select(["image_id", "label"]).to_pylist() == [
-        {"image_id": 10, "label": "dog"}, {"image_id": 11, "label": None}]
+        {"image_id": 10, "label": "dog"}, {"image_id": 11, "label": None}, {"image_id": 12, "label": "NA"}]
     (tmp_path / "broken.json").write_text("[{")
     with pytest.raises(LabelFileError, match="broken.json is not JSON"):
         read_label_file(str(tmp_path / "broken.json"))
@@ -148,7 +178,8 @@ def test_a_waiting_round_writes_label_studio_tasks(waiting_state):
     selection = pq.read_table(waiting_state / "rounds" / "0001" / "selection.parquet").to_pylist()
     assert [t["data"]["image_id"] for t in tasks] == [row["image_id"] for row in selection]
     assert [t["data"]["rank"] for t in tasks] == list(range(1, 41))
-    scores = pq.read_table(waiting_state / "rounds" / "0001" / "scores").to_pandas().set_index("image_id")
+    scores = pq.read_table(waiting_state / "rounds" / "0001" / "scores", columns=["image_id", "top_probs"])
+    top = dict(zip(scores["image_id"].to_pylist(), embeddings.embedding_matrix(scores["top_probs"])[:, 0]))
     classes = load_config("demo").data.classes
     for task, row in zip(tasks, selection):
         assert task["data"]["image"] == "/data/local-files/?d=" + row["uri"].lstrip("/")  # files_root "/"
@@ -156,7 +187,7 @@ def test_a_waiting_round_writes_label_studio_tasks(waiting_state):
         (prediction,) = task["predictions"]
         assert prediction["model_version"] == "raysal models/0000"
         assert prediction["result"][0]["value"]["choices"] == [classes[row["predicted"]]]
-        assert prediction["score"] == pytest.approx(float(scores.loc[row["image_id"], "top_probs"][0]))
+        assert prediction["score"] == pytest.approx(float(top[row["image_id"]]))
     view = ElementTree.fromstring((waiting_state / "rounds" / "0001" / labelstudio.CONFIG_FILE).read_text())
     assert [c.get("value") for c in view.iter("Choice")] == list(classes)
     assert state.stage_done(1, "label") is None
@@ -214,19 +245,28 @@ def test_a_round_goes_through_a_real_label_studio_server(waiting_state, tmp_path
         assert pulled.returncode == 0, pulled.stderr
         assert "annotations of 37 images saved" in pulled.stdout and "(3 skipped or not annotated)" in pulled.stdout
         export = state_dir / "rounds" / "0001" / labelstudio.EXPORT_FILE
+        selected = np.array([t["data"]["image_id"] for t in tasks])
+        pool_ids = pq.read_table(state_dir / "rounds" / "0001" / "scores", columns=["image_id"])["image_id"].to_numpy()
+        from_json = validate_labels(read_label_file(str(export)), selected, pool_ids, classes, 1)
+        by_json = dict(zip(*from_json.table.to_pydict().values()))
+        assert by_json == {t["data"]["image_id"]: truth[t["data"]["image_id"]] for t in by_rank[3:]}
+        assert sorted(from_json.unlabelled.tolist()) == sorted([*skipped, unopened])
         for kind in ("JSON_MIN", "CSV"):  # the other exports a team may download from the UI read the same
             data = requests.get(f"{server.url}/api/projects/{project['project']}/export",
                                 params={"exportType": kind, "download_all_tasks": "true"}, headers=headers, timeout=60)
             path = tmp_path / ("export-min.json" if kind == "JSON_MIN" else "export.csv")
             path.write_bytes(data.content)
-            rows = read_label_file(str(path)).select(["image_id", "label"]).to_pylist()
-            assert {r["image_id"] for r in rows if r["label"]} == {t["data"]["image_id"] for t in by_rank[3:]}
+            taken = validate_labels(read_label_file(str(path)), selected, pool_ids, classes, 1)
+            # JSON-MIN and CSV hold one annotation per task: the voted image may come with either label
+            assert set(taken.table["image_id"].to_pylist()) | set(taken.ties.tolist()) == set(by_json)
+            assert {i: v for i, v in zip(*taken.table.to_pydict().values()) if i != voted["data"]["image_id"]} == {
+                i: v for i, v in by_json.items() if i != voted["data"]["image_id"]}
     finally:
         server.stop()
 
     code, out = run_job("--state", str(state_dir), *FAST, "--import-labels", str(export))
     assert code == 0, out[-3000:]
-    assert "3 selected images got no label (skipped): back to the pool for later rounds" in out
+    assert "3 selected images got no label (skipped, missing or tied): back to the pool for later rounds" in out
     labels = pq.read_table(state_dir / "rounds" / "0001" / "labels.parquet").to_pydict()
     assert dict(zip(labels["image_id"], labels["label"])) == {t["data"]["image_id"]: truth[t["data"]["image_id"]]
                                                               for t in by_rank[3:]}  # the majority, for `voted`

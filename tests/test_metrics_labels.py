@@ -40,8 +40,8 @@ def test_labels_by_name_or_index(labels):
     ([(10, "cat"), (11, "wolf"), (12, "fox")], "unknown classes ['wolf']"),
     ([(10, "cat"), (11, "7"), (12, "fox")], "unknown classes ['7']"),
     ([(10, "cat"), (10, "dog"), (11, "dog"), (12, "fox")],
-     "2 of 3 selected images are labelled, fewer than label.min_labelled = 1 of them; without a label: [10] "
-     "(1 with tied annotations, e.g. [10])"),
+     "2 of 3 selected images are labelled, fewer than the 3 that label.min_labelled = 0.9 asks; without a label: "
+     "[10] (1 with tied annotations, e.g. [10])"),
     ([(10, "cat"), (11, "dog")], "without a label: [12]"),
     ([(10, "cat"), (11, None), (12, "fox")], "without a label: [11]"),
 ])
