@@ -122,6 +122,9 @@ def prepare_train_set(images: ray.data.Dataset, max_rows: int, cfg: Config, cach
     decoded_bytes = max_rows * (image_bytes + LABEL_BYTES)
     kept = _kept(cfg.train.data, decoded_bytes, store_bytes)
     if kept == "memory":
+        # In the sources' order, not in the order tasks finish: the same labelled set gives the
+        # same rows in the same order, so a rerun (a resumed round) trains the same model.
+        images.context.execution_options.preserve_order = True
         decoded = images.materialize()
         yield TrainSet(decoded, decoded.count(), kept)  # a materialised dataset counts from its metadata
         return
