@@ -134,12 +134,14 @@ def _score_folder_config(root: str, model_kind: str, input_size: int, batch_size
         "score.batch_size": batch_size})
 
 
-def _raysal_score_to_parquet(cfg: Any, checkpoint: str, out_dir: str) -> None:
-    """What a round's score stage does: stream the pool through decode and scoring into Parquet files."""
+def _raysal_score_to_parquet(cfg: Any, checkpoint: str, out_dir: str, embeddings: bool = False) -> None:
+    """What a round's score stage does: stream the pool through decode and scoring into Parquet
+    files (with each image's embedding when ``embeddings``)."""
     from raysal import pipeline, sources
 
     ds, size = sources.read_source_with_size(cfg.data.pool, cfg.data.classes, "")
-    pipeline.write_scores(pipeline.score(pipeline.decode(ds, cfg), checkpoint, cfg), out_dir, size)
+    pipeline.write_scores(pipeline.score(pipeline.decode(ds, cfg), checkpoint, cfg, embeddings=embeddings), out_dir,
+                          size)
 
 
 def _checkpoint(tmp: str, model_kind: str, input_size: int) -> tuple[Any, str]:
@@ -167,13 +169,16 @@ def settle(max_seconds: float = 20.0, busy_percent: float = 20.0) -> None:
         pass
 
 
-def _raysal_scoring_seconds(cfg: Any, checkpoint: str) -> float:
+def _raysal_scoring_seconds(cfg: Any, checkpoint: str, out_dir: str | None = None, embeddings: bool = False) -> float:
     """Wall time of one scoring pass over the configured pool, actor start included, its scores
-    written to Parquet files as the score stage writes them."""
+    written to Parquet files as the score stage writes them: into ``out_dir`` (replaced) when
+    given, else a temporary folder."""
     with tempfile.TemporaryDirectory() as tmp:
+        target = out_dir or os.path.join(tmp, "scores")
+        shutil.rmtree(target, ignore_errors=True)
         settle()
         start = time.perf_counter()
-        _raysal_score_to_parquet(cfg, checkpoint, os.path.join(tmp, "scores"))
+        _raysal_score_to_parquet(cfg, checkpoint, target, embeddings)
         return time.perf_counter() - start
 
 
@@ -257,19 +262,6 @@ def scoring_benchmarks(quick: bool, repeats: int) -> list[Row]:
     return rows
 
 
-def _raysal_score_seconds(cfg: Any, checkpoint: str, out_dir: str, embeddings: bool) -> float:
-    """One scoring pass as the score stage runs it, into ``out_dir`` (replaced); its wall time."""
-    from raysal import pipeline, sources
-
-    shutil.rmtree(out_dir, ignore_errors=True)
-    settle()
-    start = time.perf_counter()
-    ds, size = sources.read_source_with_size(cfg.data.pool, cfg.data.classes, "")
-    pipeline.write_scores(pipeline.score(pipeline.decode(ds, cfg), checkpoint, cfg, embeddings=embeddings),
-                          out_dir, size)
-    return time.perf_counter() - start
-
-
 def _rescore_seconds(cfg: Any, checkpoint: str, embedded: str, out_dir: str) -> float:
     """One rescoring pass from the embeddings in ``embedded`` with the head alone; its wall time."""
     from raysal import embeddings, pipeline
@@ -291,10 +283,10 @@ def rescoring_benchmarks(quick: bool, repeats: int) -> list[Row]:
         write_image_folder(folder, n_images, side)
         _, checkpoint = _checkpoint(tmp, "inception_v3", size)
         cfg = _score_folder_config(folder, "inception_v3", size, 64)
-        embedded, plain, rescored = (os.path.join(tmp, name) for name in ("embedded", "plain", "rescored"))
-        _raysal_score_seconds(cfg, checkpoint, embedded, embeddings=True)  # warm-up, and the cache to rescore
-        t_full, _ = median_seconds(lambda: _raysal_score_seconds(cfg, checkpoint, plain, False), repeats)
-        t_embedded, _ = median_seconds(lambda: _raysal_score_seconds(cfg, checkpoint, embedded, True), repeats)
+        embedded, rescored = os.path.join(tmp, "embedded"), os.path.join(tmp, "rescored")
+        _raysal_scoring_seconds(cfg, checkpoint, embedded, embeddings=True)  # warm-up, and the cache to rescore
+        t_full, _ = median_seconds(lambda: _raysal_scoring_seconds(cfg, checkpoint), repeats)
+        t_embedded, _ = median_seconds(lambda: _raysal_scoring_seconds(cfg, checkpoint, embedded, True), repeats)
         t_head, _ = median_seconds(lambda: _rescore_seconds(cfg, checkpoint, embedded, rescored), repeats)
         import pyarrow.parquet as pq
 

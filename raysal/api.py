@@ -119,7 +119,7 @@ def select(scores: "pd.DataFrame", budget: int, exclude_ids: Sequence[int] = (),
         if candidates < 1:
             raise ValueError(f"candidates must be >= 1, got {candidates}")
         chosen = top_k_indices(keys, ids, candidates * budget, np.asarray(exclude_ids, np.int64))
-        chosen = chosen[k_center_greedy(np.stack(scores["embedding"].to_numpy()[chosen]), budget)] \
+        chosen = chosen[k_center_greedy(np.stack(scores[EMBEDDING].to_numpy()[chosen]), budget)] \
             if len(chosen) else chosen
     else:
         chosen = top_k_indices(keys, ids, budget, np.asarray(exclude_ids, np.int64))

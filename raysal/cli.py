@@ -61,7 +61,8 @@ def parse_args(argv: Sequence[str] | None, prog: str = "raysal round") -> argpar
                                            "sharpness, select.candidates the diversity candidates)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config field, e.g. --set score.max_actors=4 (repeatable)")
-    parser.add_argument("--import-labels", metavar="FILE", help="human labels for the waiting round (CSV/Parquet)")
+    parser.add_argument("--import-labels", metavar="FILE", help="human labels for the waiting round: CSV or "
+                        "Parquet with image_id,label, or a Label Studio JSON, JSON-MIN or CSV export")
     parser.add_argument("--break-lock", action="store_true",
                         help="take over the run's lease now, without waiting for it to expire")
     parser.add_argument("--lease-ttl", type=float, default=None, metavar="SECONDS",
@@ -110,23 +111,6 @@ def _config(args: argparse.Namespace) -> Any:
     return cfg
 
 
-def _keep_log(log_path: str, state_root: str) -> str:
-    """Copy the round's log into ``<state>/logs/``; return where it is now."""
-    from raysal import console, storage
-
-    target = storage.join(state_root, "logs", console.log_file_name())
-    try:
-        fs, inner = storage.resolve(target)
-        fs.create_dir(storage.resolve(storage.join(state_root, "logs"))[1], recursive=True)
-        with open(log_path, "rb") as f:
-            storage.write_whole(fs, inner, f.read())
-    except OSError as exc:
-        log.warning("could not copy the log to %s (%s); it stays at %s", target, exc, log_path)
-        return log_path
-    os.remove(log_path)
-    return target
-
-
 def round_main(argv: Sequence[str] | None = None, prog: str = "raysal round") -> int:
     args = parse_args(argv, prog)
     from raysal import console
@@ -164,7 +148,7 @@ def round_main(argv: Sequence[str] | None = None, prog: str = "raysal round") ->
             code, result = _run(args, cfg, state_root)
         finally:
             if code in STARTED:
-                log_path = _keep_log(log_path, state_root)
+                log_path = console.keep_log(log_path, storage.join(state_root, "logs", console.log_file_name()))
     if code not in STARTED:  # refused: the message says why, and nothing, not even a log, is left behind
         os.remove(log_path)
         print(result, file=sys.stderr)

@@ -23,7 +23,8 @@ MODEL_USES = ("backbone", "classifier")
 MODEL_OUTPUTS = ("", "logits", "probs")
 PREPROCESS_MODES = ("", "unit", "symmetric", "mean_std")
 CRITERION_NAMES = ("least_confidence", "smallest_margin", "entropy", "random")
-STRATEGY_NAMES = ("top_k", "power", "softmax", "class_balanced", "diversity")  # how the budget is chosen: raysal.criteria
+# How the budget is chosen from the scores: raysal.criteria (keys), raysal.topk (quotas), raysal.diversity.
+STRATEGY_NAMES = ("top_k", "power", "softmax", "class_balanced", "diversity")
 TRAIN_DATA_MODES = ("auto", "memory", "cache")
 
 

@@ -65,6 +65,23 @@ def log_file_name() -> str:
     return f"{stamp}-{socket.gethostname()}-{os.getpid()}.log"
 
 
+def keep_log(log_path: str, target: str) -> str:
+    """Move the log at ``log_path`` to ``target`` (a path or URI; its folder is made), written
+    whole; return where it is now (``log_path`` still, with a warning, if it cannot be written)."""
+    from raysal import storage
+
+    try:
+        fs, inner = storage.resolve(target)
+        fs.create_dir(inner.rsplit("/", 1)[0] if storage.is_uri(target) else os.path.dirname(inner), recursive=True)
+        with open(log_path, "rb") as f:
+            storage.write_whole(fs, inner, f.read())
+    except OSError as exc:
+        logging.getLogger(LOGGER).warning("could not copy the log to %s (%s); it stays at %s", target, exc, log_path)
+        return log_path
+    os.remove(log_path)
+    return target
+
+
 class _Tee(threading.Thread):
     """Copies a pipe to the log file and to the console (verbose mode).
 

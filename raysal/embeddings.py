@@ -9,7 +9,7 @@ hold the embeddings that the backbone with that digest (``models.backbone_digest
 and input side) made. A changed backbone has another digest, so its model never finds
 embeddings it did not make: that is the invalidation.
 
-Numpy and pyarrow only: no Ray, no TensorFlow (the rescoring tasks import this).
+Numpy, scipy and pyarrow only: no Ray, no TensorFlow (the rescoring tasks import this).
 """
 
 from __future__ import annotations
@@ -21,12 +21,21 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
+from scipy.special import softmax
 
 EMBEDDING = "embedding"  # the score files' column
 CACHE = "embeddings"  # the state's folder of cache entries
 HEAD_FILE = "head.npz"  # in a checkpoint: its head's kernel and bias (``models.save_checkpoint``)
 CONFIG_FILE = "model.json"  # a checkpoint's config, classes and backbone digest (``models.save_checkpoint``)
 DIGEST = "backbone_digest"  # its field
+
+
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def to_float16(values: NDArray[np.floating]) -> NDArray[np.float16]:
+    """Embeddings as stored: float16, clipped to its range (65,504) rather than overflowing to inf."""
+    return np.clip(values, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
 
 
 @dataclass(frozen=True)
@@ -49,13 +58,12 @@ class DenseHead:
     def probs(self, embeddings: NDArray[np.floating]) -> NDArray[np.float32]:
         """Class probabilities ``[n, c]`` for embeddings ``[n, d]``."""
         logits = np.asarray(embeddings, np.float32) @ self.kernel + self.bias  # [n, c]
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)  # [n, c]
+        return softmax(logits, axis=1).astype(np.float32)  # [n, c]
 
 
-def embedding_matrix(column: pa.ChunkedArray | pa.Array) -> NDArray[np.float16]:
-    """An ``embedding`` column as ``[n, d]``: a Ray tensor column or a list column alike."""
+def column_matrix(column: pa.ChunkedArray | pa.Array) -> NDArray:
+    """A column of equal-length vectors (``embedding``, ``top_probs``) as ``[n, d]``: a Ray tensor
+    column or a list column alike."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if isinstance(array, pa.ExtensionArray):  # Ray's tensor type: a (large) list underneath
         array = array.storage

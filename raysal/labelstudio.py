@@ -85,8 +85,8 @@ def presign(uri: str, expiry_s: int) -> str:
 
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     try:
-        return _s3_client(os.environ.get("AWS_ENDPOINT_URL") or None).generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
-                                                   ExpiresIn=expiry_s)
+        client = _s3_client(os.environ.get("AWS_ENDPOINT_URL") or None)
+        return client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expiry_s)
     except (BotoCoreError, ClientError) as exc:  # no credentials, a bad endpoint
         raise ValueError(f"{uri}: cannot make a presigned URL: {exc}") from None
 
@@ -394,14 +394,18 @@ def main(argv: Sequence[str] | None = None, prog: str = "raysal labelstudio") ->
     from raysal import storage
     from raysal.state import RunState
 
-    parser = argparse.ArgumentParser(prog=prog, description="Hand a waiting round's images to Label Studio, and "
-                                     "bring its annotations back.")
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Hand a waiting round's images to Label Studio, and bring its annotations back.",
+        epilog=f"token: ${TOKEN_ENV}, a personal access token (Label Studio: Account & Settings > Personal Access "
+               "Token).\nexit codes: 0 done, 1 Label Studio failed or did not answer, 2 refused (nothing waits, "
+               "already pushed, no --url)", formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["push", "pull"], help="push: create a project and import the waiting "
                         "round's tasks; pull: save the project's annotations in the round")
     parser.add_argument("--state", required=True, help="the run's state (a folder or URI)")
     parser.add_argument("--url", default=os.environ.get("LABEL_STUDIO_URL"),
                         help="Label Studio's address (default: $LABEL_STUDIO_URL; pull: the one pushed to)")
-    parser.add_argument("--project", type=int, help="an existing project's id (push: import into it)")
+    parser.add_argument("--project", type=int, help="an existing project's id (push: import into it; pull: "
+                        "default the project pushed to)")
     args = parser.parse_args(argv)
     state = RunState(storage.absolute(args.state))
     token = os.environ.get(TOKEN_ENV, "")  # not an option: a command line shows in ps and the shell's history
@@ -423,5 +427,6 @@ def main(argv: Sequence[str] | None = None, prog: str = "raysal labelstudio") ->
     labelled = len({i for i, label in rows if label is not None})
     unlabelled = len({i for i, _ in rows}) - labelled
     print(f"round {number}: annotations of {labelled} images saved to {uri} ({unlabelled} skipped or not "
-          f"annotated)\n  finish the round: raysal round --state {args.state} --import-labels {uri}")
+          f"annotated)\n  finish the round: raysal round --config YOUR_CONFIG --state {args.state} "
+          f"--import-labels {uri}")
     return 0

@@ -27,7 +27,7 @@ from ray.data.extensions import ArrowTensorArray
 
 from raysal import keras_env, storage
 from raysal.config import Config
-from raysal.embeddings import EMBEDDING, DenseHead, embedding_matrix
+from raysal.embeddings import EMBEDDING, DenseHead, column_matrix, to_float16
 from raysal.hashing import id_keys
 from raysal.images import UndecodableImage, decode_image
 from raysal.topk import candidate_rows, class_balanced_indices, is_in_sorted, top_k_indices, top_k_unordered
@@ -80,14 +80,6 @@ def decode(ds: ray.data.Dataset, cfg: Config) -> ray.data.Dataset:
                           batch_size=cfg.score.batch_size,
                           batch_format="numpy", num_cpus=cfg.score.decode_cpus,
                           runtime_env={"env_vars": keras_env.worker_env()})
-
-
-FLOAT16_MAX = float(np.finfo(np.float16).max)
-
-
-def _float16(values: NDArray[np.float32]) -> NDArray[np.float16]:
-    """Embeddings as float16, clipped to its range (65,504) rather than overflowing to inf."""
-    return np.clip(values, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
 
 
 def score_rows(probs: NDArray[np.float32], rows: NDArray[np.intp], ids: NDArray[np.int64], errors: NDArray,
@@ -160,16 +152,13 @@ class Scorer:
             out = self._predict(chunk)
             if self.embeddings:
                 probs.append(out[0].numpy()[: self.batch_size - pad])
-                embeddings.append(_float16(out[1].numpy()[: self.batch_size - pad]))
+                embeddings.append(to_float16(out[1].numpy()[: self.batch_size - pad]))
             else:
                 probs.append(out.numpy()[: self.batch_size - pad])
         empty = np.zeros((0, len(self.classes)), np.float32)
         return (np.concatenate(probs) if probs else empty,
                 (np.concatenate(embeddings) if embeddings else np.zeros((0, self.dims), np.float16))
                 if self.embeddings else None)
-
-    def probs(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
-        return self.outputs(images)[0]  # [n, c]
 
     def __call__(self, batch: dict[str, NDArray]) -> dict[str, NDArray]:
         n = len(batch["image_id"])
@@ -239,7 +228,8 @@ def write_scores(scored: ray.data.Dataset, uri: str, total: int) -> None:
 
 @ray.remote
 def _rescore_files(fs: pafs.FileSystem, paths: list[str], out_folder: str, first: int,
-                   exclude_sorted: NDArray[np.int64], head: DenseHead, criterion: str, seed: int, top: int, keep_embeddings: bool, board: Any) -> int:
+                   exclude_sorted: NDArray[np.int64], head: DenseHead, criterion: str, seed: int, top: int,
+                   keep_embeddings: bool, board: Any) -> int:
     """Score files rescored from their embeddings by ``head``: file i of ``paths`` becomes
     ``out_folder/part-{first + i}.parquet``, without the ``exclude_sorted`` ids. Returns the rows written."""
     from raysal.criteria import get_criterion
@@ -254,7 +244,7 @@ def _rescore_files(fs: pafs.FileSystem, paths: list[str], out_folder: str, first
         errors = np.asarray(table["error"].fill_null("").to_pylist(), dtype=object)  # [n]
         errors[errors == NON_FINITE] = ""  # the earlier model's output, not the image: the new head may do
         rows = np.flatnonzero(errors == "")
-        embeddings = embedding_matrix(table[EMBEDDING])  # [n, d]
+        embeddings = column_matrix(table[EMBEDDING])  # [n, d]
         probs = head.probs(embeddings[rows]) if rows.size else np.zeros((0, len(head.bias)), np.float32)
         out = score_rows(probs, rows, ids, errors, score_fn, min(top, len(head.bias)))
         columns = {"image_id": table["image_id"], "uri": table["uri"], "label": table["label"],
@@ -569,7 +559,7 @@ def select_top_k(scored: ray.data.Dataset | str, k: int, exclude_ids: NDArray[np
     else:
         best = _best_rows(ray.get(best_refs), k, ordered=True)
     reports: list[_Scanned] = ray.get([report for _, report in scans])
-    rows = {c: (embedding_matrix(best[c]) if c == EMBEDDING else best[c].to_numpy(zero_copy_only=False))
+    rows = {c: (column_matrix(best[c]) if c == EMBEDDING else best[c].to_numpy(zero_copy_only=False))
             if best is not None else (np.empty((0, 0), np.float16) if c == EMBEDDING else np.empty(0))
             for c in columns}
     skipped = [r.skipped for r in reports if r.skipped is not None]

@@ -1,19 +1,35 @@
-"""The learning curve: test accuracy against the number of labelled images, one point per round."""
+"""Plots as PNG bytes: a run's learning curve, and simulated learning curves with a band over seeds."""
 
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from typing import Any, Sequence
 
 
-def learning_curve_png(labelled: Sequence[int], accuracy: Sequence[float], title: str) -> bytes:
-    """PNG bytes of the curve; rendered off-screen (Agg), no display needed."""
+def _figure(width: float, height: float) -> tuple[Any, Any]:
+    """A figure and its axes, rendered off-screen (Agg): no display needed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    return plt.subplots(figsize=(width, height), dpi=100)
+
+
+def _png(fig: Any) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def learning_curve_png(labelled: Sequence[int], accuracy: Sequence[float], title: str) -> bytes:
+    """PNG bytes of the curve."""
+    fig, ax = _figure(6, 4)
     ax.plot(labelled, accuracy, marker="o")
     for x, y, r in zip(labelled, accuracy, range(len(labelled))):
         ax.annotate(f"r{r}", (x, y), textcoords="offset points", xytext=(4, -12), fontsize=8)
@@ -21,11 +37,7 @@ def learning_curve_png(labelled: Sequence[int], accuracy: Sequence[float], title
     ax.set_ylabel("test accuracy")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return _png(fig)
 
 
 def simulation_png(labelled: Sequence[int], curves: dict[str, dict[str, Sequence[float]]], title: str) -> bytes:
@@ -35,12 +47,7 @@ def simulation_png(labelled: Sequence[int], curves: dict[str, dict[str, Sequence
     Args:
         curves: strategy -> {"mean": [r], "min": [r], "max": [r]}.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    fig, ax = _figure(7, 4.5)
     for name, curve in curves.items():
         (line,) = ax.plot(labelled, curve["mean"], marker="o", markersize=3, label=name)
         ax.fill_between(labelled, curve["min"], curve["max"], color=line.get_color(), alpha=0.15, linewidth=0)
@@ -49,8 +56,4 @@ def simulation_png(labelled: Sequence[int], curves: dict[str, dict[str, Sequence
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return _png(fig)

@@ -161,7 +161,7 @@ def stage_score(r: _Round, label_file: str | None) -> str:
     """Score the pool with the last round's model; or, when its backbone made the embeddings
     in an earlier round's score files (``embeddings.lookup``) and the pool still has the images it
     had then, rescore those with its head alone."""
-    excluded = r.state.selected_ids(before=r.number)
+    excluded = r.state.excluded_ids(before=r.number)
     scores_key = f"{r.key}/scores"
     r.state.delete_dir(scores_key)  # a partial write by a crashed run
     pool, pool_size = r.sized_source(r.cfg.data.pool)
@@ -213,7 +213,7 @@ def stage_select(r: _Round, label_file: str | None) -> str:
     diverse = s.strategy == "diversity"
     columns = ("image_id", "uri", "score", "predicted", *([embeddings.EMBEDDING] if diverse else []))
     result = pipeline.select_top_k(r.state.uri(f"{r.key}/scores"), s.budget * (s.candidates if diverse else 1),
-                                   r.state.selected_ids(before=r.number), columns=columns, sample=pipeline.STOP_SET,
+                                   r.state.excluded_ids(before=r.number), columns=columns, sample=pipeline.STOP_SET,
                                    keys=keys if keys.perturbs else None, per_class=per_class)
     best, skipped, pool_size = result.rows, result.skipped, result.rows_read
     if diverse:  # the budget among the candidates, spread over their embeddings
@@ -321,8 +321,8 @@ def stage_label(r: _Round, label_file: str | None) -> str:
                                            r.cfg.label.multiple)
         table, source = taken.table, label_file
         if len(taken.unlabelled):
-            log.info("round %d: %d of %d selected images labelled; %d without a label (skipped%s) go back to the "
-                     "pool, e.g. %s", r.number, len(table), len(selected), len(taken.unlabelled),
+            log.info("round %d: %d of %d selected images labelled; %d without a label (skipped, missing or "
+                     "tied%s) go back to the pool, e.g. %s", r.number, len(table), len(selected), len(taken.unlabelled),
                      f", {len(taken.ties)} with tied annotations" if len(taken.ties) else "",
                      taken.unlabelled[:5].tolist())
     r.state.write_table(f"{r.key}/labels.parquet", table)
@@ -337,7 +337,7 @@ def _write_tasks(r: _Round, selection: pa.Table) -> None:
     then ``to_label.csv``, written last: it marks the round as waiting."""
     found = r.state.read_table(f"{r.key}/scores", columns=["image_id", "top_probs"],
                                filters=pc.field("image_id").isin(selection["image_id"]))
-    top = dict(zip(found["image_id"].to_pylist(), embeddings.embedding_matrix(found["top_probs"])[:, 0].tolist())
+    top = dict(zip(found["image_id"].to_pylist(), embeddings.column_matrix(found["top_probs"])[:, 0].tolist())
                ) if found.num_rows else {}
     selection = selection.append_column("probability", pa.array([top.get(i) for i in selection["image_id"].to_pylist()],
                                                                 pa.float64()))
@@ -349,7 +349,8 @@ def _write_tasks(r: _Round, selection: pa.Table) -> None:
         log.warning("round %d: no Label Studio tasks written: %s", r.number, exc)
     else:
         r.state.write_bytes(f"{r.key}/{labelstudio.TASKS_FILE}", json.dumps(tasks, indent=1).encode())
-        r.state.write_bytes(f"{r.key}/{labelstudio.CONFIG_FILE}", labelstudio.labeling_config(r.cfg.data.classes).encode())
+        r.state.write_bytes(f"{r.key}/{labelstudio.CONFIG_FILE}",
+                            labelstudio.labeling_config(r.cfg.data.classes).encode())
     csv = "image_id,uri\n" + "".join(f"{i},{u}\n" for i, u in zip(selection["image_id"].to_pylist(),
                                                                    selection["uri"].to_pylist()))
     r.state.write_bytes(f"{r.key}/to_label.csv", csv.encode())
@@ -512,7 +513,8 @@ def run_round(cfg: Config, state_root: str, label_file: str | None = None, break
     (``raysal.cluster.init_ray``).
 
     Args:
-        label_file: human labels for the round that waits for them (CSV or Parquet).
+        label_file: human labels for the round that waits for them (CSV or Parquet, or a Label
+            Studio export: ``labels.read_label_file``).
         break_lock: take the run's lease over now, even from a live round.
         lease_ttl: seconds the lease lasts unless renewed; a dead driver's round is taken
             over after this.
@@ -557,7 +559,7 @@ def _run_held(state: RunState, cfg: Config, label_file: str | None, seconds: dic
         if status == WAITING:
             return RoundOutcome(number, WAITING, stage_seconds=seconds, message=(
                 f"round {number} is waiting for labels: label the images in {state.uri(r.key, 'to_label.csv')}"
-                + (f", or in Label Studio: raysal labelstudio push --state {state.root} (or import "
+                + (f", or in Label Studio: raysal labelstudio push --state {state.root} --url URL (or import "
                    f"{state.uri(r.key, labelstudio.TASKS_FILE)} into a project made with the labeling_config.xml "
                    "beside it)" if state.exists(f"{r.key}/{labelstudio.TASKS_FILE}") else "")
                 + "; then run again with --import-labels FILE (CSV or Parquet with image_id,label, or Label "

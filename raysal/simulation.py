@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 
 if TYPE_CHECKING:
     from raysal.config import Config
+    from raysal.embeddings import DenseHead
 
 FAST_PATH = ("round-0 model trained in-process on the seed set; backbone frozen; head retrained in-process each "
              "round on cached float16 embeddings")
@@ -40,8 +41,7 @@ class Strategy:
     """What a simulated round selects with: a criterion and a ``select.strategy``."""
 
     criterion: str  # raysal.criteria name
-    strategy: str = "top_k"  # select.strategy
-    beta: float = 1.0  # power / softmax sharpness
+    strategy: str = "top_k"  # select.strategy; its beta and candidates are the config's (select.*)
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -58,21 +58,20 @@ STRATEGIES: dict[str, Strategy] = {
 
 @dataclass(frozen=True)
 class Settings:
-    """A simulation's sizes and training settings; defaults fit the demo on a 2-core laptop."""
+    """A simulation's sizes and training settings; defaults fit the demo on a 2-core laptop. The
+    rest is the config's: the model and its dropout, ``train.batch_size`` and
+    ``train.finetune_learning_rate`` for the round-0 model, ``select.beta`` and
+    ``select.candidates``, and ``seed`` (the first seed; seed i is ``seed + i``)."""
 
     strategies: tuple[str, ...] = ("random", "margin", "power", "diversity")  # the baseline first
     seeds: int = 5  # repeats with another seed set, round-0 model and head init: the spread
     rounds: int = 8  # selections after round 0; a curve has rounds + 1 points
     seed_size: int = 50  # labelled images before the first selection, drawn at random from the pool
     budget: int = 25  # images labelled per round
-    candidates: int = 4  # diversity: k-center greedy over the candidates x budget best by margin
     target: float | None = None  # accuracy to reach; None: random's final mean accuracy
     round0_epochs: int = 30  # the round-0 model, whole model trained on the seed set
-    round0_learning_rate: float = 3e-3  # Adam; the demo's finetune learning rate
-    round0_batch_size: int = 16  # the demo's train.batch_size
     head_steps: int = 300  # full-batch Adam steps, from the same initial head weights every round
     head_learning_rate: float = 3e-3  # Adam
-    dropout: float = 0.2  # before the Dense head, as model.dropout
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.strategies if s not in STRATEGIES]
@@ -80,22 +79,17 @@ class Settings:
             raise ValueError(f"strategies: {unknown or 'none given'} not among {sorted(STRATEGIES)}")
         if len(set(self.strategies)) != len(self.strategies):
             raise ValueError(f"strategies: {list(self.strategies)} names one twice")
-        for name in ("seeds", "seed_size", "budget", "candidates", "round0_epochs", "round0_batch_size", "head_steps"):
+        for name in ("seeds", "seed_size", "budget", "round0_epochs", "head_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.rounds < 0:
             raise ValueError(f"rounds: must be >= 0, got {self.rounds}")
-        for name in ("round0_learning_rate", "head_learning_rate"):
-            if not 0 < getattr(self, name) < 1:
-                raise ValueError(f"{name}: {getattr(self, name)} is outside (0, 1)")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout: {self.dropout} is outside [0, 1)")
+        if not 0 < self.head_learning_rate < 1:
+            raise ValueError(f"head_learning_rate: {self.head_learning_rate} is outside (0, 1)")
         if self.target is not None and not 0 < self.target <= 1:
             raise ValueError(f"target: {self.target} is outside (0, 1]")
-
-    def labelled_counts(self) -> list[int]:
-        """Labelled images at each round: seed_size + r x budget."""
-        return [self.seed_size + r * self.budget for r in range(self.rounds + 1)]
+        if self.target is None and "random" not in self.strategies:
+            raise ValueError("target: no accuracy to reach: give one, or run the 'random' baseline")
 
 
 # --- the summary: plain numpy -----------------------------------------------------------------
@@ -198,9 +192,10 @@ def load_split(cfg: "Config", source: str, root: str) -> Split:
     images = np.concatenate([b["image"] for b in batches])
     labels = np.concatenate([np.asarray(b["label"], dtype=np.float64) for b in batches])  # null -> NaN
     ok = np.concatenate([b["error"] for b in batches]) == ""
-    if np.isnan(labels[ok]).any():
-        raise ValueError(f"data.{source}: {int(np.isnan(labels[ok]).sum())} images have no label; a simulation "
-                         "needs every pool and test image's label (the oracle)")
+    unlabelled = int(np.isnan(labels[ok]).sum())
+    if unlabelled:
+        raise ValueError(f"data.{source}: {unlabelled} images have no label; a simulation needs every pool and test "
+                         "image's label (the oracle)")
     order = np.argsort(ids[ok], kind="stable")
     return Split(ids[ok][order], images[ok][order], labels[ok][order].astype(np.int64))
 
@@ -236,41 +231,48 @@ def _head(keras: Any, dim: int, n_classes: int, dropout: float) -> Any:
     return keras.Model(features, keras.layers.Dense(n_classes, activation="softmax", name="head")(x))
 
 
-def round_zero(cfg: "Config", settings: Settings, pool: Split, test: Split, seed: int) -> dict[str, Any]:
-    """One seed's start: the seed set, the round-0 model trained on it, the pool's and test
-    split's float16 embeddings from its frozen backbone, and the head's initial weights."""
+def round_zero(cfg: "Config", settings: Settings, pool: Split, test: Split,
+               seed: int) -> tuple[dict[str, Any], float]:
+    """One seed's start: the seed set, the round-0 model trained on it (the config's
+    ``train.batch_size`` and ``train.finetune_learning_rate``), the pool's and test split's
+    embeddings from its frozen backbone (float16, as scoring stores them), and the head's initial
+    weights; and the round-0 model's test accuracy."""
     tf, keras = _tensorflow()
     from raysal import models
+    from raysal.embeddings import to_float16
 
     n_classes = len(cfg.data.classes)
     seed_rows = seed_set(len(pool.image_ids), settings.seed_size, seed)
     keras.utils.set_random_seed(seed)
     model = models.build_model(cfg.model, n_classes)
     models.set_backbone_trainable(model, True)
-    model.compile(optimizer=keras.optimizers.Adam(settings.round0_learning_rate),
+    model.compile(optimizer=keras.optimizers.Adam(cfg.train.finetune_learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(pool.images[seed_rows], pool.labels[seed_rows], batch_size=settings.round0_batch_size,
+    model.fit(pool.images[seed_rows], pool.labels[seed_rows], batch_size=cfg.train.batch_size,
               epochs=settings.round0_epochs, shuffle=True, verbose=0)
     model_accuracy = float(model.evaluate(test.images, test.labels, batch_size=256, verbose=0)[1])
     embed = models.embedding_model(model)
-    pool_embeddings = embed.predict(pool.images, batch_size=256, verbose=0).astype(np.float16)  # [n, d]
-    test_embeddings = embed.predict(test.images, batch_size=256, verbose=0).astype(np.float16)  # [m, d]
+    pool_embeddings = to_float16(embed.predict(pool.images, batch_size=256, verbose=0))  # [n, d]
+    test_embeddings = to_float16(embed.predict(test.images, batch_size=256, verbose=0))  # [m, d]
     keras.utils.set_random_seed(seed)
-    head = _head(keras, pool_embeddings.shape[1], n_classes, settings.dropout)
+    head = _head(keras, pool_embeddings.shape[1], n_classes, cfg.model.dropout)
     return {"seed_rows": seed_rows, "pool_embeddings": pool_embeddings, "test_embeddings": test_embeddings,
-            "head_weights": head.get_weights(), "model_accuracy": model_accuracy}
+            "head_weights": head.get_weights()}, model_accuracy
 
 
-def train_head(features: NDArray[np.floating], labels: NDArray[np.int64], initial: list[NDArray],
-               settings: Settings, seed: int) -> Any:
+def train_head(features: NDArray[np.float32], labels: NDArray[np.int64], initial: list[NDArray],
+               settings: Settings, dropout: float, seed: int) -> DenseHead:
     """The head trained on ``features`` from ``initial`` weights: full-batch Adam, a fixed number
-    of steps, so a round's head depends on its labelled set alone, not on batch order."""
+    of steps, so a round's head depends on its labelled set alone, not on batch order. Returned
+    as the numpy head that rescoring applies (``embeddings.DenseHead``)."""
+    from raysal.embeddings import DenseHead
+
     tf, keras = _tensorflow()
     keras.utils.set_random_seed(seed)  # the dropout masks
-    head = _head(keras, features.shape[1], initial[-1].shape[0], settings.dropout)
+    head = _head(keras, features.shape[1], initial[-1].shape[0], dropout)
     head.set_weights(initial)
     optimizer = keras.optimizers.Adam(settings.head_learning_rate)
-    x = tf.constant(np.asarray(features, np.float32))  # [n, d]
+    x = tf.constant(features)  # [n, d]
     y = tf.constant(labels)  # [n]
     loss_fn = keras.losses.SparseCategoricalCrossentropy()
 
@@ -282,7 +284,7 @@ def train_head(features: NDArray[np.floating], labels: NDArray[np.int64], initia
             optimizer.apply_gradients(zip(tape.gradient(loss, head.trainable_variables), head.trainable_variables))
 
     fit()
-    return head
+    return DenseHead(*head.get_layer("head").get_weights())
 
 
 def run_strategy(cfg: "Config", settings: Settings, pool: Split, test: Split, start: dict[str, Any], seed: int,
@@ -293,33 +295,46 @@ def run_strategy(cfg: "Config", settings: Settings, pool: Split, test: Split, st
 
     from raysal.api import select
     from raysal.criteria import get_criterion
+    from raysal.embeddings import EMBEDDING
 
     started = time.perf_counter()
     spec = STRATEGIES[name]
     criterion = get_criterion(spec.criterion, seed)
     n_classes = len(cfg.data.classes)
-    pool_embeddings, test_embeddings = start["pool_embeddings"], start["test_embeddings"]
+    pool_embeddings = start["pool_embeddings"].astype(np.float32)  # [n, d], once: every round reads it
+    test_embeddings = start["test_embeddings"].astype(np.float32)  # [m, d]
     labelled = np.zeros(len(pool.image_ids), bool)  # [n]
     labelled[start["seed_rows"]] = True
     accuracy, counts = [], []
     for round_number in range(settings.rounds + 1):
-        head = train_head(pool_embeddings[labelled], pool.labels[labelled], start["head_weights"], settings, seed)
-        test_probs = head(test_embeddings.astype(np.float32), training=False).numpy()  # [m, c]
-        accuracy.append(float((test_probs.argmax(axis=1) == test.labels).mean()))
+        head = train_head(pool_embeddings[labelled], pool.labels[labelled], start["head_weights"], settings,
+                          cfg.model.dropout, seed)
+        accuracy.append(float((head.probs(test_embeddings).argmax(axis=1) == test.labels).mean()))
         counts.append(int(labelled.sum()))
         if round_number == settings.rounds:
             break
-        rows = np.flatnonzero(~labelled)  # the unlabelled pool, scored as a round scores it
-        probs = head(pool_embeddings[rows].astype(np.float32), training=False).numpy()  # [u, c]
+        rows = np.flatnonzero(~labelled)  # the unlabelled pool, scored as a round rescores it
+        probs = head.probs(pool_embeddings[rows])  # [u, c]
         scores = pd.DataFrame({"image_id": pool.image_ids[rows], "score": criterion(probs, pool.image_ids[rows]),
                                "predicted": probs.argmax(axis=1), "row": rows})
         if spec.strategy == "diversity":
-            scores["embedding"] = list(pool_embeddings[rows])
-        chosen = select(scores, settings.budget, strategy=spec.strategy, beta=spec.beta, seed=seed,
-                        round_number=round_number + 1, n_classes=n_classes, candidates=settings.candidates)
+            scores[EMBEDDING] = list(start["pool_embeddings"][rows])  # float16, as the score files hold them
+        chosen = select(scores, settings.budget, strategy=spec.strategy, beta=cfg.select.beta, seed=seed,
+                        round_number=round_number + 1, n_classes=n_classes, candidates=cfg.select.candidates)
         labelled[chosen["row"].to_numpy()] = True  # the oracle: the pool's own labels
     return {"seed": seed, "strategy": name, "labelled": counts, "accuracy": accuracy,
             "seconds": time.perf_counter() - started}
+
+
+def check_pool_size(cfg: "Config", root: str, settings: Settings) -> None:
+    """Refuse (ValueError) settings that label more images than the pool has, before anything is
+    decoded. Needs Ray (the pool's size comes from its source's metadata)."""
+    from raysal import sources
+
+    _, size = sources.read_source_with_size(cfg.data.pool, cfg.data.classes, root)
+    wanted = settings.seed_size + settings.rounds * settings.budget
+    if wanted > size:
+        raise ValueError(f"--seed-size + --rounds x --budget = {wanted} images to label, more than the pool's {size}")
 
 
 def simulate(cfg: "Config", root: str, settings: Settings,
@@ -341,18 +356,16 @@ def simulate(cfg: "Config", root: str, settings: Settings,
 
     started = time.perf_counter()
     pool, test = load_split(cfg, "pool", root), load_split(cfg, "test", root)
-    if settings.seed_size + settings.rounds * settings.budget > len(pool.image_ids):
-        raise ValueError(f"seed_size + rounds x budget = {settings.seed_size + settings.rounds * settings.budget} "
-                         f"is more than the pool's {len(pool.image_ids)} images")
     loaded = time.perf_counter() - started
     options = {"num_cpus": 1, "runtime_env": {"env_vars": keras_env.worker_env()}}
     pool_ref, test_ref = ray.put(pool), ray.put(test)
-    starts = {seed: ray.remote(round_zero).options(**options).remote(cfg, settings, pool_ref, test_ref, seed)
-              for seed in range(settings.seeds)}
+    seeds = [cfg.seed + i for i in range(settings.seeds)]
+    starts = {seed: ray.remote(round_zero).options(num_returns=2, **options).remote(cfg, settings, pool_ref,
+                                                                                  test_ref, seed) for seed in seeds}
     # Seed-major order: a seed's strategies start as soon as its round-0 task is done.
-    pending = {ray.remote(run_strategy).options(**options).remote(cfg, settings, pool_ref, test_ref, starts[seed],
-                                                                   seed, name): (seed, name)
-               for seed in range(settings.seeds) for name in settings.strategies}
+    pending = {ray.remote(run_strategy).options(**options).remote(cfg, settings, pool_ref, test_ref,
+                                                                   starts[seed][0], seed, name): (seed, name)
+               for seed in seeds for name in settings.strategies}
     results: dict[tuple[int, str], dict[str, Any]] = {}
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
@@ -360,16 +373,18 @@ def simulate(cfg: "Config", root: str, settings: Settings,
         results[pending.pop(done[0])] = result
         if progress is not None:
             progress(result, len(results), len(results) + len(pending), time.perf_counter() - started)
-    model_accuracy = [ray.get(starts[seed])["model_accuracy"] for seed in range(settings.seeds)]
-    labelled = settings.labelled_counts()
-    accuracy = {name: [results[seed, name]["accuracy"] for seed in range(settings.seeds)]
-                for name in settings.strategies}
+    model_accuracy = ray.get([starts[seed][1] for seed in seeds])
+    labelled = results[seeds[0], settings.strategies[0]]["labelled"]  # what the rounds really labelled
+    uneven = sorted({key for key, result in results.items() if result["labelled"] != labelled})
+    if uneven:
+        raise RuntimeError(f"the runs labelled different numbers of images: {uneven} against {labelled}")
+    accuracy = {name: [results[seed, name]["accuracy"] for seed in seeds] for name in settings.strategies}
     summary = summarise(labelled, accuracy, settings.target, baseline="random")
     for name in settings.strategies:
-        summary["strategies"][name]["labelled"] = labelled
         summary["strategies"][name].update(asdict(STRATEGIES[name]))
     return {
-        "config": cfg.name, "fast_path": FAST_PATH, "settings": asdict(settings),
+        "config": cfg.name, "fast_path": FAST_PATH, "settings": asdict(settings), "seeds": seeds,
+        "select": {"beta": cfg.select.beta, "candidates": cfg.select.candidates},
         "pool_images": int(len(pool.image_ids)), "test_images": int(len(test.image_ids)),
         "labelled": labelled, "round0_model_accuracy": model_accuracy,
         **summary,
@@ -401,22 +416,19 @@ def format_table(result: Mapping[str, Any]) -> str:
 
 
 def write_results(result: Mapping[str, Any], out: str) -> tuple[str, str]:
-    """``simulation.json`` and ``simulation.png`` in the folder ``out``, each written whole;
-    returns their paths."""
+    """``simulation.json`` and ``simulation.png`` in the folder ``out`` (a path or URI), each
+    written whole; returns their paths."""
     import json
-    import os
 
-    from raysal import plots
+    from raysal import plots, storage
 
-    os.makedirs(out, exist_ok=True)
-    curves = {name: {k: entry[k] for k in ("mean", "min", "max")} for name, entry in result["strategies"].items()}
     s = result["settings"]
     title = f"{result['config']}: {s['seeds']} seeds, seed set {s['seed_size']}, {s['budget']} per round"
-    paths = os.path.join(out, "simulation.json"), os.path.join(out, "simulation.png")
-    contents = (json.dumps(result, indent=1).encode(), plots.simulation_png(result["labelled"], curves, title))
+    paths = storage.join(out, "simulation.json"), storage.join(out, "simulation.png")
+    contents = (json.dumps(result, indent=1).encode(),
+                plots.simulation_png(result["labelled"], result["strategies"], title))
+    fs, folder = storage.resolve(out)
+    fs.create_dir(folder, recursive=True)
     for path, data in zip(paths, contents):
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        storage.write_whole(*storage.resolve(path), data)
     return paths

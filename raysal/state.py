@@ -232,7 +232,7 @@ class RunState:
         done = [n for n in self.list_numbers("models") if self.is_published(self.model_key(n))]
         return done[-1] if done else None
 
-    def selected_ids(self, before: int | None = None) -> NDArray[np.int64]:
+    def excluded_ids(self, before: int | None = None) -> NDArray[np.int64]:
         """The ids no round may select again (before round ``before``): those labelled, and every
         one of a selection still waiting for its labels. A selected image that got no label (a
         skipped task) goes back to the pool."""

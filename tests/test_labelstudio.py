@@ -179,7 +179,7 @@ def test_a_waiting_round_writes_label_studio_tasks(waiting_state):
     assert [t["data"]["image_id"] for t in tasks] == [row["image_id"] for row in selection]
     assert [t["data"]["rank"] for t in tasks] == list(range(1, 41))
     scores = pq.read_table(waiting_state / "rounds" / "0001" / "scores", columns=["image_id", "top_probs"])
-    top = dict(zip(scores["image_id"].to_pylist(), embeddings.embedding_matrix(scores["top_probs"])[:, 0]))
+    top = dict(zip(scores["image_id"].to_pylist(), embeddings.column_matrix(scores["top_probs"])[:, 0]))
     classes = load_config("demo").data.classes
     for task, row in zip(tasks, selection):
         assert task["data"]["image"] == "/data/local-files/?d=" + row["uri"].lstrip("/")  # files_root "/"
@@ -270,7 +270,7 @@ def test_a_round_goes_through_a_real_label_studio_server(waiting_state, tmp_path
     labels = pq.read_table(state_dir / "rounds" / "0001" / "labels.parquet").to_pydict()
     assert dict(zip(labels["image_id"], labels["label"])) == {t["data"]["image_id"]: truth[t["data"]["image_id"]]
                                                               for t in by_rank[3:]}  # the majority, for `voted`
-    excluded = set(RunState(str(state_dir)).selected_ids(before=2).tolist())
+    excluded = set(RunState(str(state_dir)).excluded_ids(before=2).tolist())
     assert excluded == set(labels["image_id"]) and not excluded & {*skipped, unopened}
 
 

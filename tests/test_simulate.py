@@ -55,14 +55,20 @@ def test_settings_refuse_unknown_strategies_and_bad_sizes() -> None:
         Settings(strategies=("random", "kmeans"))
     with pytest.raises(ValueError, match="budget"):
         Settings(budget=0)
-    assert Settings(seed_size=50, budget=25, rounds=2).labelled_counts() == [50, 75, 100]
+    with pytest.raises(ValueError, match="no accuracy to reach: give one, or run the 'random' baseline"):
+        Settings(strategies=("margin", "diversity"))
+    assert Settings(strategies=("margin",), target=0.9).target == 0.9
 
 
-def test_summary_maths_imports_neither_ray_nor_tensorflow() -> None:
-    probe = ("import sys, raysal.simulation; "
-             "print(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'tensorflow'}))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=60)
-    assert out.stdout.strip() == "[]", out.stderr
+@pytest.mark.timeout(120)
+def test_more_images_to_label_than_the_pool_has_is_refused_before_anything_runs(tmp_path) -> None:
+    proc = subprocess.run([sys.executable, str(REPO / "jobs" / "simulate.py"), "--state", str(tmp_path / "state"),
+                           "--rounds", "8", "--budget", "200", "--num-cpus", "2", "--out", str(tmp_path / "sim")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=110)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert ("error: --seed-size + --rounds x --budget = 1650 images to label, more than the pool's 897"
+            in proc.stderr), proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr and not (tmp_path / "sim" / "simulation.json").exists()
 
 
 @pytest.mark.timeout(240)
@@ -87,17 +93,10 @@ def test_simulate_job_on_the_demo(tmp_path) -> None:
     assert result["settings"]["strategies"] == ["random", "diversity"]
     strategies = result["strategies"]
     assert list(strategies) == ["random", "diversity"]
-    for name, entry in strategies.items():
+    for name, entry in strategies.items():  # a curve per seed, summarised (the maths: the unit tests above)
         acc = np.array(entry["accuracy"])
         assert acc.shape == (seeds, rounds + 1), name
-        assert ((acc >= 0) & (acc <= 1)).all(), name
-        assert entry["labelled"] == labelled
-        assert entry["mean"] == pytest.approx(acc.mean(axis=0).tolist())
         assert entry["auc"]["per_seed"] == pytest.approx([area_under_curve(labelled, row) for row in acc])
-        assert entry["auc"]["mean"] == pytest.approx(np.mean([area_under_curve(labelled, row) for row in acc]))
-        assert entry["labels_to_target"] == (None if labels_to_reach(labelled, entry["mean"], result["target"]) is None
-                                             else pytest.approx(labels_to_reach(labelled, entry["mean"],
-                                                                                result["target"])))
     # The same initial model within a seed: every strategy's round 0 is the same head on the same set.
     random_acc, diversity_acc = (np.array(strategies[n]["accuracy"]) for n in ("random", "diversity"))
     assert random_acc[:, 0].tolist() == diversity_acc[:, 0].tolist()
