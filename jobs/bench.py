@@ -36,11 +36,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[dict] = []
     started = time.perf_counter()
     # "round" runs first: it starts its own Ray in a subprocess, as a real job would. "decode"
-    # needs no Ray (nor TensorFlow), so it also runs where only raysal.images' packages are.
+    # needs no Ray (nor TensorFlow), so it also runs where only raysal.data.images' packages are.
     for group in sorted(args.only or GROUPS, key=lambda g: g != "round"):
         print(f"bench: {group} ...", flush=True)
         if group not in ("round", "decode", "trainset"):  # trainset starts a Ray of its own, as round does
-            from raysal.cluster import init_ray
+            from raysal.run.cluster import init_ray
 
             init_ray(args.num_cpus)
         rows += getattr(bench, f"{group}_benchmarks")(quick=args.quick, repeats=repeats)

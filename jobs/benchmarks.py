@@ -23,7 +23,7 @@ import numpy as np
 import psutil
 import pyarrow as pa
 
-from raysal import keras_env  # noqa: F401  (before TensorFlow)
+from raysal.model import keras_env  # noqa: F401  (before TensorFlow)
 
 Row = dict[str, Any]
 
@@ -137,7 +137,8 @@ def _score_folder_config(root: str, model_kind: str, input_size: int, batch_size
 def _raysal_score_to_parquet(cfg: Any, checkpoint: str, out_dir: str, embeddings: bool = False) -> None:
     """What a round's score stage does: stream the pool through decode and scoring into Parquet
     files (with each image's embedding when ``embeddings``)."""
-    from raysal import pipeline, sources
+    from raysal.run import pipeline
+    from raysal.data import sources
 
     ds, size = sources.read_source_with_size(cfg.data.pool, cfg.data.classes, "")
     pipeline.write_scores(pipeline.score(pipeline.decode(ds, cfg), checkpoint, cfg, embeddings=embeddings), out_dir,
@@ -147,7 +148,7 @@ def _raysal_score_to_parquet(cfg: Any, checkpoint: str, out_dir: str, embeddings
 def _checkpoint(tmp: str, model_kind: str, input_size: int) -> tuple[Any, str]:
     import tf_keras as keras
 
-    from raysal import models
+    from raysal.model import models
     from raysal.config import ModelConfig
 
     keras.utils.set_random_seed(0)
@@ -208,7 +209,7 @@ def scoring_case(name: str, model_kind: str, input_size: int, n_images: int, sou
     with the model already loaded, so they pay no fixed cost; what a fresh single process pays
     before its first batch is measured beside raysal's.
     """
-    from raysal.images import decode_image
+    from raysal.data.images import decode_image
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = os.path.join(tmp, "images")
@@ -264,7 +265,8 @@ def scoring_benchmarks(quick: bool, repeats: int) -> list[Row]:
 
 def _rescore_seconds(cfg: Any, checkpoint: str, embedded: str, out_dir: str) -> float:
     """One rescoring pass from the embeddings in ``embedded`` with the head alone; its wall time."""
-    from raysal import embeddings, pipeline
+    from raysal.model import embeddings
+    from raysal.run import pipeline
 
     shutil.rmtree(out_dir, ignore_errors=True)
     settle()
@@ -328,7 +330,7 @@ def _set_images(images: list[bytes]) -> None:
 
 def _decode_all(decoder: str, size: int) -> int:
     """Decode every image in ``_IMAGES`` with raysal's decoder or with PIL; the count."""
-    from raysal.images import decode_image
+    from raysal.data.images import decode_image
 
     fn = decode_image if decoder == "raysal" else pil_decode
     for data in _IMAGES:
@@ -441,8 +443,8 @@ def topk_benchmarks(quick: bool, repeats: int) -> list[Row]:
     import pyarrow.parquet as pq
     import ray.data
 
-    from raysal.pipeline import select_top_k
-    from raysal.topk import top_k_indices
+    from raysal.run.pipeline import select_top_k
+    from raysal.selection.topk import top_k_indices
 
     rows = []
     for n in ([1_000_000] if quick else [1_000_000, 10_000_000]):
@@ -519,7 +521,7 @@ def _write_packed_shard(path: str, first: int, n: int, side: int) -> int:
     columns and row groups); its size in bytes."""
     import pyarrow.parquet as pq
 
-    from raysal import pack
+    from raysal.data import pack
 
     ids = np.arange(first, first + n, dtype=np.int64)
     table = pa.table({"image_id": ids, "uri": [f"gen/c{i % 5}/{i:07d}.jpg" for i in ids],
@@ -573,9 +575,10 @@ def scale_benchmarks(quick: bool, repeats: int) -> list[Row]:
 
     import pyarrow.parquet as pq
 
-    from raysal import pipeline, sources
+    from raysal.run import pipeline
+    from raysal.data import sources
     from raysal.config import load_config
-    from raysal.topk import top_k_indices
+    from raysal.selection.topk import top_k_indices
 
     n, side, input_size, batch_size, k = (100_000 if quick else 1_000_000), 32, 32, 256, 500
     mib = lambda b: round(b / 2**20, 1)  # noqa: E731
@@ -636,7 +639,7 @@ def scale_benchmarks(quick: bool, repeats: int) -> list[Row]:
         {"group": "scale", "unit": "s",
          "name": f"{n:,}-image packed pool: select top-{k} of the written scores vs numpy in memory",
          "raysal": round(t_select, 2), "baseline": round(t_numpy, 4), "ratio": float(f"{t_numpy / t_select:.3g}"),
-         "notes": f"exact={exact}: ids, order and scores equal raysal.topk.top_k_indices on the {written.num_rows:,} "
+         "notes": f"exact={exact}: ids, order and scores equal raysal.selection.topk.top_k_indices on the {written.num_rows:,} "
                   f"scores read back ({skipped} skipped); raysal reads the scores' Parquet files, numpy has them in "
                   "memory"},
     ]
@@ -655,7 +658,9 @@ def _trainset_child(folder: str, work: str, n_fit: int, n_large: int, epochs: in
     import ray.data
     import tf_keras as keras
 
-    from raysal import pipeline, sources, train, trainset
+    from raysal.run import pipeline
+    from raysal.data import sources
+    from raysal.model import train, trainset
     from raysal.config import load_config
 
     ray.init(address="local", object_store_memory=TRAINSET_STORE_MIB * 2**20, include_dashboard=False,

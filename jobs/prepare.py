@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from raysal.prepare import main
+from raysal.data.prepare import main
 
 if __name__ == "__main__":
     sys.exit(main())

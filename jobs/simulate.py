@@ -59,7 +59,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from raysal import cli, console, preflight, simulation, storage
+    from raysal import cli, simulation, storage
+    from raysal.report import console
+    from raysal.run import preflight
     from raysal import config as config_lib
 
     try:
@@ -110,9 +112,10 @@ def _run(args: argparse.Namespace, cfg: Config, state_root: str, root: str, sett
 
     import ray
 
-    from raysal import cli, preflight, simulation
-    from raysal.cluster import init_ray
-    from raysal.sources import SourceError
+    from raysal import cli, simulation
+    from raysal.run import preflight
+    from raysal.run.cluster import init_ray
+    from raysal.data.sources import SourceError
 
     started_ray = not ray.is_initialized()
     try:

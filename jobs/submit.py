@@ -40,8 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from ray.job_submission import JobSubmissionClient
 
-    from raysal import rounds, schedule
-    from raysal.state import RunState
+    from raysal.run import rounds, schedule
+    from raysal.run.state import RunState
 
     state = RunState(state_root)
     number = rounds.current_round(state)

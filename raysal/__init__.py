@@ -1,7 +1,7 @@
 """raysal: active learning at scale on Ray.
 
 The Python API (see ``raysal.api``): ``load_config``, ``run_round``, ``status``, ``score``,
-``select``; ``raysal.prepare.prepare`` turns a user's images into a ready run. Importing
+``select``; ``raysal.data.prepare.prepare`` turns a user's images into a ready run. Importing
 ``raysal`` is cheap: Ray and TensorFlow load when a function needs them.
 """
 

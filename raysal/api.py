@@ -22,11 +22,11 @@ from raysal.config import Config, SelectConfig, load_config  # noqa: F401  (Conf
 if TYPE_CHECKING:
     import pandas as pd
 
-    from raysal.rounds import RoundOutcome
+    from raysal.run.rounds import RoundOutcome
 
 
 def _ray() -> None:
-    from raysal.cluster import init_ray
+    from raysal.run.cluster import init_ray
 
     init_ray()
 
@@ -41,7 +41,9 @@ def run_round(cfg: Config, state: str, label_file: str | None = None, break_lock
     import logging
 
     from raysal import config as config_lib
-    from raysal import console, preflight, rounds, storage
+    from raysal.report import console
+    from raysal.run import preflight, rounds
+    from raysal import storage
 
     if not logging.getLogger(console.LOGGER).handlers:  # a notebook: stages, progress and epochs on stderr
         console.use_console(None)
@@ -56,7 +58,8 @@ def run_round(cfg: Config, state: str, label_file: str | None = None, break_lock
 
 def status(state: str) -> dict[str, Any]:
     """The run's rounds, lease and latest model, as plain data (what ``raysal status --json`` prints)."""
-    from raysal import rounds, storage
+    from raysal.run import rounds
+    from raysal import storage
 
     return rounds.status(storage.absolute(state))
 
@@ -77,7 +80,9 @@ def score(cfg: Config, model: str, source: str = "pool", state: str | None = Non
         also embedding (float16, the penultimate layer; for ``select(strategy="diversity")``).
     """
     from raysal import config as config_lib
-    from raysal import pipeline, preflight, sources, storage
+    from raysal.run import pipeline, preflight
+    from raysal.data import sources
+    from raysal import storage
 
     if source not in ("pool", "labelled", "val", "test"):
         raise ValueError(f"source: {source!r} is not one of pool, labelled, val, test")
@@ -96,15 +101,15 @@ def select(scores: "pd.DataFrame", budget: int, exclude_ids: Sequence[int] = (),
     ``select.strategy``, ``beta``, ``seed`` and round number picks it; or, with
     ``class_balanced``, a quota per ``predicted`` class of ``n_classes``; or, with ``diversity``,
     k-center greedy on the ``embedding`` column over the ``candidates x budget`` best
-    (``raysal.diversity``; score with ``score.embeddings = true``).
+    (``raysal.selection.diversity``; score with ``score.embeddings = true``).
 
     Rows not scored (NaN score) and ``exclude_ids`` are never chosen. The result is in selection
     order, with a ``rank`` column from 1.
     """
-    from raysal.criteria import SelectionKeys
-    from raysal.diversity import k_center_greedy
-    from raysal.embeddings import EMBEDDING
-    from raysal.topk import class_balanced_indices, top_k_indices
+    from raysal.selection.criteria import SelectionKeys
+    from raysal.selection.diversity import k_center_greedy
+    from raysal.model.embeddings import EMBEDDING
+    from raysal.selection.topk import class_balanced_indices, top_k_indices
 
     ids = scores["image_id"].to_numpy(np.int64)
     keys = SelectionKeys(strategy, beta, seed, round_number)(scores["score"].to_numpy(np.float64), ids)

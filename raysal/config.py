@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
+from raysal.errors import ConfigError  # noqa: F401  (raised here; importable from here too)
 
 SOURCE_KINDS = ("manifest", "folder", "tfds", "digits")
 MODEL_KINDS = ("small_cnn", "hub", "inception_v3", "keras")
@@ -23,13 +24,9 @@ MODEL_USES = ("backbone", "classifier")
 MODEL_OUTPUTS = ("", "logits", "probs")
 PREPROCESS_MODES = ("", "unit", "symmetric", "mean_std")
 CRITERION_NAMES = ("least_confidence", "smallest_margin", "entropy", "random")
-# How the budget is chosen from the scores: raysal.criteria (keys), raysal.topk (quotas), raysal.diversity.
+# How the budget is chosen from the scores: raysal.selection.criteria (keys), raysal.selection.topk (quotas), raysal.selection.diversity.
 STRATEGY_NAMES = ("top_k", "power", "softmax", "class_balanced", "diversity")
 TRAIN_DATA_MODES = ("auto", "memory", "cache")
-
-
-class ConfigError(ValueError):
-    """A configuration that must not run; the message names the field."""
 
 
 def _check(ok: bool, where: str, message: str) -> None:
@@ -216,7 +213,7 @@ class SelectConfig:
     # replacement with probabilities proportional to score^beta / exp(beta * score) (Kirsch et
     # al. 2023), fewer near-duplicates at large budgets; random per (seed, round, image), exact.
     # class_balanced: budget // len(classes) per predicted class, the rest by score (Emam et al. 2021).
-    # diversity: the budget spread over the candidates' embeddings by k-center greedy (raysal.diversity).
+    # diversity: the budget spread over the candidates' embeddings by k-center greedy (raysal.selection.diversity).
     strategy: str = "top_k"
     beta: float = 1.0  # the power / softmax sharpness; larger comes closer to top_k
     candidates: int = 4  # diversity: it picks among the candidates x budget best by the criterion

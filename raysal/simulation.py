@@ -3,7 +3,7 @@
 Every strategy runs the same loop on the same data, with the pool's own labels as the oracle:
 per seed, a seed set of labelled images is drawn from the pool; each round trains a model on
 what is labelled, measures its test accuracy, scores the rest of the pool with a criterion
-(``raysal.criteria``) and selects the next budget with ``raysal.select``, the function a round's
+(``raysal.selection.criteria``) and selects the next budget with ``raysal.select``, the function a round's
 selection is checked against, with the seed and the round number a real round would use.
 
 The fast path (said so in every result): per seed, the round-0 model is trained in-process on
@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 if TYPE_CHECKING:
     from raysal.config import Config
-    from raysal.embeddings import DenseHead
+    from raysal.model.embeddings import DenseHead
 
 FAST_PATH = ("round-0 model trained in-process on the seed set; backbone frozen; head retrained in-process each "
              "round on cached float16 embeddings")
@@ -40,7 +40,7 @@ FAST_PATH = ("round-0 model trained in-process on the seed set; backbone frozen;
 class Strategy:
     """What a simulated round selects with: a criterion and a ``select.strategy``."""
 
-    criterion: str  # raysal.criteria name
+    criterion: str  # raysal.selection.criteria name
     strategy: str = "top_k"  # select.strategy; its beta and candidates are the config's (select.*)
 
 
@@ -181,7 +181,8 @@ def load_split(cfg: "Config", source: str, root: str) -> Split:
     """Read and decode one of the config's sources (``pool``, ``test``) with raysal's sources and
     ``pipeline.decode`` (Ray Data), once, into memory. Undecodable images are left out; an image
     without a label is refused: the simulation's oracle is the source's labels."""
-    from raysal import pipeline, sources
+    from raysal.run import pipeline
+    from raysal.data import sources
 
     source_cfg = getattr(cfg.data, source)
     ds = pipeline.decode(sources.read_source(source_cfg, cfg.data.classes, root), cfg)
@@ -210,7 +211,7 @@ def seed_set(n: int, size: int, seed: int) -> NDArray[np.intp]:
 @functools.cache  # once per worker process: TensorFlow's threads are set before its first op
 def _tensorflow() -> tuple[Any, Any]:
     """TensorFlow and Keras 2 in a task: one thread each way (a task holds one CPU), deterministic ops."""
-    from raysal import keras_env
+    from raysal.model import keras_env
 
     keras_env.use_legacy_keras()
     import tensorflow as tf
@@ -238,8 +239,8 @@ def round_zero(cfg: "Config", settings: Settings, pool: Split, test: Split,
     embeddings from its frozen backbone (float16, as scoring stores them), and the head's initial
     weights; and the round-0 model's test accuracy."""
     tf, keras = _tensorflow()
-    from raysal import models
-    from raysal.embeddings import to_float16
+    from raysal.model import models
+    from raysal.model.embeddings import to_float16
 
     n_classes = len(cfg.data.classes)
     seed_rows = seed_set(len(pool.image_ids), settings.seed_size, seed)
@@ -265,7 +266,7 @@ def train_head(features: NDArray[np.float32], labels: NDArray[np.int64], initial
     """The head trained on ``features`` from ``initial`` weights: full-batch Adam, a fixed number
     of steps, so a round's head depends on its labelled set alone, not on batch order. Returned
     as the numpy head that rescoring applies (``embeddings.DenseHead``)."""
-    from raysal.embeddings import DenseHead
+    from raysal.model.embeddings import DenseHead
 
     tf, keras = _tensorflow()
     keras.utils.set_random_seed(seed)  # the dropout masks
@@ -294,8 +295,8 @@ def run_strategy(cfg: "Config", settings: Settings, pool: Split, test: Split, st
     import pandas as pd
 
     from raysal.api import select
-    from raysal.criteria import get_criterion
-    from raysal.embeddings import EMBEDDING
+    from raysal.selection.criteria import get_criterion
+    from raysal.model.embeddings import EMBEDDING
 
     started = time.perf_counter()
     spec = STRATEGIES[name]
@@ -329,7 +330,7 @@ def run_strategy(cfg: "Config", settings: Settings, pool: Split, test: Split, st
 def check_pool_size(cfg: "Config", root: str, settings: Settings) -> None:
     """Refuse (ValueError) settings that label more images than the pool has, before anything is
     decoded. Needs Ray (the pool's size comes from its source's metadata)."""
-    from raysal import sources
+    from raysal.data import sources
 
     _, size = sources.read_source_with_size(cfg.data.pool, cfg.data.classes, root)
     wanted = settings.seed_size + settings.rounds * settings.budget
@@ -352,7 +353,7 @@ def simulate(cfg: "Config", root: str, settings: Settings,
     """
     import ray
 
-    from raysal import keras_env
+    from raysal.model import keras_env
 
     started = time.perf_counter()
     pool, test = load_split(cfg, "pool", root), load_split(cfg, "test", root)
@@ -420,7 +421,8 @@ def write_results(result: Mapping[str, Any], out: str) -> tuple[str, str]:
     written whole; returns their paths."""
     import json
 
-    from raysal import plots, storage
+    from raysal.report import plots
+    from raysal import storage
 
     s = result["settings"]
     title = f"{result['config']}: {s['seeds']} seeds, seed set {s['seed_size']}, {s['budget']} per round"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 
-import raysal.keras_env  # noqa: F401  (before TensorFlow)
+import raysal.model.keras_env  # noqa: F401  (before TensorFlow)
 
 import tensorflow as tf
 import tf_keras

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-import raysal.keras_env  # noqa: F401  (before anything imports TensorFlow)
+import raysal.model.keras_env  # noqa: F401  (before anything imports TensorFlow)
 
 import numpy as np
 import pytest
@@ -39,7 +39,7 @@ def ray_session():
     """A local Ray with the CPUs of a small CI machine; shut down at the end of the session."""
     import ray
 
-    from raysal.keras_env import worker_env
+    from raysal.model.keras_env import worker_env
 
     ray.init(address="local", num_cpus=RAY_CPUS, include_dashboard=False, runtime_env={"env_vars": worker_env()},
              log_to_driver=False, configure_logging=False)
@@ -53,7 +53,7 @@ def tiny_checkpoint(tmp_path_factory) -> str:
     """A random-init small CNN (16x16 input, 3 classes) saved as a raysal checkpoint."""
     import tf_keras as keras
 
-    from raysal import models
+    from raysal.model import models
     from raysal.config import ModelConfig
 
     keras.utils.set_random_seed(1)

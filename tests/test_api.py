@@ -54,7 +54,7 @@ NOTEBOOK = textwrap.dedent("""
     import tensorflow as tf                 # first, as a notebook may: tf.keras is Keras 3 here
     assert tf.keras.version().startswith("3.")
     import raysal
-    from raysal import models
+    from raysal.model import models
     from raysal.config import ModelConfig
 
     state, checkpoint = sys.argv[1], sys.argv[2]

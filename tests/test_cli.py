@@ -97,8 +97,8 @@ def test_submit_reports_a_waiting_round_as_waiting_and_submits_nothing(waiting_s
 
 
 def test_a_round_whose_lease_is_taken_over_exits_6_before_its_next_commit(waiting_state, tmp_path):
-    from raysal import lease
-    from raysal.state import RunState
+    from raysal.run import lease
+    from raysal.run.state import RunState
 
     state = copy_state(waiting_state, tmp_path / "state", keep_rounds=False)
     proc = job("--state", str(state), *FAST)

@@ -329,7 +329,7 @@ def test_config_requires_data() -> None:
 
 def test_a_small_training_set_gets_fewer_workers():
     from raysal.config import TrainConfig
-    from raysal.train import workers_for
+    from raysal.model.train import workers_for
 
     t = TrainConfig(num_workers=4, images_per_worker=2000)
     assert [workers_for(t, n) for n in (0, 1, 2000, 2001, 7999, 100_000)] == [1, 1, 1, 2, 4, 4]

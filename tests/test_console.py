@@ -1,4 +1,4 @@
-"""raysal.console and raysal.progress: what reaches the console, what goes to the log.
+"""raysal.report.console and raysal.report.progress: what reaches the console, what goes to the log.
 
 The capture is tested in a child interpreter, where pytest's own capture of file descriptors
 is not in the way; the progress board with the session's real Ray.
@@ -16,21 +16,21 @@ from pathlib import Path
 
 import pytest
 
-from raysal.progress import progress_line
+from raysal.report.progress import progress_line
 
 REPO = Path(__file__).resolve().parents[1]
 
 CHILD = textwrap.dedent("""
     import logging, os, subprocess, sys
-    from raysal import console
+    from raysal.report import console
     verbose = sys.argv[1] == "verbose"
     with console.captured_output(verbose) as (out, log_path):
-        logging.getLogger("raysal.rounds").info("stage score: started")
+        logging.getLogger("raysal.run.rounds").info("stage score: started")
         print("a print from Python")
         os.write(2, b"E0000 a C++ line on fd 2\\n")
         subprocess.run([sys.executable, "-c", "print('a child process line')"], check=True)
         logging.getLogger("ray.data").warning("a Ray Data line")
-        logging.getLogger("raysal.rounds").warning("a warning that matters")
+        logging.getLogger("raysal.run.rounds").warning("a warning that matters")
     print("summary after the capture")
     print("LOG", log_path)
 """)
@@ -87,7 +87,7 @@ class Lines(logging.Handler):
 
 @pytest.mark.timeout(120)
 def test_workers_report_to_the_board_and_the_driver_logs_it(ray_session):
-    from raysal import progress
+    from raysal.report import progress
 
     ray = ray_session
 
@@ -99,7 +99,7 @@ def test_workers_report_to_the_board_and_the_driver_logs_it(ray_session):
         board.say.remote(f"part {part} done")
 
     lines = Lines()
-    logger = logging.getLogger("raysal.progress")
+    logger = logging.getLogger("raysal.report.progress")
     logger.addHandler(lines)
     logger.setLevel(logging.INFO)  # as the CLI's console sets it
     board = progress.new_board()
@@ -124,7 +124,7 @@ def test_workers_report_to_the_board_and_the_driver_logs_it(ray_session):
 
 RAISES = textwrap.dedent("""
     import logging, os
-    from raysal import console
+    from raysal.report import console
     logger = logging.getLogger("raysal")
     before = (list(logger.handlers), logger.propagate, logger.level)
     for verbose in (False, True):

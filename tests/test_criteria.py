@@ -1,4 +1,4 @@
-"""Tests for raysal.criteria: known answers, the registry contract and the random baseline."""
+"""Tests for raysal.selection.criteria: known answers, the registry contract and the random baseline."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from raysal.config import CRITERION_NAMES
-from raysal.criteria import CRITERIA, RandomBaseline, entropy, get_criterion, least_confidence, smallest_margin
+from raysal.selection.criteria import CRITERIA, RandomBaseline, entropy, get_criterion, least_confidence, smallest_margin
 
 UNCERTAINTY = ["least_confidence", "smallest_margin", "entropy"]
 _MASK64 = (1 << 64) - 1

@@ -20,7 +20,7 @@ import yaml
 from packaging.specifiers import SpecifierSet
 
 from raysal import config as config_lib
-from raysal import schedule
+from raysal.run import schedule
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -621,7 +621,7 @@ RAYJOB_BREAKAGES = [
     ("rayjob_old_ray", _rayjob(lambda r: _rayjob_cluster(r).update(rayVersion="2.59.0")),
      "the RayJob's cluster's rayVersion 2.59.0 is not the image's Ray"),
     ("rayjob_fixed_name", _rayjob(lambda r: r.update(metadata={"name": "raysal-round"})), "not a generateName"),
-    ("rayjob_not_round", _rayjob(lambda r: r["spec"].update(entrypoint="python -m raysal.rounds")),
+    ("rayjob_not_round", _rayjob(lambda r: r["spec"].update(entrypoint="python -m raysal.run.rounds")),
      "does not run python jobs/round.py"),
     ("rayjob_other_round_arguments", _rayjob(lambda r: _set_round_arg(r, "score.max_actors=8", "score.max_actors=4")),
      "differ from deploy/cronjob.yaml's"),

@@ -15,11 +15,12 @@ import pytest
 from _jobs import copy_state
 
 import raysal
-from raysal import embeddings, pipeline, rounds
+from raysal.model import embeddings
+from raysal.run import pipeline, rounds
 from raysal.config import ConfigError, ModelConfig, config_from_dict, load_config
-from raysal.diversity import k_center_greedy
-from raysal.state import RunState
-from raysal.topk import top_k_indices
+from raysal.selection.diversity import k_center_greedy
+from raysal.run.state import RunState
+from raysal.selection.topk import top_k_indices
 
 
 # --- k-center greedy --------------------------------------------------------------------------
@@ -66,7 +67,7 @@ def test_k_center_greedy_covers_clusters_that_top_k_leaves_out():
 def tiny_model():
     import tf_keras as keras
 
-    from raysal import models
+    from raysal.model import models
 
     keras.utils.set_random_seed(3)
     cfg = ModelConfig(kind="small_cnn", input_size=16)
@@ -74,7 +75,7 @@ def tiny_model():
 
 
 def test_the_head_as_numpy_gives_the_models_probabilities(tiny_model):
-    from raysal import models
+    from raysal.model import models
 
     model, _ = tiny_model
     images = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
@@ -90,7 +91,7 @@ def test_the_head_as_numpy_gives_the_models_probabilities(tiny_model):
 def test_a_head_numpy_cannot_apply_is_not_offered():
     import tf_keras as keras
 
-    from raysal import models
+    from raysal.model import models
 
     inputs = keras.Input((4,))
     features = keras.Model(inputs, keras.layers.Dense(3)(inputs), name=models.BACKBONE)(inputs)
@@ -103,7 +104,7 @@ def test_a_head_numpy_cannot_apply_is_not_offered():
 
 
 def test_the_backbone_digest_follows_the_backbone_not_the_head(tiny_model, tmp_path):
-    from raysal import models
+    from raysal.model import models
 
     model, cfg = tiny_model
     digest = models.backbone_digest(model, cfg)
@@ -131,7 +132,7 @@ def test_scoring_writes_embeddings_and_rescoring_them_gives_the_same_scores(ray_
     ids and keeps the skipped images skipped."""
     import ray
 
-    from raysal import models
+    from raysal.model import models
 
     rng = np.random.default_rng(1)
     n = 150
@@ -184,7 +185,7 @@ def _publish_model(state: RunState, number: int, change_backbone: bool) -> None:
     """Model ``number``: the round-0 model with a new head (and, if asked, a changed backbone)."""
     import tempfile
 
-    from raysal import models
+    from raysal.model import models
 
     model, model_cfg, classes = models.load_checkpoint(state.uri(state.model_key(0)))
     head = model.get_layer("head")

@@ -1,4 +1,4 @@
-"""Tests for raysal.images.decode_image: the image kinds found in real pools, and clean refusals."""
+"""Tests for raysal.data.images.decode_image: the image kinds found in real pools, and clean refusals."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from raysal import images
-from raysal.images import UndecodableImage, decode_image
+from raysal.data import images
+from raysal.data.images import UndecodableImage, decode_image
 
 
 def encode(img: Image.Image, fmt: str, **params: object) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from raysal import schedule
+from raysal.run import schedule
 
 
 @pytest.mark.parametrize(("statuses", "submit", "job_id"), [

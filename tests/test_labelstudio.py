@@ -15,10 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 from _jobs import FAST, REPO, copy_state, run_job
 
-from raysal import embeddings, labelstudio
+from raysal.model import embeddings
+from raysal.labelling import labelstudio
 from raysal.config import ConfigError, load_config
-from raysal.labels import LabelFileError, read_label_file, validate_labels
-from raysal.state import RunState
+from raysal.labelling.labels import LabelFileError, read_label_file, validate_labels
+from raysal.run.state import RunState
 
 CLASSES = ["cat", "dog", 'fox & "wolf"']
 

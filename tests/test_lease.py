@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from raysal.lease import Lease, LeaseLost, Locked, current, generations, hold, lease_key
-from raysal.state import RunState
+from raysal.run.lease import Lease, LeaseLost, Locked, current, generations, hold, lease_key
+from raysal.run.state import RunState
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "raysal-test"  # created by the s3_env fixture (conftest.py)
@@ -27,8 +27,8 @@ OTHER_HOST = "other-host.example"
 # Holds the lease through a "long stage" that ends when the go file appears, then checks and releases.
 HOLDER = """
 import json, os, sys, time
-from raysal.lease import Lease, LeaseLost
-from raysal.state import RunState
+from raysal.run.lease import Lease, LeaseLost
+from raysal.run.state import RunState
 
 root, ttl, go = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 lease = Lease(RunState(root), ttl).acquire()
@@ -51,8 +51,8 @@ print(json.dumps({"event": "released"}), flush=True)
 # Observes, waits at a barrier (ready file, then the test's go file), then claims.
 RACER = """
 import json, os, sys, time
-from raysal.lease import Lease, Locked
-from raysal.state import RunState
+from raysal.run.lease import Lease, Locked
+from raysal.run.state import RunState
 
 root, sync, name = sys.argv[1], sys.argv[2], sys.argv[3]
 lease = Lease(RunState(root), ttl=30)
@@ -285,7 +285,7 @@ def test_renewal_errors_are_logged_and_a_lease_unrenewed_past_its_ttl_is_lost(
     own.unlink()
     own.mkdir()  # the file can no longer be replaced: every renewal fails, as with storage down
     try:
-        with caplog.at_level("WARNING", logger="raysal.lease"):
+        with caplog.at_level("WARNING", logger="raysal.run.lease"):
             time.sleep(2 * ttl)
             with pytest.raises(LeaseLost, match=r"not renewed for [\d.]+ s, longer than its TTL 0.6 s"):
                 lease.check()
@@ -303,8 +303,8 @@ def test_ttl_must_be_positive(tmp_path: Path) -> None:
 
 
 def test_lease_module_imports_neither_the_state_nor_ray_nor_tensorflow() -> None:
-    probe = ("import sys, raysal.lease; "
-             "print(sorted(m for m in ('raysal.state', 'ray', 'tensorflow') if m in sys.modules))")
+    probe = ("import sys, raysal.run.lease; "
+             "print(sorted(m for m in ('raysal.run.state', 'ray', 'tensorflow') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO,
                             check=False)
     assert result.returncode == 0, result.stderr

@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from raysal.labels import LabelFileError, read_label_file, validate_labels
-from raysal.metrics import accuracy_report
+from raysal.labelling.labels import LabelFileError, read_label_file, validate_labels
+from raysal.report.metrics import accuracy_report
 
 CLASSES = ["cat", "dog", "fox"]
 

@@ -1,4 +1,4 @@
-"""raysal.models: the real build paths (hub.KerasLayer, InceptionV3, small CNN, a user's saved
+"""raysal.model.models: the real build paths (hub.KerasLayer, InceptionV3, small CNN, a user's saved
 Keras model) on models made here, and the model's config.
 
 Nothing is downloaded: the hub backbone is a tiny SavedModel saved by the test, the InceptionV3
@@ -14,8 +14,8 @@ import os
 import shutil
 import urllib.request
 
-import raysal.keras_env  # noqa: F401  (before TensorFlow)
-from raysal import models
+import raysal.model.keras_env  # noqa: F401  (before TensorFlow)
+from raysal.model import models
 from raysal.config import ConfigError, ModelConfig, config_from_dict, load_config
 
 import numpy as np

@@ -20,7 +20,7 @@ import pytest
 
 from _cluster import Cluster, ray_job_submit, start_head
 from _jobs import FAST, REPO, TWO_WORKERS
-from raysal.metrics import cohen_kappa
+from raysal.report.metrics import cohen_kappa
 
 BUCKET = "raysal-test"
 
@@ -116,8 +116,9 @@ def fire_schedule(cluster: Cluster, run: str, *round_args: str) -> subprocess.Co
 def test_bootstrap_and_two_rounds_on_two_nodes_with_the_state_on_s3(two_nodes, shared_folder, s3):
     """Round 1 (with the round-0 model) through ``ray job submit``; round 2 from a schedule that
     fires twice, through jobs/submit.py; round 2 retrains from round 1's model."""
-    from raysal import rounds, storage
-    from raysal.state import RunState
+    from raysal.run import rounds
+    from raysal import storage
+    from raysal.run.state import RunState
 
     run = f"two-nodes-{uuid.uuid4().hex[:6]}"
     root = f"s3://{BUCKET}/{run}"

@@ -9,14 +9,15 @@ the same checkpoint's in-process probabilities.
 
 from __future__ import annotations
 
-import raysal.keras_env  # noqa: F401  (before TensorFlow)
+import raysal.model.keras_env  # noqa: F401  (before TensorFlow)
 
 import numpy as np
 import pytest
 import tf_keras
 from _models import HUB_SIZE, save_hub_module, save_keras_classifier
 
-from raysal import models, pipeline, preflight
+from raysal.model import models
+from raysal.run import pipeline, preflight
 from raysal.config import Config, load_config
 
 CLASSES = ["red", "green", "blue"]
@@ -43,7 +44,7 @@ def _train(cfg: Config, tmp_path, name: str, init_uri: str | None = None) -> tf_
     """Train through Ray Train on 24 images (3 batches), validate on 6; the trained checkpoint's model."""
     import ray.data
 
-    from raysal import train
+    from raysal.model import train
 
     def dataset(n: int, seed: int) -> ray.data.Dataset:
         images, labels = _images(n, seed)

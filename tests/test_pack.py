@@ -16,9 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from raysal import cli, criteria, faults, models, pack, pipeline, preflight, prepare, sources, storage
+from raysal import cli, faults, storage
+from raysal.selection import criteria
+from raysal.model import models
+from raysal.data import pack, prepare, sources
+from raysal.run import pipeline, preflight
 from raysal.config import load_config
-from raysal.images import decode_image
+from raysal.data.images import decode_image
 
 pytestmark = pytest.mark.timeout(120)
 CLASSES = ["a", "b", "c"]

@@ -8,10 +8,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from raysal import criteria, pipeline, sources
+from raysal.selection import criteria
+from raysal.run import pipeline
+from raysal.data import sources
 from raysal.config import load_config
-from raysal.images import decode_image
-from raysal.topk import top_k_indices
+from raysal.data.images import decode_image
+from raysal.selection.topk import top_k_indices
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -58,7 +60,7 @@ def test_folder_with_broken_files_scores_good_and_reports_bad(ray_session, image
 
 @pytest.mark.parametrize("criterion", ["least_confidence", "smallest_margin", "entropy", "random"])
 def test_ray_scores_equal_single_process_scores(ray_session, image_folder, tiny_checkpoint, criterion):
-    from raysal import models
+    from raysal.model import models
 
     root, expected = image_folder
     rows = score_folder(root, tiny_checkpoint, criterion)
@@ -154,7 +156,7 @@ def test_a_non_finite_model_output_is_skipped_and_reported(ray_session, tiny_che
     import tf_keras as keras
     from PIL import Image
 
-    from raysal import models
+    from raysal.model import models
 
     model, model_cfg, classes = models.load_checkpoint(tiny_checkpoint)
     colours = [0, 60, 120, 200, 255]

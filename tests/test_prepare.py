@@ -1,4 +1,4 @@
-"""raysal.prepare (split arithmetic, inputs, refusals, the CLI), preflight's class checks, and the
+"""raysal.data.prepare (split arithmetic, inputs, refusals, the CLI), preflight's class checks, and the
 README's "Your own images" commands run end to end."""
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw
 
-from raysal import preflight, prepare
+from raysal.run import preflight
+from raysal.data import prepare
 from raysal.config import config_from_dict, load_config
-from raysal.prepare import BadInput, MissingInput, PrepareConfig
-from raysal.sources import stable_id
+from raysal.data.prepare import BadInput, MissingInput, PrepareConfig
+from raysal.data.sources import stable_id
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"

@@ -77,9 +77,9 @@ def test_the_console_shows_raysal_lines_only_and_the_log_has_the_rest(reference_
 def test_training_stores_the_test_accuracy_that_scoring_the_test_split_gives(ray_session, reference_round, tmp_path):
     """Rank 0 evaluates the model it trained, so the evaluate stage scores nothing; what it
     stored is what the evaluate stage's actor pool computes for the same model."""
-    from raysal import rounds
+    from raysal.run import rounds
     from raysal.config import config_from_dict
-    from raysal.state import RunState
+    from raysal.run.state import RunState
 
     assert "raysal testing model" not in (reference_round.parent / "console.txt").read_text()
     state = copy_state(reference_round, tmp_path / "state", keep_rounds=True)
@@ -93,8 +93,8 @@ def test_training_stores_the_test_accuracy_that_scoring_the_test_split_gives(ray
 
 
 def test_two_rounds_at_once_exactly_one_runs(reference_round):
-    from raysal import lease
-    from raysal.state import RunState
+    from raysal.run import lease
+    from raysal.run.state import RunState
 
     assert lease.current(RunState(str(reference_round))) is None  # released at the end
     assert json.loads((reference_round / "rounds" / "0001" / "round.json").read_text())["selected"] == 40

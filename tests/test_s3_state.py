@@ -18,7 +18,8 @@ def upload_pool(tmp_path: Path) -> str:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from raysal import sources, storage
+    from raysal.data import sources
+    from raysal import storage
 
     local = pq.read_table(sources.ensure_digits(str(tmp_path / "data" / "digits"))).slice(900)
     fs, _ = storage.resolve(f"s3://{BUCKET}")
@@ -35,8 +36,8 @@ def upload_pool(tmp_path: Path) -> str:
 
 @pytest.mark.timeout(600)
 def test_round_on_s3_killed_while_publishing_a_model_publishes_it_again(s3, tmp_path):
-    from raysal import lease, rounds
-    from raysal.state import RunState
+    from raysal.run import lease, rounds
+    from raysal.run.state import RunState
 
     root = f"s3://{BUCKET}/run"
     pool = upload_pool(tmp_path)
@@ -67,7 +68,7 @@ def test_round_on_s3_killed_while_publishing_a_model_publishes_it_again(s3, tmp_
 
 @pytest.mark.timeout(120)
 def test_a_model_is_published_whole_or_ignored(s3, tmp_path):
-    from raysal.state import RunState
+    from raysal.run.state import RunState
 
     local = tmp_path / "model"
     local.mkdir()

@@ -1,4 +1,4 @@
-"""raysal.sources and raysal.preflight on data made here: folders, manifests, TFDS, digits. No Ray.
+"""raysal.data.sources and raysal.run.preflight on data made here: folders, manifests, TFDS, digits. No Ray.
 
 TFDS is never downloaded: splits come from ``tfds.testing.mock_data`` over a data_dir holding the
 dataset's metadata (what a prepared data_dir has besides the records), or from a tiny builder
@@ -11,10 +11,11 @@ import io
 import os
 import shutil
 
-import raysal.keras_env  # noqa: F401  (before TensorFlow)
-from raysal import preflight, sources
+import raysal.model.keras_env  # noqa: F401  (before TensorFlow)
+from raysal.run import preflight
+from raysal.data import sources
 from raysal.config import SourceConfig, load_config
-from raysal.images import decode_image
+from raysal.data.images import decode_image
 
 import numpy as np
 import pyarrow as pa

@@ -12,10 +12,11 @@ import pyarrow as pa
 import pytest
 from _scores import random_pool, score_source, scores_table
 
-from raysal import cli, hashing, pipeline, rounds
+from raysal import cli, hashing
+from raysal.run import pipeline, rounds
 from raysal.config import ConfigError, load_config
-from raysal.metrics import cohen_kappa
-from raysal.state import RunState
+from raysal.report.metrics import cohen_kappa
+from raysal.run.state import RunState
 
 
 def _kappa_by_hand(a: np.ndarray, b: np.ndarray) -> float:

@@ -14,11 +14,11 @@ from _jobs import copy_state
 from _scores import random_pool, score_source, scores_table
 
 import raysal
-from raysal import pipeline, rounds
+from raysal.run import pipeline, rounds
 from raysal.config import ConfigError, config_from_dict, load_config
-from raysal.criteria import SelectionKeys, gumbel_noise
-from raysal.state import RunState
-from raysal.topk import top_k_indices
+from raysal.selection.criteria import SelectionKeys, gumbel_noise
+from raysal.run.state import RunState
+from raysal.selection.topk import top_k_indices
 
 
 def test_gumbel_noise_depends_on_seed_round_and_id_only_and_is_standard_gumbel():
@@ -89,7 +89,7 @@ def test_the_distributed_sample_is_the_exact_top_k_of_the_keys(ray_session, tmp_
 def test_a_round_selects_with_its_strategy(ray_session, waiting_state, tmp_path, strategy):
     """The select stage of a real round, run again with another strategy: its selection is what
     the strategy picks from the round's own scores, computed here in memory."""
-    from raysal.topk import class_balanced_indices
+    from raysal.selection.topk import class_balanced_indices
 
     state_dir = copy_state(waiting_state, tmp_path / "state", keep_rounds=True)
     stored = json.loads((state_dir / "rounds" / "0001" / "config.json").read_text())
@@ -125,7 +125,7 @@ def test_a_round_selects_with_its_strategy(ray_session, waiting_state, tmp_path,
 
 
 def test_class_balanced_known_answers():
-    from raysal.topk import class_balanced_indices
+    from raysal.selection.topk import class_balanced_indices
 
     scores, ids, classes = np.array([.9, .8, .7, .6, .5, .4]), np.arange(6), np.array([0, 0, 0, 0, 1, 2])
     assert class_balanced_indices(scores, ids, classes, 3, 3).tolist() == [0, 4, 5]  # one each
@@ -145,7 +145,7 @@ def test_class_balanced_known_answers():
 def test_the_distributed_class_balanced_selection_is_exact(ray_session, tmp_path, kind, tasks):
     """Skewed classes: most images in class 0, a rare class 3, none in class 4 of 5; the scan
     keeps every class's best k, and the quotas give the same images as in memory."""
-    from raysal.topk import class_balanced_indices
+    from raysal.selection.topk import class_balanced_indices
 
     n, k = 30_000, 500
     ids, scores, exclude = random_pool(11, n, unscored=50, excluded=200)

@@ -1,4 +1,4 @@
-"""Tests for raysal.topk (exact agreement with a full lexsort, the tie rule, the streaming
+"""Tests for raysal.selection.topk (exact agreement with a full lexsort, the tie rule, the streaming
 candidates and the merge) and for the distributed selection built on it, ``pipeline.select_top_k``,
 on a real local Ray: in-memory blocks, a lazy dataset and a folder of Parquet files."""
 
@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from _scores import score_source as _source
 from _scores import scores_table as _scores_table
 
-from raysal.topk import candidate_rows, is_in_sorted, top_k_indices, top_k_unordered
+from raysal.selection.topk import candidate_rows, is_in_sorted, top_k_indices, top_k_unordered
 
 
 def reference_top_k(
@@ -287,7 +287,7 @@ KNOWN = dict(image_ids=[5, 2, 9, 7, 3, 1, 8, 4, 6, 0],
 )
 def test_select_top_k_known_answers(ray_session, tmp_path, kind: str, tasks: int, k: int,
                                     exclude: list[int] | None, expected_ids: list[int]) -> None:
-    from raysal import pipeline
+    from raysal.run import pipeline
 
     source = _source(kind, _scores_table(**KNOWN), 3, tmp_path / "scores")
     selection = pipeline.select_top_k(source, k, None if exclude is None else np.array(exclude), tasks=tasks)
@@ -309,7 +309,7 @@ def test_select_top_k_reads_each_parquet_file_with_its_own_types(ray_session, tm
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from raysal import pipeline
+    from raysal.run import pipeline
 
     (tmp_path / "scores").mkdir()
     clean = _scores_table([1, 2, 3], [0.2, 0.9, 0.5], ["", "", ""]).set_column(4, "error", pa.nulls(3))
@@ -325,7 +325,7 @@ def test_select_top_k_reads_each_parquet_file_with_its_own_types(ray_session, tm
 @pytest.mark.parametrize(("k", "tasks"), [(1, None), (777, 2), (20_000, 40)])  # 40 tasks: merged in tasks first
 def test_select_top_k_equals_numpy_with_ties_nan_skipped_and_exclusions(ray_session, tmp_path, kind: str, k: int,
                                                                          tasks: int | None) -> None:
-    from raysal import pipeline
+    from raysal.run import pipeline
 
     rng = np.random.default_rng(k)
     n = 300_000
@@ -353,7 +353,7 @@ def test_select_top_k_equals_numpy_with_ties_nan_skipped_and_exclusions(ray_sess
 
 @pytest.mark.parametrize("kind", ["blocks", "parquet", "no-files"])
 def test_select_top_k_of_nothing(ray_session, tmp_path, kind: str) -> None:
-    from raysal import pipeline
+    from raysal.run import pipeline
 
     if kind == "no-files":
         (tmp_path / "scores").mkdir()
@@ -368,7 +368,7 @@ def test_select_top_k_of_nothing(ray_session, tmp_path, kind: str) -> None:
 def test_select_top_k_refuses_a_negative_k(ray_session) -> None:
     import ray.data
 
-    from raysal import pipeline
+    from raysal.run import pipeline
 
     with pytest.raises(ValueError, match="k must be >= 0"):
         pipeline.select_top_k(ray.data.from_arrow(_scores_table(**KNOWN)), -1)

@@ -1,4 +1,4 @@
-"""raysal.trainset: a training set larger than Ray's object store trains from a Parquet cache; a
+"""raysal.model.trainset: a training set larger than Ray's object store trains from a Parquet cache; a
 small one is materialised as before.
 
 The Ray checks need a Ray whose object store is small (Ray's minimum is 75 MiB), and the test
@@ -82,7 +82,7 @@ def _folder_exists(uri: str) -> bool:
 
 
 def _child(out_path: str, work: str, s3_root: str) -> int:
-    import raysal.keras_env  # noqa: F401  (before TensorFlow)
+    import raysal.model.keras_env  # noqa: F401  (before TensorFlow)
 
     import numpy as np
     import pyarrow as pa
@@ -92,11 +92,11 @@ def _child(out_path: str, work: str, s3_root: str) -> int:
     from ray.data.dataset import MaterializedDataset
 
     from _models import save_keras_classifier  # tests/_models.py: this file's folder is on sys.path
-    from raysal import train, trainset
+    from raysal.model import train, trainset
     from raysal.config import load_config
 
     ray.init(address="local", num_cpus=2, object_store_memory=STORE_MIB * 2**20, include_dashboard=False,
-             runtime_env={"env_vars": raysal.keras_env.worker_env()}, log_to_driver=False)
+             runtime_env={"env_vars": raysal.model.keras_env.worker_env()}, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     # One conv layer of 4 filters: an epoch of 2,000 images takes seconds, not the minute of the small CNN.
     model_path = os.path.join(work, "tiny.h5")

@@ -3,7 +3,7 @@
 The state root is a local folder or any ``pyarrow.fs`` URI. Layout::
 
     run.json                      what must not change between rounds (classes, pool, model shape)
-    lease/<generation>.json       the lease of the round that runs (raysal.lease)
+    lease/<generation>.json       the lease of the round that runs (raysal.run.lease)
     models/0000/                  round-0 model (model.json + weights.h5 [+ head.npz] + _published.json), trained
                                   on the seed set; model.json has the backbone's digest
     models/000r/                  the model retrained at the end of round r
@@ -44,13 +44,10 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from raysal import faults, storage
+from raysal.errors import StateError  # noqa: F401  (raised here; importable from here too)
 
 STAGES = ("score", "select", "label", "train", "evaluate")
 PUBLISHED = "_published.json"  # written last into a published folder: the files it holds and their sizes
-
-
-class StateError(RuntimeError):
-    """A state that refuses the requested transition; the message says why."""
 
 
 class RunState:
@@ -172,7 +169,7 @@ class RunState:
         infos = self.fs.get_file_info(pafs.FileSelector(self._path(key)))
         return sorted(int(i.base_name) for i in infos if i.type == pafs.FileType.Directory and i.base_name.isdigit())
 
-    # --- the lease's primitive (raysal.lease) --------------------------------------------------------------------------
+    # --- the lease's primitive (raysal.run.lease) --------------------------------------------------------------------------
     def _create_exclusive(self, key: str, data: bytes) -> bool:
         """Write ``key`` only if it does not exist; False if it does. Atomic on local disks and S3."""
         if self.local:

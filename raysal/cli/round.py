@@ -113,7 +113,7 @@ def _config(args: argparse.Namespace) -> Any:
 
 def round_main(argv: Sequence[str] | None = None, prog: str = "raysal round") -> int:
     args = parse_args(argv, prog)
-    from raysal import console
+    from raysal.report import console
     from raysal import config as config_lib
 
     try:
@@ -121,14 +121,15 @@ def round_main(argv: Sequence[str] | None = None, prog: str = "raysal round") ->
     except config_lib.ConfigError as exc:
         print(f"error: bad config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    from raysal import rounds, storage
+    from raysal.run import rounds
+    from raysal import storage
 
     state_root = storage.absolute(args.state or f".raysal/{cfg.name}")  # workers must never see a relative path
     if args.status:
         print_status(rounds.status(state_root), args.json)
         return EXIT_OK
 
-    from raysal import preflight
+    from raysal.run import preflight
 
     try:  # everything that can refuse the round without Ray is decided first, and writes nothing
         preflight.check(cfg, state_root)
@@ -174,8 +175,9 @@ def _exit_on_sigterm() -> None:
 
 def refusal_code(exc: BaseException) -> int | None:
     """The exit code of an error that refuses a round before it changes anything; None for others."""
-    from raysal import labels, lease, preflight, rounds
-    from raysal.sources import SourceError
+    from raysal.labelling import labels
+    from raysal.run import lease, preflight, rounds
+    from raysal.data.sources import SourceError
 
     refusals = {EXIT_MISSING: (preflight.Unavailable, SourceError),
                 EXIT_CONFIG: (preflight.Refused, labels.LabelFileError, rounds.Incompatible, rounds.NothingToLabel),
@@ -195,10 +197,11 @@ def _run(args: argparse.Namespace, cfg: Any, state_root: str) -> tuple[int, Any]
     """The round, inside the console capture: (exit code, the outcome or an error message)."""
     import ray
 
-    from raysal import labels, lease, preflight, rounds
-    from raysal.cluster import init_ray
-    from raysal.sources import SourceError
-    from raysal.state import StateError
+    from raysal.labelling import labels
+    from raysal.run import lease, preflight, rounds
+    from raysal.run.cluster import init_ray
+    from raysal.data.sources import SourceError
+    from raysal.run.state import StateError
 
     started_ray = not ray.is_initialized()
     try:
@@ -244,13 +247,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "status":
         return round_main(["--status", *rest], prog="raysal status")
     if command == "labelstudio":
-        from raysal import labelstudio
+        from raysal.labelling import labelstudio
 
         return labelstudio.main(rest, prog="raysal labelstudio")
     if command == "pack":
-        from raysal import pack
+        from raysal.data import pack
 
         return pack.main(rest, prog="raysal pack")
-    from raysal import prepare
+    from raysal.data import prepare
 
     return prepare.main(rest, prog="raysal prepare")

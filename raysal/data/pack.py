@@ -51,10 +51,10 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from raysal import faults, storage
-from raysal.prepare import (EXIT_BAD_INPUT, EXIT_MISSING, EXIT_OK, IMAGE_SUFFIXES, MANIFEST_SUFFIXES, BadInput,
+from raysal.data.prepare import (EXIT_BAD_INPUT, EXIT_MISSING, EXIT_OK, IMAGE_SUFFIXES, MANIFEST_SUFFIXES, BadInput,
                             MissingInput, check_listing, class_names, counted, examples, manifest_images,
                             read_manifest_file)
-from raysal.sources import folder_files, is_shard, stable_id, whole_numbers
+from raysal.data.sources import folder_files, is_shard, stable_id, whole_numbers
 
 ROWS_PER_SHARD = 10_000  # as LAION-style shards: ~100 MB of 10 KB images, read by one task
 ROW_GROUP_ROWS = 1_024  # images held in memory at once; also the unit a row slice is read in

@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from raysal import keras_env  # noqa: I001  (before anything that may import TensorFlow)
+from raysal.model import keras_env  # noqa: I001  (before anything that may import TensorFlow)
 
 import ray.data
 import ray.train
 from ray.train import Checkpoint, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.tensorflow import TensorflowTrainer
 from raysal.config import Config, ModelConfig, TrainConfig
-from raysal.metrics import TEST_METRICS_FILE
+from raysal.report.metrics import TEST_METRICS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
     import tensorflow as tf
     import tf_keras as keras
 
-    from raysal import models, storage
+    from raysal.model import models
+    from raysal import storage
 
     model_cfg = ModelConfig(**loop_config["model"])
     train_cfg = TrainConfig(**loop_config["train"])
@@ -151,7 +152,7 @@ def _write_test_metrics(model: Any, shard: Any, classes: list[str], batch_size: 
     """
     import tensorflow as tf
 
-    from raysal.metrics import accuracy_report
+    from raysal.report.metrics import accuracy_report
 
     predict = tf.function(lambda images: tf.cast(model(images, training=False), tf.float32))
     predicted, labels = [], []

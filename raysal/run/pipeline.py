@@ -25,12 +25,13 @@ from numpy.typing import NDArray
 from ray.data.dataset import MaterializedDataset
 from ray.data.extensions import ArrowTensorArray
 
-from raysal import keras_env, storage
+from raysal.model import keras_env
+from raysal import storage
 from raysal.config import Config
-from raysal.embeddings import EMBEDDING, DenseHead, column_matrix, to_float16
+from raysal.model.embeddings import EMBEDDING, DenseHead, column_matrix, to_float16
 from raysal.hashing import id_keys
-from raysal.images import UndecodableImage, decode_image
-from raysal.topk import candidate_rows, class_balanced_indices, is_in_sorted, top_k_indices, top_k_unordered
+from raysal.data.images import UndecodableImage, decode_image
+from raysal.selection.topk import candidate_rows, class_balanced_indices, is_in_sorted, top_k_indices, top_k_unordered
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,8 @@ class Scorer:
         import tensorflow as tf
         import tf_keras as keras
 
-        from raysal import criteria, models
+        from raysal.selection import criteria
+        from raysal.model import models
 
         for gpu in tf.config.list_physical_devices("GPU"):
             tf.config.experimental.set_memory_growth(gpu, True)  # share the GPU, don't grab it all
@@ -232,7 +234,7 @@ def _rescore_files(fs: pafs.FileSystem, paths: list[str], out_folder: str, first
                    keep_embeddings: bool, board: Any) -> int:
     """Score files rescored from their embeddings by ``head``: file i of ``paths`` becomes
     ``out_folder/part-{first + i}.parquet``, without the ``exclude_sorted`` ids. Returns the rows written."""
-    from raysal.criteria import get_criterion
+    from raysal.selection.criteria import get_criterion
 
     score_fn = get_criterion(criterion, seed)
     written = 0

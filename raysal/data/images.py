@@ -18,16 +18,13 @@ import numpy as np
 import simplejpeg
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
+from raysal.errors import UndecodableImage  # noqa: F401  (raised here; importable from here too)
 
 # Full-scale value of the integer modes Pillow opens 16-bit images as ("I" holds 16-bit PGM/TIFF).
 _FULL_SCALE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0}
 _EXIF_ORIENTATION = 0x0112
 _JPEG_MAGIC = b"\xff\xd8\xff"  # start of image, then the first marker
 _JPEG_APP1, _JPEG_START_OF_SCAN, _JPEG_END = 0xE1, 0xDA, 0xD9
-
-
-class UndecodableImage(ValueError):
-    """An image that cannot be used; ``str(exc)`` is the reason."""
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -43,7 +43,8 @@ from numpy.typing import NDArray
 from raysal import storage
 from raysal.config import MODEL_KINDS as MODELS
 from raysal.config import MODEL_USES, ConfigError, config_from_dict
-from raysal.sources import folder_files, manifest_base, resolve_path, stable_id, whole_numbers
+from raysal.data.sources import folder_files, manifest_base, resolve_path, stable_id, whole_numbers
+from raysal.errors import BadInput, MissingInput  # noqa: F401  (raised here; importable from here too)
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_MISSING = 0, 2, 3
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -64,14 +65,6 @@ PRETRAINED = {"batch_size": 32, "head_epochs": 3, "finetune_epochs": 2, "head_le
               "finetune_learning_rate": 1e-5}
 
 Size = int | float  # images (an int >= 1) or a share of the labelled images (a float in (0, 1))
-
-
-class BadInput(ValueError):
-    """Input that must not become a run; the message names the file or option and gives examples."""
-
-
-class MissingInput(RuntimeError):
-    """An input that does not exist or cannot be read; the message names it."""
 
 
 # --- split arithmetic (pure) -----------------------------------------------------------------

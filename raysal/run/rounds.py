@@ -3,7 +3,7 @@
 ``run_round`` takes the state's lease, bootstraps the round-0 model if there is none, then runs
 the current round from its first stage not yet committed: a round interrupted by a crash is
 resumed, not restarted, and ends in the state an uninterrupted round would have reached. It
-assumes Ray is initialised (``raysal.cluster.init_ray``).
+assumes Ray is initialised (``raysal.run.cluster.init_ray``).
 """
 
 from __future__ import annotations
@@ -27,15 +27,21 @@ import ray
 import ray.data
 from numpy.typing import NDArray
 
-from raysal import criteria, embeddings, faults
-from raysal import labels as labels_lib
-from raysal import lease as lease_lib
-from raysal import labelstudio, pipeline, preflight, progress, sources
+from raysal.selection import criteria
+from raysal.model import embeddings
+from raysal import faults
+from raysal.labelling import labels as labels_lib
+from raysal.run import lease as lease_lib
+from raysal.labelling import labelstudio
+from raysal.run import pipeline, preflight
+from raysal.report import progress
+from raysal.data import sources
 from raysal.config import Config, SourceConfig, config_from_dict
-from raysal.diversity import k_center_greedy
-from raysal.metrics import TEST_METRICS_FILE, accuracy_report, cohen_kappa
-from raysal.plots import learning_curve_png
-from raysal.state import STAGES, RunState, StateError
+from raysal.selection.diversity import k_center_greedy
+from raysal.report.metrics import TEST_METRICS_FILE, accuracy_report, cohen_kappa
+from raysal.report.plots import learning_curve_png
+from raysal.run.state import STAGES, RunState, StateError
+from raysal.errors import Incompatible, NothingToLabel  # noqa: F401  (raised here; importable from here too)
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +117,7 @@ def _train(r: _Round, train_ds: ray.data.Dataset, max_rows: int, init_model: int
     ``max_rows`` bounds the images in ``train_ds`` (the rows of its sources): it decides whether the
     decoded set waits between epochs in Ray's object store or in a cache in the state (``trainset``).
     """
-    from raysal import train, trainset  # TensorFlow and Ray Train load only when a model is trained
+    from raysal.model import train, trainset  # TensorFlow and Ray Train load only when a model is trained
 
     val_ds = pipeline.decode(r.source(r.cfg.data.val), r.cfg).map_batches(pipeline.labelled_images,
                                                                             batch_format="numpy")
@@ -429,14 +435,6 @@ def _identity(cfg: Config) -> dict[str, Any]:
                       **({"use": cfg.model.use} if cfg.model.use != "backbone" else {})}}
 
 
-class Incompatible(StateError):
-    """A config that would change what a run cannot change."""
-
-
-class NothingToLabel(StateError):
-    """Labels were given for a round that is not waiting for any."""
-
-
 def check_compatible(state: RunState, cfg: Config) -> bool:
     """Refuse a config whose pool, classes or model shape differ from the run's; reads only.
 
@@ -510,7 +508,7 @@ def run_round(cfg: Config, state_root: str, label_file: str | None = None, break
     Everything that can refuse the round (an incompatible config, labels for a round that waits
     for none, a live lease) is decided before the state is changed. The lease is renewed while
     the round runs, and every change first checks that it is still held. Needs Ray
-    (``raysal.cluster.init_ray``).
+    (``raysal.run.cluster.init_ray``).
 
     Args:
         label_file: human labels for the round that waits for them (CSV or Parquet, or a Label
@@ -550,7 +548,7 @@ def _run_held(state: RunState, cfg: Config, label_file: str | None, seconds: dic
     r = _Round(state, cfg, number, seconds, board)
     if state.latest_model() is None or (state.stage_done(number, "train") is None and (
             cfg.label.mode == "oracle" or label_file is not None or state.stage_done(number, "label"))):
-        _import_in_background("raysal.train")
+        _import_in_background("raysal.model.train")
     bootstrap(_Round(state, cfg, 0, seconds, board))
     while (stage := state.next_stage(number)) is not None:
         with _stage(stage, seconds):

@@ -1,7 +1,7 @@
 """Human labels: read a file of ``image_id,label`` and validate it against a round.
 
 A file is CSV or Parquet with ``image_id,label`` columns (Label Studio's CSV export is one), or
-Label Studio's JSON or JSON-MIN export (``raysal.labelstudio``). A row may have no label (a
+Label Studio's JSON or JSON-MIN export (``raysal.labelling.labelstudio``). A row may have no label (a
 skipped task): that image stays unlabelled and goes back to the pool. Nothing is applied from a
 file that fails: every problem is listed in one error.
 """
@@ -18,12 +18,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from raysal import labelstudio, storage
+from raysal.labelling import labelstudio
+from raysal import storage
 from raysal.config import LabelConfig
-
-
-class LabelFileError(ValueError):
-    """A label file that must not be applied; the message lists what is wrong."""
+from raysal.errors import LabelFileError  # noqa: F401  (raised here; importable from here too)
 
 
 def read_label_file(path: str) -> pa.Table:

@@ -20,7 +20,7 @@ import os
 from dataclasses import asdict
 from typing import Any, Sequence
 
-from raysal import keras_env  # noqa: F401  (before TensorFlow)
+from raysal.model import keras_env  # noqa: F401  (before TensorFlow)
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -30,20 +30,12 @@ from numpy.typing import NDArray
 
 from raysal import storage
 from raysal.config import ModelConfig
-from raysal.embeddings import CONFIG_FILE, DIGEST, HEAD_FILE, DenseHead
+from raysal.model.embeddings import CONFIG_FILE, DIGEST, HEAD_FILE, DenseHead
+from raysal.errors import ModelUnavailable, ModelRefused  # noqa: F401  (raised here; importable from here too)
 
 BACKBONE = "backbone"
 WEIGHTS_FILE = "weights.h5"
 HUB_CACHE_ENV = "TFHUB_CACHE_DIR"
-
-
-class ModelUnavailable(RuntimeError):
-    """A model that cannot be built offline; the message says how to provide it."""
-
-
-class ModelRefused(ValueError):
-    """A model that loads but does not fit the config (not a Keras model, wrong input or class
-    count, outputs of unknown kind); the message names the field to change."""
 
 
 def hub_handle_available(handle: str) -> str | None:

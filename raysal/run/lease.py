@@ -23,7 +23,7 @@ holder that was taken over stops before it writes anything more.
 Clocks: expiry is compared in wall-clock seconds across hosts, so the hosts' clocks must agree
 to well within the TTL. The holder's own view of its lease uses the monotonic clock.
 
-The store is duck-typed (``raysal.state.RunState`` is one): ``root``, ``local``, ``fs``, ``base``,
+The store is duck-typed (``raysal.run.state.RunState`` is one): ``root``, ``local``, ``fs``, ``base``,
 ``exists(key)``, ``read_json(key)`` and ``_create_exclusive(key, data) -> bool``.
 """
 
@@ -44,6 +44,7 @@ from typing import Any, Iterator, Protocol
 import pyarrow.fs as pafs
 
 from raysal import storage
+from raysal.errors import LeaseError, Locked, LeaseLost  # noqa: F401  (raised here; importable from here too)
 
 log = logging.getLogger(__name__)
 
@@ -54,20 +55,8 @@ _ANY_NAME = re.compile(r"^(\d{8})\.json(\.tmp-[0-9a-f]+)?$")  # a lease file or 
 _OBSERVE_TRIES = 5  # re-reads when the highest generation changes under us
 
 
-class LeaseError(RuntimeError):
-    """The lease cannot be taken or is no longer held; the message says why."""
-
-
-class Locked(LeaseError):
-    """Another round holds a live lease on the state."""
-
-
-class LeaseLost(LeaseError):
-    """This round's lease was taken over or went unrenewed: it must not commit anything more."""
-
-
 class LeaseStore(Protocol):
-    """What the lease needs from a state root (``raysal.state.RunState`` provides it)."""
+    """What the lease needs from a state root (``raysal.run.state.RunState`` provides it)."""
 
     root: str
     local: bool

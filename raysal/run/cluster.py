@@ -8,7 +8,7 @@ import uuid
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from raysal import keras_env
+from raysal.model import keras_env
 
 
 def init_ray(num_cpus: int | None = None) -> None:

@@ -9,7 +9,7 @@ an annotator's browser can open (a local file through Label Studio's local-files
 
 Annotations come back as Label Studio's JSON, JSON-MIN or CSV export (``read_annotations``): one
 row per annotation, ``image_id`` and ``label`` (None where the annotator skipped the task).
-``raysal.labels`` decides what the round takes.
+``raysal.labelling.labels`` decides what the round takes.
 
 ``raysal labelstudio push`` creates a project for a waiting round and imports its tasks;
 ``raysal labelstudio pull`` saves the project's export in the round, to import with
@@ -27,6 +27,7 @@ from urllib.parse import quote, unquote
 from xml.sax.saxutils import quoteattr
 
 import pyarrow as pa
+from raysal.errors import AnnotationError, ServerError  # noqa: F401  (raised here; importable from here too)
 
 FROM_NAME = "label"  # the Choices control: its name is the column of the JSON-MIN and CSV exports
 TO_NAME = "image"  # the Image object, and the task's data key holding the URL
@@ -36,10 +37,6 @@ LOCAL_FILES_URL = "/data/local-files/?d="  # Label Studio's local-files serving
 TASK_FIELDS = {TO_NAME, "image_id", "uri", "score", "rank"}  # a task's data (``tasks``)
 MIN_EXPORT_FIELDS = {"id", "annotator", "annotation_id", "created_at", "updated_at", "lead_time", "agreement"}
 PACKED_MARK = "#image_id="  # in the name of a row packed in a shard (sources: "<shard>#image_id=<id>")
-
-
-class AnnotationError(ValueError):
-    """An export that cannot be read as Label Studio annotations; the message says why."""
 
 
 def labeling_config(classes: Sequence[str]) -> str:
@@ -209,10 +206,6 @@ def read_annotations_json(data: bytes, path: str) -> pa.Table:
 TOKEN_ENV = "LABEL_STUDIO_API_KEY"  # the token's environment variable, as label-studio-sdk's
 PROJECT_FILE = "labelstudio/project.json"  # in a round: the project its tasks were pushed to
 EXPORT_FILE = "labelstudio/annotations.json"  # in a round: the project's JSON export, pulled
-
-
-class ServerError(RuntimeError):
-    """Label Studio answered with an error, or not at all; the message has what it said."""
 
 
 class Client:
@@ -392,7 +385,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "raysal labelstudio") ->
     import sys
 
     from raysal import storage
-    from raysal.state import RunState
+    from raysal.run.state import RunState
 
     parser = argparse.ArgumentParser(
         prog=prog, description="Hand a waiting round's images to Label Studio, and bring its annotations back.",

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from raysal import storage
 from raysal.config import SourceConfig, row_slice
+from raysal.errors import SourceError  # noqa: F401  (raised here; importable from here too)
 
 if TYPE_CHECKING:
     import ray.data
@@ -47,10 +48,6 @@ MANIFEST_COLUMNS = ("image_id", "uri", "label", "image_bytes")  # what a manifes
 MANIFEST_NEEDS = "a manifest needs image_id (integer), and uri (string) or image_bytes (binary), [label]"
 METADATA_THREADS = 16  # shard footers read at once: on object storage each is a request
 Piece = tuple[int, int, int, int]  # rows of a manifest: (shard, row group, first row in it, rows)
-
-
-class SourceError(RuntimeError):
-    """A source that cannot be read as configured; the message says what is missing."""
 
 
 def stable_id(key: str) -> int:
@@ -386,7 +383,7 @@ def list_folder(path: str, classes: Sequence[str], where: str) -> pa.Table:
 
 def prepared_tfds_builder(cfg: SourceConfig) -> Any:
     """The TFDS builder of a prepared dataset; SourceError saying how to prepare it otherwise."""
-    from raysal import keras_env  # noqa: F401  (before TensorFlow)
+    from raysal.model import keras_env  # noqa: F401  (before TensorFlow)
     import tensorflow_datasets as tfds
 
     data_dir = os.path.expanduser(cfg.data_dir) if cfg.data_dir else None

@@ -15,17 +15,11 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from raysal import sources, storage
+from raysal.data import sources
+from raysal import storage
 from raysal.config import Config, SourceConfig
-from raysal.sources import SourceError, prepared_tfds_builder, resolve_path
-
-
-class Unavailable(RuntimeError):
-    """An input of the round is missing; the message names the config field."""
-
-
-class Refused(ValueError):
-    """An input the round must not run on (repeated ids, a path other nodes cannot see)."""
+from raysal.data.sources import SourceError, prepared_tfds_builder, resolve_path
+from raysal.errors import Unavailable, Refused  # noqa: F401  (raised here; importable from here too)
 
 
 def _sources(cfg: Config) -> tuple[SourceConfig, ...]:
@@ -122,7 +116,7 @@ def _check_model(cfg: Config) -> None:
     m = cfg.model
     if m.kind not in ("hub", "keras") and not (m.kind == "inception_v3" and m.weights):
         return
-    from raysal import models
+    from raysal.model import models
 
     if m.kind == "keras" or m.use == "classifier":  # built whole: the loader says what is missing or wrong
         try:
@@ -190,7 +184,7 @@ def _local_paths(cfg: Config, state_root: str) -> dict[str, str]:
 def check_cluster(cfg: Config, state_root: str) -> None:
     """Checks that need Ray (call after ``init_ray``): raise ``Refused`` when another node of
     the cluster cannot see a local path of the round, or a manifest repeats an image_id."""
-    from raysal import cluster, pipeline
+    from raysal.run import cluster, pipeline
     import ray.data
 
     blind = cluster.paths_not_shared(_local_paths(cfg, state_root))

@@ -1,0 +1,7 @@
+"""The ``raysal`` command."""
+
+from __future__ import annotations
+
+from raysal.cli.round import main
+
+__all__ = ["main"]
