@@ -4,12 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install bench clean
+.PHONY: run test install lint docs bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	if [ -d .git ]; then $(BIN)/pre-commit install --allow-missing-config >/dev/null; fi  # ruff before each commit
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -17,11 +18,18 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python jobs/round.py --config demo
 
-test: $(STAMP)
+# Lint, then the docs (a broken link fails), then the suite.
+test: $(STAMP) lint docs
 	$(BIN)/python -m pytest -q --durations=25 tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet --site-dir site
 
 bench: $(STAMP)
 	$(BIN)/python jobs/bench.py --quick
 
 clean:
-	rm -rf $(VENV) .raysal .pytest_cache
+	rm -rf $(VENV) .raysal .pytest_cache site

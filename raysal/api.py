@@ -41,9 +41,9 @@ def run_round(cfg: Config, state: str, label_file: str | None = None, break_lock
     import logging
 
     from raysal import config as config_lib
+    from raysal import storage
     from raysal.report import console
     from raysal.run import preflight, rounds
-    from raysal import storage
 
     if not logging.getLogger(console.LOGGER).handlers:  # a notebook: stages, progress and epochs on stderr
         console.use_console(None)
@@ -58,8 +58,8 @@ def run_round(cfg: Config, state: str, label_file: str | None = None, break_lock
 
 def status(state: str) -> dict[str, Any]:
     """The run's rounds, lease and latest model, as plain data (what ``raysal status --json`` prints)."""
-    from raysal.run import rounds
     from raysal import storage
+    from raysal.run import rounds
 
     return rounds.status(storage.absolute(state))
 
@@ -80,9 +80,10 @@ def score(cfg: Config, model: str, source: str = "pool", state: str | None = Non
         also embedding (float16, the penultimate layer; for ``select(strategy="diversity")``).
     """
     from raysal import config as config_lib
-    from raysal.run import pipeline, preflight
-    from raysal.data import sources
     from raysal import storage
+    from raysal.data import sources
+    from raysal.data.decode import decode
+    from raysal.run import preflight, scoring
 
     if source not in ("pool", "labelled", "val", "test"):
         raise ValueError(f"source: {source!r} is not one of pool, labelled, val, test")
@@ -90,7 +91,7 @@ def score(cfg: Config, model: str, source: str = "pool", state: str | None = Non
     root = preflight.data_root(cfg, storage.absolute(state or "."))
     _ray()
     ds = sources.read_source(getattr(cfg.data, source), cfg.data.classes, root)
-    return pipeline.score(pipeline.decode(ds, cfg), storage.absolute(model), cfg, embeddings=embeddings).to_pandas()
+    return scoring.score(decode(ds, cfg), storage.absolute(model), cfg, embeddings=embeddings).to_pandas()
 
 
 def select(scores: "pd.DataFrame", budget: int, exclude_ids: Sequence[int] = (), strategy: str = "top_k",
@@ -106,28 +107,19 @@ def select(scores: "pd.DataFrame", budget: int, exclude_ids: Sequence[int] = (),
     Rows not scored (NaN score) and ``exclude_ids`` are never chosen. The result is in selection
     order, with a ``rank`` column from 1.
     """
-    from raysal.selection.criteria import SelectionKeys
-    from raysal.selection.diversity import k_center_greedy
     from raysal.model.embeddings import EMBEDDING
-    from raysal.selection.topk import class_balanced_indices, top_k_indices
+    from raysal.selection.strategies import get_strategy, select_indices
 
-    ids = scores["image_id"].to_numpy(np.int64)
-    keys = SelectionKeys(strategy, beta, seed, round_number)(scores["score"].to_numpy(np.float64), ids)
-    if strategy == "class_balanced":
-        if n_classes < 1:
-            raise ValueError("strategy 'class_balanced' needs n_classes, the number of classes")
-        chosen = class_balanced_indices(keys, ids, scores["predicted"].to_numpy(np.int64), budget, n_classes,
-                                        np.asarray(exclude_ids, np.int64))
-    elif strategy == "diversity":
-        if EMBEDDING not in scores.columns:
-            raise ValueError("strategy 'diversity' needs an embedding column: raysal.score(..., embeddings=True)")
-        if candidates < 1:
-            raise ValueError(f"candidates must be >= 1, got {candidates}")
-        chosen = top_k_indices(keys, ids, candidates * budget, np.asarray(exclude_ids, np.int64))
-        chosen = chosen[k_center_greedy(np.stack(scores[EMBEDDING].to_numpy()[chosen]), budget)] \
-            if len(chosen) else chosen
-    else:
-        chosen = top_k_indices(keys, ids, budget, np.asarray(exclude_ids, np.int64))
+    spread = get_strategy(strategy).spread
+    if spread and EMBEDDING not in scores.columns:
+        raise ValueError(f"strategy {strategy!r} needs an embedding column: raysal.score(..., embeddings=True)")
+    embeddings = None
+    if spread:
+        embeddings = np.stack(scores[EMBEDDING].to_numpy()) if len(scores) else np.zeros((0, 0), np.float16)
+    predicted = scores["predicted"].to_numpy(np.int64) if "predicted" in scores.columns else None
+    chosen = select_indices(scores["score"].to_numpy(np.float64), scores["image_id"].to_numpy(np.int64), budget,
+                            strategy, beta, seed, round_number, predicted=predicted, n_classes=n_classes,
+                            embeddings=embeddings, candidates=candidates, exclude_ids=np.asarray(exclude_ids, np.int64))
     out = scores.iloc[chosen].reset_index(drop=True)
     out["rank"] = np.arange(1, len(out) + 1)
     return out

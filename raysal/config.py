@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
+
 from raysal.errors import ConfigError  # noqa: F401  (raised here; importable from here too)
 
 SOURCE_KINDS = ("manifest", "folder", "tfds", "digits")
@@ -24,7 +25,7 @@ MODEL_USES = ("backbone", "classifier")
 MODEL_OUTPUTS = ("", "logits", "probs")
 PREPROCESS_MODES = ("", "unit", "symmetric", "mean_std")
 CRITERION_NAMES = ("least_confidence", "smallest_margin", "entropy", "random")
-# How the budget is chosen from the scores: raysal.selection.criteria (keys), raysal.selection.topk (quotas), raysal.selection.diversity.
+# How the budget is chosen from the scores: the registry raysal.selection.strategies.
 STRATEGY_NAMES = ("top_k", "power", "softmax", "class_balanced", "diversity")
 TRAIN_DATA_MODES = ("auto", "memory", "cache")
 
@@ -92,7 +93,8 @@ class ModelConfig:
     input_size: int = 32  # square side in pixels; 299 for InceptionV3 as in the article
     handle: str = ""  # kind = hub: TF Hub handle, local SavedModel path or cached URL
     path: str = ""  # kind = keras: SavedModel folder, .keras or .h5 file; local or a URI (s3://...)
-    use: str = "backbone"  # hub, keras: backbone (outputs feed a new Dropout + Dense head) | classifier (are the classes)
+    # hub, keras: backbone (its outputs feed a new Dropout + Dense head) | classifier (its outputs are the classes)
+    use: str = "backbone"
     outputs: str = ""  # use = classifier: logits | probs; "" = the last layer's activation (keras), logits (hub)
     weights: str = ""  # kind = inception_v3: local weights file; "" = random init (no download)
     preprocess: str = ""  # unit [0, 1] | symmetric [-1, 1] | mean_std; "" = symmetric for inception_v3, else unit

@@ -179,13 +179,13 @@ class Split:
 
 def load_split(cfg: "Config", source: str, root: str) -> Split:
     """Read and decode one of the config's sources (``pool``, ``test``) with raysal's sources and
-    ``pipeline.decode`` (Ray Data), once, into memory. Undecodable images are left out; an image
+    ``raysal.data.decode.decode`` (Ray Data), once, into memory. Undecodable images are left out; an image
     without a label is refused: the simulation's oracle is the source's labels."""
-    from raysal.run import pipeline
     from raysal.data import sources
+    from raysal.data.decode import decode
 
     source_cfg = getattr(cfg.data, source)
-    ds = pipeline.decode(sources.read_source(source_cfg, cfg.data.classes, root), cfg)
+    ds = decode(sources.read_source(source_cfg, cfg.data.classes, root), cfg)
     batches = [b for b in ds.iter_batches(batch_format="numpy", batch_size=None) if len(b["image_id"])]
     if not batches:
         raise ValueError(f"data.{source}: no images")
@@ -282,7 +282,8 @@ def train_head(features: NDArray[np.float32], labels: NDArray[np.int64], initial
         for _ in tf.range(settings.head_steps):
             with tf.GradientTape() as tape:
                 loss = loss_fn(y, head(x, training=True))
-            optimizer.apply_gradients(zip(tape.gradient(loss, head.trainable_variables), head.trainable_variables))
+            gradients = tape.gradient(loss, head.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, head.trainable_variables, strict=True))
 
     fit()
     return DenseHead(*head.get_layer("head").get_weights())
@@ -295,8 +296,8 @@ def run_strategy(cfg: "Config", settings: Settings, pool: Split, test: Split, st
     import pandas as pd
 
     from raysal.api import select
-    from raysal.selection.criteria import get_criterion
     from raysal.model.embeddings import EMBEDDING
+    from raysal.selection.criteria import get_criterion
 
     started = time.perf_counter()
     spec = STRATEGIES[name]
@@ -421,8 +422,8 @@ def write_results(result: Mapping[str, Any], out: str) -> tuple[str, str]:
     written whole; returns their paths."""
     import json
 
-    from raysal.report import plots
     from raysal import storage
+    from raysal.report import plots
 
     s = result["settings"]
     title = f"{result['config']}: {s['seeds']} seeds, seed set {s['seed_size']}, {s['budget']} per round"
@@ -431,6 +432,6 @@ def write_results(result: Mapping[str, Any], out: str) -> tuple[str, str]:
                 plots.simulation_png(result["labelled"], result["strategies"], title))
     fs, folder = storage.resolve(out)
     fs.create_dir(folder, recursive=True)
-    for path, data in zip(paths, contents):
+    for path, data in zip(paths, contents, strict=True):
         storage.write_whole(*storage.resolve(path), data)
     return paths

@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 # ask for two), a 200-image test split, blocks of 64 images (scored in 4 batches).
 FAST = ["--budget", "40", "--set", "train.finetune_epochs=2", "--set", "train.num_workers=1",
         "--set", "data.test.rows=\"500:700\"", "--set", "score.batch_size=16", "--num-cpus", "2"]
-TWO_WORKERS = ["--set", "train.num_workers=2", "--set", "train.images_per_worker=0"]  # after FAST: MultiWorkerMirroredStrategy across two workers, whatever the set size
+# After FAST: MultiWorkerMirroredStrategy across two workers, whatever the set size.
+TWO_WORKERS = ["--set", "train.num_workers=2", "--set", "train.images_per_worker=0"]
 HUMAN = ["--set", "label.mode=\"human\""]
 
 

@@ -27,7 +27,8 @@ def install() -> Path:
     command = LABEL_STUDIO_VENV / "bin" / "label-studio"
     if not marker.exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(LABEL_STUDIO_VENV)], check=True)
-        pip = [str(LABEL_STUDIO_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        pip = [str(LABEL_STUDIO_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet",
+               "--disable-pip-version-check"]
         result = subprocess.run([*pip, f"label-studio=={VERSION}"], capture_output=True, text=True)
         if result.returncode:
             raise RuntimeError(f"pip install label-studio=={VERSION} failed:\n{result.stderr[-3000:]}")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import warnings
 
-import raysal.model.keras_env  # noqa: F401  (before TensorFlow)
-
 import tensorflow as tf
 import tf_keras
+
+import raysal.model.keras_env  # noqa: F401  (before TensorFlow)
 
 HUB_SIZE = 16
 FEATURES = 8

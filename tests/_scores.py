@@ -11,7 +11,7 @@ def score_source(kind: str, table, n_parts: int, folder):
     import ray.data
 
     bounds = np.linspace(0, table.num_rows, n_parts + 1).astype(int)
-    parts = [table.slice(lo, hi - lo) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    parts = [table.slice(lo, hi - lo) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
     if kind == "parquet":
         folder.mkdir(parents=True, exist_ok=True)
         for i, part in enumerate(parts):

@@ -8,11 +8,11 @@ import subprocess
 import sys
 import time
 
-import raysal.model.keras_env  # noqa: F401  (before anything imports TensorFlow)
-
 import numpy as np
 import pytest
 from PIL import Image
+
+import raysal.model.keras_env  # noqa: F401  (before anything imports TensorFlow)
 
 RAY_CPUS = 2
 BUCKET = "raysal-test"  # the bucket s3_env creates; test modules that use it name it too
@@ -53,8 +53,8 @@ def tiny_checkpoint(tmp_path_factory) -> str:
     """A random-init small CNN (16x16 input, 3 classes) saved as a raysal checkpoint."""
     import tf_keras as keras
 
-    from raysal.model import models
     from raysal.config import ModelConfig
+    from raysal.model import models
 
     keras.utils.set_random_seed(1)
     cfg = ModelConfig(kind="small_cnn", input_size=16)

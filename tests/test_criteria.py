@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from raysal.config import CRITERION_NAMES
-from raysal.selection.criteria import CRITERIA, RandomBaseline, entropy, get_criterion, least_confidence, smallest_margin
+from raysal.selection.criteria import (
+    CRITERIA,
+    RandomBaseline,
+    entropy,
+    get_criterion,
+    least_confidence,
+    smallest_margin,
+)
 
 UNCERTAINTY = ["least_confidence", "smallest_margin", "entropy"]
 _MASK64 = (1 << 64) - 1

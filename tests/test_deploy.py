@@ -245,7 +245,8 @@ def install_problems(p: Project) -> list[str]:
         problems.append(f"the Dockerfile installs {found}, not {wanted} "
                         "(constraints.txt's TensorFlow with its CUDA libraries)")
     if not any(install[i:i + 2] == ["-c", "constraints.txt"] for install in installs for i in range(len(install))):
-        problems.append("the Dockerfile installs the project without `-c constraints.txt`, the versions it is tested with")
+        problems.append("the Dockerfile installs the project without `-c constraints.txt`, the versions it is "
+                        "tested with")
     workdirs = [args for keyword, args in instructions(p.dockerfile) if keyword == "WORKDIR"]
     copies = [args.split() for keyword, args in instructions(p.dockerfile) if keyword == "COPY"]
     if not workdirs or not any(c[-2:] == [".", "."] for c in copies):

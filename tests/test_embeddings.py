@@ -12,16 +12,19 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 import pytest
-from _jobs import copy_state
 
 import raysal
-from raysal.model import embeddings
-from raysal.run import pipeline, rounds
 from raysal.config import ConfigError, ModelConfig, config_from_dict, load_config
+from raysal.model import embeddings, scorer
+from raysal.run import context, embedding_cache, rounds, scoring
+from raysal.run import topk as distributed
+from raysal.run.stages import score as score_stage
+from raysal.run.stages import select as select_stage
+from raysal.run.state import RunState, embeddings_key
 from raysal.selection.diversity import k_center_greedy
-from raysal.run.state import RunState
 from raysal.selection.topk import top_k_indices
 
+from _jobs import copy_state
 
 # --- k-center greedy --------------------------------------------------------------------------
 
@@ -143,7 +146,7 @@ def test_scoring_writes_embeddings_and_rescoring_them_gives_the_same_scores(ray_
     cfg = load_config("demo", {"select.criterion": "smallest_margin", "score.batch_size": 16,
                                "model.input_size": 16, "data.classes": ["a", "b", "c"]})
     full = str(tmp_path / "full")
-    pipeline.write_scores(pipeline.score(batch_ds, tiny_checkpoint, cfg, embeddings=True), full, n)
+    scoring.write_scores(scoring.score(batch_ds, tiny_checkpoint, cfg, embeddings=True), full, n)
     scored = pq.read_table(full).to_pandas().sort_values("image_id").reset_index(drop=True)
     matrix = np.stack(scored["embedding"].to_numpy())
     assert matrix.dtype == np.float16 and matrix.shape == (n, 2 * 2 * 64)
@@ -156,10 +159,10 @@ def test_scoring_writes_embeddings_and_rescoring_them_gives_the_same_scores(ray_
     exclude = np.array([2, 3, 5, 149])
     rescored_dir = str(tmp_path / "rescored")
     head_uri = f"{tiny_checkpoint}/{embeddings.HEAD_FILE}"
-    assert pipeline.rescore(full, rescored_dir, head_uri, exclude, cfg, tasks=2) == n - len(exclude)
+    assert scoring.rescore(full, rescored_dir, head_uri, exclude, cfg, tasks=2) == n - len(exclude)
     rescored = pq.read_table(rescored_dir).to_pandas().sort_values("image_id").reset_index(drop=True)
     assert "embedding" not in rescored.columns
-    assert rescored.columns.tolist()[:len(pipeline.SCORE_COLUMNS)] == list(pipeline.SCORE_COLUMNS)
+    assert rescored.columns.tolist()[:len(scorer.SCORE_COLUMNS)] == list(scorer.SCORE_COLUMNS)
     kept = scored[~scored["image_id"].isin(exclude)].reset_index(drop=True)
     assert rescored["image_id"].tolist() == kept["image_id"].tolist()
     assert rescored["error"].tolist() == kept["error"].tolist()
@@ -212,20 +215,20 @@ def test_a_round_rescores_from_the_embeddings_its_backbone_made_and_not_after_it
     shutil.rmtree(state_dir / "rounds" / "0001" / "scores")
     for stage in ("score", "select"):
         (state_dir / "rounds" / "0001" / "stages" / f"{stage}.json").unlink()
-    round1 = rounds._Round(state, cfg, 1, {})
-    assert rounds.stage_score(round1, None) == rounds.DONE
-    digest = embeddings.read_checkpoint_digest(state, state.model_key(0))
-    entry = json.loads((state_dir / embeddings.cache_key(digest)).read_text())
+    round1 = context.Round(state, cfg, 1, {})
+    assert score_stage.stage_score(round1, None) == rounds.DONE
+    digest = embedding_cache.read_checkpoint_digest(state, state.model_key(0))
+    entry = json.loads((state_dir / embeddings_key(digest)).read_text())
     assert entry == {"digest": digest, "scores": "rounds/0001/scores", "round": 1, "model": 0, "rows": 897,
                      "excluded": 0}
-    assert rounds.stage_select(round1, None) == rounds.DONE
+    assert select_stage.stage_select(round1, None) == rounds.DONE
     selected = pq.read_table(state_dir / "rounds" / "0001" / "selection.parquet")["image_id"].to_numpy()
 
     _publish_model(state, 1, change_backbone=False)
-    assert embeddings.read_checkpoint_digest(state, state.model_key(1)) == digest
+    assert embedding_cache.read_checkpoint_digest(state, state.model_key(1)) == digest
     state.write_json("rounds/0002/config.json", cfg.to_dict())
-    round2 = rounds._Round(state, cfg, 2, {})
-    assert rounds.stage_score(round2, None) == rounds.DONE
+    round2 = context.Round(state, cfg, 2, {})
+    assert score_stage.stage_score(round2, None) == rounds.DONE
     assert state.stage_done(2, "score")["rescored_from"] == "rounds/0001/scores"
     rescored = pq.read_table(state_dir / "rounds" / "0002" / "scores").to_pandas().sort_values("image_id")
     assert not set(selected) & set(rescored["image_id"]) and len(rescored) == 897 - len(selected)
@@ -240,16 +243,16 @@ def test_a_round_rescores_from_the_embeddings_its_backbone_made_and_not_after_it
     assert (rescored["predicted"].to_numpy() == direct["predicted"].to_numpy()).mean() > 0.98
 
     _publish_model(state, 1, change_backbone=True)  # fine-tuned: another backbone
-    changed = embeddings.read_checkpoint_digest(state, state.model_key(1))
-    assert changed != digest and embeddings.lookup(state, changed, 2) is None
+    changed = embedding_cache.read_checkpoint_digest(state, state.model_key(1))
+    assert changed != digest and embedding_cache.lookup(state, changed, 2) is None
     (state_dir / "rounds" / "0002" / "stages" / "score.json").unlink()
-    assert rounds.stage_score(round2, None) == rounds.DONE
+    assert score_stage.stage_score(round2, None) == rounds.DONE
     assert "rescored_from" not in state.stage_done(2, "score")
-    assert json.loads((state_dir / embeddings.cache_key(changed)).read_text())["scores"] == "rounds/0002/scores"
+    assert json.loads((state_dir / embeddings_key(changed)).read_text())["scores"] == "rounds/0002/scores"
     again = pq.read_table(state_dir / "rounds" / "0002" / "scores").to_pandas().sort_values("image_id")
     assert "embedding" in again.columns and again["image_id"].tolist() == direct["image_id"].tolist()
     # round 3 with the same changed backbone would rescore round 2's; round 2 never reads its own
-    assert embeddings.lookup(state, changed, 3)["round"] == 2 and embeddings.lookup(state, changed, 2) is None
+    assert embedding_cache.lookup(state, changed, 3)["round"] == 2 and embedding_cache.lookup(state, changed, 2) is None
 
     # The pool lost images since round 2's embeddings: round 3 scores the images in full.
     (state_dir / "rounds" / "0002" / "stages" / "score.json").unlink()
@@ -258,7 +261,7 @@ def test_a_round_rescores_from_the_embeddings_its_backbone_made_and_not_after_it
     kept = manifest_table.filter(pa.compute.invert(pa.compute.is_in(manifest_table["image_id"],
                                                                     pa.array(direct["image_id"].to_numpy()[-5:]))))
     pq.write_table(kept, manifest_path)
-    assert rounds.stage_score(round2, None) == rounds.DONE
+    assert score_stage.stage_score(round2, None) == rounds.DONE
     assert "rescored_from" not in state.stage_done(2, "score")
     assert pq.read_table(state_dir / "rounds" / "0002" / "scores").num_rows == len(direct) - 5
 
@@ -273,9 +276,9 @@ def test_a_round_selects_diverse_images_among_the_most_uncertain(ray_session, wa
     shutil.rmtree(state_dir / "rounds" / "0001" / "scores")
     for stage in ("score", "select"):
         (state_dir / "rounds" / "0001" / "stages" / f"{stage}.json").unlink()
-    r = rounds._Round(state, cfg, 1, {})
-    rounds.stage_score(r, None)
-    assert rounds.stage_select(r, None) == rounds.DONE
+    r = context.Round(state, cfg, 1, {})
+    score_stage.stage_score(r, None)
+    assert select_stage.stage_select(r, None) == rounds.DONE
     scores = pq.read_table(state_dir / "rounds" / "0001" / "scores").to_pandas()
     expected = raysal.select(scores, cfg.select.budget, strategy="diversity", candidates=3)
     selection = pq.read_table(state_dir / "rounds" / "0001" / "selection.parquet").to_pydict()
@@ -301,9 +304,9 @@ def test_diversity_with_nothing_left_to_select_selects_nothing(ray_session, tmp_
                              "predicted": np.zeros(20, np.int64),
                              "embedding": pa.array(list(np.eye(20, 4, dtype=np.float16)), pa.list_(pa.float16()))}),
                    tmp_path / "part-0.parquet")
-    result = pipeline.select_top_k(str(tmp_path), 8, exclude_ids=ids, columns=("image_id", "uri", "embedding"))
+    result = distributed.select_top_k(str(tmp_path), 8, exclude_ids=ids, columns=("image_id", "uri", "embedding"))
     assert result.rows["embedding"].shape == (0, 0) and k_center_greedy(result.rows["embedding"], 2).size == 0
-    some = pipeline.select_top_k(str(tmp_path), 8, exclude_ids=ids[10:], columns=("image_id", "uri", "embedding"))
+    some = distributed.select_top_k(str(tmp_path), 8, exclude_ids=ids[10:], columns=("image_id", "uri", "embedding"))
     assert some.rows["embedding"].shape == (8, 4) and some.rows["image_id"].tolist() == list(range(9, 1, -1))
     np.testing.assert_array_equal(some.rows["embedding"], np.eye(20, 4, dtype=np.float16)[9:1:-1])
 

@@ -14,14 +14,15 @@ import os
 import shutil
 import urllib.request
 
-import raysal.model.keras_env  # noqa: F401  (before TensorFlow)
-from raysal.model import models
-from raysal.config import ConfigError, ModelConfig, config_from_dict, load_config
-
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
+
+import raysal.model.keras_env  # noqa: F401  (before TensorFlow)
+from raysal.config import ConfigError, ModelConfig, config_from_dict, load_config
+from raysal.model import models
+
 from _models import FEATURES, HUB_SIZE, save_hub_module, save_keras_classifier
 
 INCEPTION_SIZE = 75
@@ -171,7 +172,7 @@ def test_inception_loads_local_weights_file(inception_weights, inception_random)
     model = models.build_model(ModelConfig(kind="inception_v3", input_size=INCEPTION_SIZE, weights=path), 3)
     loaded = model.get_layer(models.BACKBONE).get_weights()
     assert len(loaded) == len(saved)
-    for got, want in zip(loaded, saved):
+    for got, want in zip(loaded, saved, strict=True):
         np.testing.assert_array_equal(got, want)
     # the comparison is not vacuous: a random-init backbone differs from the file
     random_first_kernel = inception_random.get_layer(models.BACKBONE).get_weights()[0]

@@ -1,7 +1,8 @@
 """Two nodes that share no ``/tmp``, as a real cluster's machines share none: a head that runs no
 work (``--num-cpus=0``, as in cluster.yaml) and a worker node in a private mount namespace. The
 state is on a local S3 server, the images in a folder both nodes see (as NFS would be), and
-every round goes through ``ray job submit`` or a scheduled ``jobs/submit.py``. Needs root and util-linux ``unshare``, as CI has."""
+every round goes through ``ray job submit`` or a scheduled ``jobs/submit.py``. Needs root and util-linux
+``unshare``, as CI has."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ import numpy as np
 import pyarrow.fs as pafs
 import pytest
 
+from raysal.selection.stopping import cohen_kappa
+
 from _cluster import Cluster, ray_job_submit, start_head
 from _jobs import FAST, REPO, TWO_WORKERS
-from raysal.report.metrics import cohen_kappa
 
 BUCKET = "raysal-test"
 
@@ -116,8 +118,8 @@ def fire_schedule(cluster: Cluster, run: str, *round_args: str) -> subprocess.Co
 def test_bootstrap_and_two_rounds_on_two_nodes_with_the_state_on_s3(two_nodes, shared_folder, s3):
     """Round 1 (with the round-0 model) through ``ray job submit``; round 2 from a schedule that
     fires twice, through jobs/submit.py; round 2 retrains from round 1's model."""
-    from raysal.run import rounds
     from raysal import storage
+    from raysal.run import rounds
     from raysal.run.state import RunState
 
     run = f"two-nodes-{uuid.uuid4().hex[:6]}"
@@ -156,7 +158,7 @@ def test_bootstrap_and_two_rounds_on_two_nodes_with_the_state_on_s3(two_nodes, s
     # scored (the stop set holds them all: the pool is smaller than it), as the scores themselves give it.
     assert state.round_record(1)["kappa"] is None
     by_model = [dict(zip(*state.read_table(f"rounds/{n:04d}/scores", columns=["image_id", "predicted"])
-                         .to_pydict().values())) for n in (1, 2)]
+                         .to_pydict().values(), strict=True)) for n in (1, 2)]
     common = sorted(set(by_model[0]) & set(by_model[1]))
     assert second["kappa_images"] == len(common) == 857  # 897 less the 40 selected in round 1
     assert second["kappa"] == pytest.approx(cohen_kappa(np.array([by_model[1][i] for i in common]),

@@ -9,16 +9,16 @@ the same checkpoint's in-process probabilities.
 
 from __future__ import annotations
 
-import raysal.model.keras_env  # noqa: F401  (before TensorFlow)
-
 import numpy as np
 import pytest
 import tf_keras
-from _models import HUB_SIZE, save_hub_module, save_keras_classifier
 
-from raysal.model import models
-from raysal.run import pipeline, preflight
+import raysal.model.keras_env  # noqa: F401  (before TensorFlow)
 from raysal.config import Config, load_config
+from raysal.model import models
+from raysal.run import preflight, scoring
+
+from _models import HUB_SIZE, save_hub_module, save_keras_classifier
 
 CLASSES = ["red", "green", "blue"]
 COLOURS = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]])  # [c, 3]: one colour per class
@@ -48,7 +48,8 @@ def _train(cfg: Config, tmp_path, name: str, init_uri: str | None = None) -> tf_
 
     def dataset(n: int, seed: int) -> ray.data.Dataset:
         images, labels = _images(n, seed)
-        return ray.data.from_items([{"image": image, "label": int(label)} for image, label in zip(images, labels)])
+        return ray.data.from_items([{"image": image, "label": int(label)}
+                                    for image, label in zip(images, labels, strict=True)])
 
     result = train.train_model(cfg, dataset(24, 0), dataset(6, 1), output_dir=str(tmp_path / name),
                                storage_path=str(tmp_path / "ray_train"), run_name=name, init_uri=init_uri)
@@ -71,8 +72,8 @@ def _assert_ray_scores_equal_in_process(cfg: Config, model_dir: str) -> None:
 
     images, labels = _images(10, seed=2)
     rows = ray.data.from_items([{"image_id": i, "uri": f"memory:{i}", "label": int(label), "image": image, "error": ""}
-                                for i, (image, label) in enumerate(zip(images, labels))])
-    scored = sorted(pipeline.score(rows, model_dir, cfg).take_all(), key=lambda r: r["image_id"])
+                                for i, (image, label) in enumerate(zip(images, labels, strict=True))])
+    scored = sorted(scoring.score(rows, model_dir, cfg).take_all(), key=lambda r: r["image_id"])
     probs = models.predict_probs(models.load_checkpoint(model_dir)[0], images)  # [10, 3]
 
     assert [r["image_id"] for r in scored] == list(range(10)) and all(r["error"] == "" for r in scored)
@@ -89,7 +90,7 @@ def _weights(model: tf_keras.Model, layer: str) -> list[np.ndarray]:
 
 def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
     assert [x.shape for x in a] == [y.shape for y in b]
-    return all(np.array_equal(x, y) for x, y in zip(a, b))
+    return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 # --- kind = keras ----------------------------------------------------------------------------

@@ -8,11 +8,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from raysal.selection import criteria
-from raysal.run import pipeline
-from raysal.data import sources
 from raysal.config import load_config
+from raysal.data import decode as decoding
+from raysal.data import sources
 from raysal.data.images import decode_image
+from raysal.model import scorer
+from raysal.run import duplicates, scoring
+from raysal.run import topk as distributed
+from raysal.selection import criteria
 from raysal.selection.topk import top_k_indices
 
 pytestmark = pytest.mark.timeout(240)
@@ -27,7 +30,7 @@ def folder_config(root: str, criterion: str = "entropy"):
 def score_folder(root: str, checkpoint: str, criterion: str) -> dict[int, dict]:
     cfg = folder_config(root, criterion)
     ds = sources.read_source(cfg.data.pool, cfg.data.classes, root)
-    rows = pipeline.score(pipeline.decode(ds, cfg), checkpoint, cfg).take_all()
+    rows = scoring.score(decoding.decode(ds, cfg), checkpoint, cfg).take_all()
     return {int(r["image_id"]): r for r in rows}
 
 
@@ -49,7 +52,7 @@ def test_folder_with_broken_files_scores_good_and_reports_bad(ray_session, image
     import ray.data
 
     scored = ray.data.from_items(list(rows.values()))
-    selection = pipeline.select_top_k(scored, 3)
+    selection = distributed.select_top_k(scored, 3)
     bad = sorted(rel for rel, outcome in expected.items() if outcome != "ok")
     assert sorted(os.path.relpath(u, root) for u in selection.skipped["uri"]) == bad
     assert all(reason for reason in selection.skipped["reason"])
@@ -92,7 +95,7 @@ def test_distributed_top_k_equals_numpy_at_one_million_rows(ray_session):
     table = pa.table({"image_id": image_ids, "uri": image_ids.astype(str), "score": scores,
                       "predicted": np.zeros(n, np.int64)})
     ds = ray.data.from_arrow([table.slice(i, 100_000) for i in range(0, n, 100_000)])
-    got = pipeline.select_top_k(ds, k, exclude).rows
+    got = distributed.select_top_k(ds, k, exclude).rows
     want = top_k_indices(scores, image_ids, k, exclude)
     np.testing.assert_array_equal(got["image_id"], image_ids[want])
     np.testing.assert_array_equal(got["score"], scores[want])
@@ -108,7 +111,7 @@ def test_top_k_budget_above_what_is_left_selects_everything_left(ray_session):
 
     table = pa.table({"image_id": np.arange(10, dtype=np.int64), "uri": [str(i) for i in range(10)],
                       "score": np.linspace(0, 1, 10), "predicted": np.zeros(10, np.int64)})
-    got = pipeline.select_top_k(ray.data.from_arrow(table), 50, np.array([9, 8])).rows
+    got = distributed.select_top_k(ray.data.from_arrow(table), 50, np.array([9, 8])).rows
     assert got["image_id"].tolist() == [7, 6, 5, 4, 3, 2, 1, 0]
 
 
@@ -120,7 +123,7 @@ def test_an_image_that_cannot_be_read_is_reported_not_raised(tmp_path):
     Image.new("RGB", (8, 8), (200, 10, 10)).save(good)
     uris = np.array([str(good), str(tmp_path / "missing.png"), "http://example.invalid/a.jpg", "foo://a.jpg"],
                     dtype=object)
-    batch = pipeline.decode_batch({"image_id": np.arange(4), "uri": uris, "label": np.zeros(4)}, 8)
+    batch = decoding.decode_batch({"image_id": np.arange(4), "uri": uris, "label": np.zeros(4)}, 8)
     assert batch["error"][0] == "" and batch["image"].shape == (4, 8, 8, 3)
     assert all(e.startswith("unreadable: ") for e in batch["error"][1:]), batch["error"]
 
@@ -130,11 +133,11 @@ def test_scorer_options_keep_the_scores(image_folder, tiny_checkpoint, options, 
     """XLA and mixed precision (GPU options) compute the same scores, here on the CPU, in-process."""
     root, expected = image_folder
     table = sources.list_folder(root, ["a", "b", "c"], "data.pool")
-    batch = pipeline.decode_batch({"image_id": table["image_id"].to_numpy(), "uri": table["uri"].to_numpy(
+    batch = decoding.decode_batch({"image_id": table["image_id"].to_numpy(), "uri": table["uri"].to_numpy(
         zero_copy_only=False), "label": table["label"].to_numpy(zero_copy_only=False)}, 16)
-    plain = pipeline.Scorer(tiny_checkpoint, "entropy", 0, 4, 3)(batch)
+    plain = scorer.Scorer(tiny_checkpoint, "entropy", 0, 4, 3)(batch)
     try:
-        tuned = pipeline.Scorer(tiny_checkpoint, "entropy", 0, 4, 3, **options)(batch)
+        tuned = scorer.Scorer(tiny_checkpoint, "entropy", 0, 4, 3, **options)(batch)
     finally:
         import tf_keras as keras
 
@@ -177,12 +180,12 @@ def test_a_non_finite_model_output_is_skipped_and_reported(ray_session, tiny_che
 
     rows = {os.path.basename(r["uri"]): r for r in score_folder(str(root), broken, "entropy").values()}
     assert rows["bright.png"]["error"] == "" and np.isfinite(rows["bright.png"]["score"]), rows
-    assert rows["black.png"]["error"] == pipeline.NON_FINITE and np.isnan(rows["black.png"]["score"]), rows
+    assert rows["black.png"]["error"] == scorer.NON_FINITE and np.isnan(rows["black.png"]["score"]), rows
     import ray.data
 
-    selection = pipeline.select_top_k(ray.data.from_items(list(rows.values())), 2)
+    selection = distributed.select_top_k(ray.data.from_items(list(rows.values())), 2)
     assert [os.path.basename(u) for u in selection.rows["uri"]] == ["bright.png"]
-    assert list(selection.skipped["reason"]) == [pipeline.NON_FINITE]
+    assert list(selection.skipped["reason"]) == [scorer.NON_FINITE]
 
 
 @pytest.mark.parametrize("n_blocks", [1, 6, 40])  # 40 blocks: the ids are cut into 5 parts
@@ -193,16 +196,16 @@ def test_duplicate_ids_are_found_across_blocks(ray_session, n_blocks):
     first, last = ids[0], ids[-2]
     ids[-1], ids[-3] = first, last  # two repeats, in other blocks than their originals (when there are several)
     blocks = [pa.table({"image_id": part}) for part in np.array_split(ids, n_blocks)]
-    assert pipeline.duplicate_ids(ray.data.from_arrow(blocks)) == sorted([int(first), int(last)])
-    assert pipeline.duplicate_ids(ray.data.from_arrow(blocks), limit=1) == [min(int(first), int(last))]
-    assert pipeline.duplicate_ids(ray.data.from_arrow([pa.table({"image_id": np.arange(10)})])) == []
+    assert duplicates.duplicate_ids(ray.data.from_arrow(blocks)) == sorted([int(first), int(last)])
+    assert duplicates.duplicate_ids(ray.data.from_arrow(blocks), limit=1) == [min(int(first), int(last))]
+    assert duplicates.duplicate_ids(ray.data.from_arrow([pa.table({"image_id": np.arange(10)})])) == []
 
 
 def test_score_files_grow_with_the_pool_and_a_small_pool_still_gets_several():
-    assert pipeline.score_file_rows(897) == 113  # the demo pool: up to 8 files, written as scoring goes
-    assert pipeline.score_file_rows(10_000) == 1250
-    assert pipeline.score_file_rows(1_000_000) == pipeline.SCORE_FILE_ROWS == 4096
-    assert pipeline.score_file_rows(3) == 1 and pipeline.score_file_rows(0) == 1
+    assert scoring.score_file_rows(897) == 113  # the demo pool: up to 8 files, written as scoring goes
+    assert scoring.score_file_rows(10_000) == 1250
+    assert scoring.score_file_rows(1_000_000) == scoring.SCORE_FILE_ROWS == 4096
+    assert scoring.score_file_rows(3) == 1 and scoring.score_file_rows(0) == 1
 
 
 @pytest.mark.timeout(120)
@@ -215,7 +218,7 @@ def test_write_scores_collects_blocks_into_files_of_the_pools_size(ray_session, 
     blocks = [pa.table({"image_id": np.arange(i, i + 20, dtype=np.int64), "score": np.random.default_rng(i).random(20)})
               for i in range(0, 2_000, 20)]
     out = tmp_path / "scores"
-    pipeline.write_scores(ray.data.from_arrow(blocks), str(out), total=2_000)
+    scoring.write_scores(ray.data.from_arrow(blocks), str(out), total=2_000)
     files = sorted(out.glob("*.parquet"))
     sizes = [pq.read_metadata(f).num_rows for f in files]
     assert 4 <= len(files) <= 9 and sum(sizes) == 2_000, sizes

@@ -77,19 +77,20 @@ def test_the_console_shows_raysal_lines_only_and_the_log_has_the_rest(reference_
 def test_training_stores_the_test_accuracy_that_scoring_the_test_split_gives(ray_session, reference_round, tmp_path):
     """Rank 0 evaluates the model it trained, so the evaluate stage scores nothing; what it
     stored is what the evaluate stage's actor pool computes for the same model."""
-    from raysal.run import rounds
     from raysal.config import config_from_dict
+    from raysal.run import context
+    from raysal.run.stages import evaluate as evaluate_stage
     from raysal.run.state import RunState
 
     assert "raysal testing model" not in (reference_round.parent / "console.txt").read_text()
     state = copy_state(reference_round, tmp_path / "state", keep_rounds=True)
     cfg = config_from_dict(json.loads((state / "rounds" / "0001" / "config.json").read_text()))
-    r = rounds._Round(RunState(str(state)), cfg, 1, {})
+    r = context.Round(RunState(str(state)), cfg, 1, {})
     for model in (0, 1):  # by the bootstrap's training, and by round 1's
         stored = state / "models" / f"{model:04d}" / "test_metrics.json"
         by_training = json.loads(stored.read_text())
         stored.unlink()
-        assert by_training["count"] == 200 and rounds.test_accuracy(r, model) == by_training, model
+        assert by_training["count"] == 200 and evaluate_stage.test_accuracy(r, model) == by_training, model
 
 
 def test_two_rounds_at_once_exactly_one_runs(reference_round):
@@ -198,7 +199,7 @@ def test_human_labels_are_validated_then_applied(ray_session, waiting_state, tmp
     assert tasks[0] == "image_id,uri" and len(tasks) == 41
     selected = [int(line.split(",")[0]) for line in tasks[1:]]
     manifest = pq.read_table(state / "data" / "digits" / "manifest.parquet").to_pydict()
-    truth = dict(zip(manifest["image_id"], manifest["label"]))
+    truth = dict(zip(manifest["image_id"], manifest["label"], strict=True))
     not_selected = next(i for i in manifest["image_id"][900:] if i not in selected)
 
     bad = tmp_path / "bad.csv"
@@ -220,7 +221,7 @@ def test_human_labels_are_validated_then_applied(ray_session, waiting_state, tmp
     assert round_job.main(["--state", str(state), *FAST, "--import-labels", str(good)]) == 0
     assert "round 1: selected 40 of 897 pool images" in capsys.readouterr().out
     labels = pq.read_table(state / "rounds" / "0001" / "labels.parquet").to_pydict()
-    assert dict(zip(labels["image_id"], labels["label"])) == {i: truth[i] for i in selected}
+    assert dict(zip(labels["image_id"], labels["label"], strict=True)) == {i: truth[i] for i in selected}
 
     report = status(state, capsys)
     assert [(r["round"], r["state"], r["labelled_total"]) for r in report["rounds"]] == [(1, "done", 340)]

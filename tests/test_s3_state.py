@@ -18,8 +18,8 @@ def upload_pool(tmp_path: Path) -> str:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from raysal.data import sources
     from raysal import storage
+    from raysal.data import sources
 
     local = pq.read_table(sources.ensure_digits(str(tmp_path / "data" / "digits"))).slice(900)
     fs, _ = storage.resolve(f"s3://{BUCKET}")

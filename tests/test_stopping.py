@@ -10,13 +10,17 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from _scores import random_pool, score_source, scores_table
 
 from raysal import cli, hashing
-from raysal.run import pipeline, rounds
 from raysal.config import ConfigError, load_config
-from raysal.report.metrics import cohen_kappa
+from raysal.run import context, rounds
+from raysal.run import topk as distributed
+from raysal.run.stages import select as select_stage
 from raysal.run.state import RunState
+from raysal.selection import stopping
+from raysal.selection.stopping import cohen_kappa
+
+from _scores import random_pool, score_source, scores_table
 
 
 def _kappa_by_hand(a: np.ndarray, b: np.ndarray) -> float:
@@ -76,7 +80,7 @@ def test_the_stop_set_is_the_smallest_keys_of_the_scored_images_left(ray_session
     table = scores_table(ids, scores, ["" if s == s else "bad" for s in scores], predicted)
     source = score_source(kind, table, 7, tmp_path / "scores")
 
-    got = pipeline.select_top_k(source, 50, exclude, sample=2_000, tasks=3).stop_set
+    got = distributed.select_top_k(source, 50, exclude, sample=2_000, tasks=3).stop_set
     eligible = np.flatnonzero(~np.isnan(scores) & ~np.isin(ids, exclude))
     expected = eligible[np.argsort(hashing.id_keys(ids[eligible]))[:2_000]]  # brute force, all in memory
     order = np.argsort(ids[expected])
@@ -84,18 +88,18 @@ def test_the_stop_set_is_the_smallest_keys_of_the_scored_images_left(ray_session
     np.testing.assert_array_equal(got["predicted"], predicted[expected][order])
 
     # The next round: the images selected since leave it, and the stop set keeps the rest.
-    later = pipeline.select_top_k(source, 50, np.union1d(exclude, got["image_id"][:100]),
+    later = distributed.select_top_k(source, 50, np.union1d(exclude, got["image_id"][:100]),
                                   sample=2_000, tasks=2).stop_set
     assert len(np.intersect1d(later["image_id"], got["image_id"])) == 1_900
 
 
-def _round(state: RunState, number: int, **select: object) -> rounds._Round:
-    return rounds._Round(state, load_config("demo", {f"select.{k}": v for k, v in select.items()}), number, {})
+def _round(state: RunState, number: int, **select: object) -> context.Round:
+    return context.Round(state, load_config("demo", {f"select.{k}": v for k, v in select.items()}), number, {})
 
 
 def test_agreement_compares_the_stop_set_images_both_rounds_predicted(tmp_path):
     state = RunState(str(tmp_path / "state"))
-    first = rounds._agreement(_round(state, 1), {"image_id": np.arange(500), "predicted": np.zeros(500, np.int64)})
+    first = select_stage.agreement(_round(state, 1), {"image_id": np.arange(500), "predicted": np.zeros(500, np.int64)})
     assert first["kappa"] is None and first["kappa_images"] == 0  # round 1: no model scored the pool before
 
     rng = np.random.default_rng(5)
@@ -105,8 +109,8 @@ def test_agreement_compares_the_stop_set_images_both_rounds_predicted(tmp_path):
     ids_now = np.arange(150, 600, dtype=np.int64)  # 150-399 in both: 250 images
     now = rng.integers(0, 4, len(ids_now))
     now[:200] = np.where(rng.random(200) < 0.7, before[np.argsort(ids_before)][150:350], now[:200])  # mostly agree
-    got = rounds._agreement(_round(state, 2), {"image_id": ids_now, "predicted": now})
-    by_id_before = dict(zip(ids_before.tolist(), before.tolist()))
+    got = select_stage.agreement(_round(state, 2), {"image_id": ids_now, "predicted": now})
+    by_id_before = dict(zip(ids_before.tolist(), before.tolist(), strict=True))
     common = [i for i, image_id in enumerate(ids_now.tolist()) if image_id in by_id_before]
     expected = _kappa_by_hand(now[common], np.array([by_id_before[int(ids_now[i])] for i in common]))
     assert got["kappa_images"] == 250 and got["kappa"] == pytest.approx(expected, abs=1e-6) and 0.3 < expected < 0.9
@@ -115,9 +119,9 @@ def test_agreement_compares_the_stop_set_images_both_rounds_predicted(tmp_path):
 
 def test_too_few_images_in_common_give_no_kappa(tmp_path):
     state = RunState(str(tmp_path / "state"))
-    state.write_table("rounds/0001/stop_set.parquet", pa.table({"image_id": np.arange(99), "predicted": np.arange(99) % 2}))
-    got = rounds._agreement(_round(state, 2), {"image_id": np.arange(99), "predicted": np.arange(99) % 2})
-    assert got["kappa"] is None and got["kappa_images"] == rounds.MIN_KAPPA_IMAGES - 1
+    state.write_table(state.files(1).stop_set, pa.table({"image_id": np.arange(99), "predicted": np.arange(99) % 2}))
+    got = select_stage.agreement(_round(state, 2), {"image_id": np.arange(99), "predicted": np.arange(99) % 2})
+    assert got["kappa"] is None and got["kappa_images"] == stopping.MIN_KAPPA_IMAGES - 1
 
 
 @pytest.mark.parametrize("threshold, earlier, stop", [
@@ -128,11 +132,11 @@ def test_too_few_images_in_common_give_no_kappa(tmp_path):
 ])
 def test_the_stop_signal_is_the_mean_kappa_of_the_last_three_rounds(tmp_path, threshold, earlier, stop):
     state = RunState(str(tmp_path / "state"))
-    for number, kappa in zip((2, 3), earlier):
+    for number, kappa in zip((2, 3), earlier, strict=True):
         state.write_json(f"rounds/{number:04d}/stages/select.json", {"kappa": kappa, "stage": "select"})
     ids = np.arange(300, dtype=np.int64)
     state.write_table("rounds/0003/stop_set.parquet", pa.table({"image_id": ids, "predicted": ids % 3}))
-    got = rounds._agreement(_round(state, 4, stop_kappa=threshold), {"image_id": ids, "predicted": ids % 3})
+    got = select_stage.agreement(_round(state, 4, stop_kappa=threshold), {"image_id": ids, "predicted": ids % 3})
     assert got["kappa"] == 1.0 and got["stop_labelling"] is stop and got["stop_kappa"] == threshold
     assert got["kappa_mean"] == (None if None in earlier else pytest.approx((sum(earlier) + 1.0) / 3))
 

@@ -10,15 +10,18 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from _jobs import copy_state
-from _scores import random_pool, score_source, scores_table
 
 import raysal
-from raysal.run import pipeline, rounds
 from raysal.config import ConfigError, config_from_dict, load_config
-from raysal.selection.criteria import SelectionKeys, gumbel_noise
+from raysal.run import context, rounds
+from raysal.run import topk as distributed
+from raysal.run.stages import select as select_stage
 from raysal.run.state import RunState
+from raysal.selection.criteria import SelectionKeys, gumbel_noise
 from raysal.selection.topk import top_k_indices
+
+from _jobs import copy_state
+from _scores import random_pool, score_source, scores_table
 
 
 def test_gumbel_noise_depends_on_seed_round_and_id_only_and_is_standard_gumbel():
@@ -70,12 +73,12 @@ def test_the_distributed_sample_is_the_exact_top_k_of_the_keys(ray_session, tmp_
     ids, scores, exclude = random_pool(3, n, unscored=100, excluded=300)
     source = score_source(kind, scores_table(ids, scores, [""] * n), 9, tmp_path / "scores")
     keys = SelectionKeys("power", 1.0, seed=3, round_number=2)
-    got = pipeline.select_top_k(source, 500, exclude, keys=keys, tasks=3)
+    got = distributed.select_top_k(source, 500, exclude, keys=keys, tasks=3)
     expected = top_k_indices(keys(scores, ids), ids, 500, np.sort(exclude))  # all in memory
     np.testing.assert_array_equal(got.rows["image_id"], ids[expected])
     np.testing.assert_array_equal(got.rows["score"], scores[expected])  # the scores, not the keys
     assert got.score_max == np.nanmax(scores) and got.score_min == np.nanmin(scores)
-    plain = pipeline.select_top_k(source, 500, exclude, tasks=3).rows["image_id"]
+    plain = distributed.select_top_k(source, 500, exclude, tasks=3).rows["image_id"]
     assert 0 < len(np.intersect1d(plain, got.rows["image_id"])) < 500  # a sample: neither top-k nor disjoint
 
     frame = pd.DataFrame({"image_id": ids, "score": scores})  # the Python API picks the same images
@@ -96,8 +99,8 @@ def test_a_round_selects_with_its_strategy(ray_session, waiting_state, tmp_path,
     cfg = config_from_dict(stored)
     cfg = dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, strategy=strategy, beta=2.0))
     (state_dir / "rounds" / "0001" / "stages" / "select.json").unlink()
-    r = rounds._Round(RunState(str(state_dir)), cfg, 1, {})
-    assert rounds.stage_select(r, None) == rounds.DONE
+    r = context.Round(RunState(str(state_dir)), cfg, 1, {})
+    assert select_stage.stage_select(r, None) == rounds.DONE
 
     scores = pq.read_table(state_dir / "rounds" / "0001" / "scores", columns=["image_id", "score", "predicted"])
     ids, values = scores["image_id"].to_numpy(), scores["score"].to_numpy(zero_copy_only=False)
@@ -151,7 +154,7 @@ def test_the_distributed_class_balanced_selection_is_exact(ray_session, tmp_path
     ids, scores, exclude = random_pool(11, n, unscored=50, excluded=200)
     classes = np.random.default_rng(12).choice(4, n, p=[0.85, 0.1, 0.047, 0.003])
     source = score_source(kind, scores_table(ids, scores, [""] * n, classes), 40, tmp_path / "scores")
-    got = pipeline.select_top_k(source, k, exclude, tasks=tasks, per_class=5)
+    got = distributed.select_top_k(source, k, exclude, tasks=tasks, per_class=5)
     expected = class_balanced_indices(scores, ids, classes, k, 5, exclude)
     np.testing.assert_array_equal(got.rows["image_id"], ids[expected])
     per_class = np.bincount(got.rows["predicted"].astype(np.int64), minlength=5)

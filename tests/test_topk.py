@@ -1,5 +1,5 @@
 """Tests for raysal.selection.topk (exact agreement with a full lexsort, the tie rule, the streaming
-candidates and the merge) and for the distributed selection built on it, ``pipeline.select_top_k``,
+candidates and the merge) and for the distributed selection built on it, ``distributed.select_top_k``,
 on a real local Ray: in-memory blocks, a lazy dataset and a folder of Parquet files."""
 
 from __future__ import annotations
@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from raysal.model import scorer
+from raysal.run import topk as distributed
+from raysal.selection.topk import candidate_rows, is_in_sorted, top_k_indices, top_k_unordered
+
 from _scores import score_source as _source
 from _scores import scores_table as _scores_table
-
-from raysal.selection.topk import candidate_rows, is_in_sorted, top_k_indices, top_k_unordered
 
 
 def reference_top_k(
@@ -230,7 +232,7 @@ def _check_aligned(merged: dict[str, NDArray]) -> None:
 
 
 def _merge(parts: list[dict[str, NDArray]], k: int) -> dict[str, NDArray]:
-    """What ``pipeline._best_rows`` does with tables: the top k of the parts together, all columns."""
+    """What ``scan.best_rows`` does with tables: the top k of the parts together, all columns."""
     merged = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
     keep = top_k_indices(merged["score"], merged["image_id"], k)
     return {c: v[keep] for c, v in merged.items()}
@@ -239,7 +241,7 @@ def _merge(parts: list[dict[str, NDArray]], k: int) -> dict[str, NDArray]:
 @pytest.mark.parametrize("n_blocks", [1, 4, 13, 200])
 @pytest.mark.parametrize("k", [1, 300, 20_000])
 def test_streamed_candidates_then_merge_equal_global_top_k(n_blocks: int, k: int) -> None:
-    """The scan of ``pipeline._scan``: each block offers ``candidate_rows`` against the running
+    """The scan of ``scan.scan``: each block offers ``candidate_rows`` against the running
     threshold, the kept rows merge when they pass 2k."""
     rng = np.random.default_rng(n_blocks + k)
     pool = _random_part(rng, rng.permutation(50_000)[:20_000].astype(np.int64))
@@ -261,7 +263,7 @@ def test_streamed_candidates_then_merge_equal_global_top_k(n_blocks: int, k: int
     _check_aligned(best)
 
 
-# --- pipeline.select_top_k: the distributed selection on a real local Ray ---------------------------
+# --- distributed.select_top_k: the distributed selection on a real local Ray ---------------------------
 
 SOURCES = ["blocks", "lazy", "parquet"]
 
@@ -287,10 +289,8 @@ KNOWN = dict(image_ids=[5, 2, 9, 7, 3, 1, 8, 4, 6, 0],
 )
 def test_select_top_k_known_answers(ray_session, tmp_path, kind: str, tasks: int, k: int,
                                     exclude: list[int] | None, expected_ids: list[int]) -> None:
-    from raysal.run import pipeline
-
     source = _source(kind, _scores_table(**KNOWN), 3, tmp_path / "scores")
-    selection = pipeline.select_top_k(source, k, None if exclude is None else np.array(exclude), tasks=tasks)
+    selection = distributed.select_top_k(source, k, None if exclude is None else np.array(exclude), tasks=tasks)
     ids = selection.rows["image_id"].tolist()
     assert ids == expected_ids
     assert selection.rows["uri"].tolist() == [f"img/{i}.jpg" for i in ids]  # the other columns stay aligned
@@ -309,14 +309,14 @@ def test_select_top_k_reads_each_parquet_file_with_its_own_types(ray_session, tm
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from raysal.run import pipeline
+
 
     (tmp_path / "scores").mkdir()
     clean = _scores_table([1, 2, 3], [0.2, 0.9, 0.5], ["", "", ""]).set_column(4, "error", pa.nulls(3))
     pq.write_table(clean, tmp_path / "scores" / "part-0.parquet")
     pq.write_table(_scores_table([4, 5], [0.7, np.nan], ["", "undecodable: truncated"]),
                    tmp_path / "scores" / "part-1.parquet")
-    selection = pipeline.select_top_k(str(tmp_path / "scores"), 3, tasks=1)
+    selection = distributed.select_top_k(str(tmp_path / "scores"), 3, tasks=1)
     assert selection.rows["image_id"].tolist() == [2, 4, 3] and selection.rows_read == 5
     assert selection.skipped["image_id"].tolist() == [5]
 
@@ -325,7 +325,7 @@ def test_select_top_k_reads_each_parquet_file_with_its_own_types(ray_session, tm
 @pytest.mark.parametrize(("k", "tasks"), [(1, None), (777, 2), (20_000, 40)])  # 40 tasks: merged in tasks first
 def test_select_top_k_equals_numpy_with_ties_nan_skipped_and_exclusions(ray_session, tmp_path, kind: str, k: int,
                                                                          tasks: int | None) -> None:
-    from raysal.run import pipeline
+
 
     rng = np.random.default_rng(k)
     n = 300_000
@@ -334,18 +334,18 @@ def test_select_top_k_equals_numpy_with_ties_nan_skipped_and_exclusions(ray_sess
     failed = rng.random(n) < 0.01
     scores[failed] = np.nan
     errors = np.where(failed, "unreadable: gone", "")
-    errors[failed & (rng.random(n) < 0.3)] = pipeline.NON_FINITE
+    errors[failed & (rng.random(n) < 0.3)] = scorer.NON_FINITE
     exclude = image_ids[np.argsort(-np.nan_to_num(scores, nan=-1))[: 3 * k : 3]]  # some of the best are labelled
     table = _scores_table(image_ids.tolist(), scores.tolist(), errors.tolist())
 
-    selection = pipeline.select_top_k(_source(kind, table, 48, tmp_path / "scores"), k, exclude, tasks=tasks)
+    selection = distributed.select_top_k(_source(kind, table, 48, tmp_path / "scores"), k, exclude, tasks=tasks)
 
     want = top_k_indices(scores, image_ids, k, exclude)
     np.testing.assert_array_equal(selection.rows["image_id"], image_ids[want])
     np.testing.assert_array_equal(selection.rows["score"], scores[want])
     assert selection.rows["uri"].tolist() == [f"img/{i}.jpg" for i in image_ids[want]]
     assert sorted(selection.skipped["image_id"].tolist()) == sorted(image_ids[failed].tolist())
-    by_id = dict(zip(image_ids.tolist(), errors.tolist()))
+    by_id = dict(zip(image_ids.tolist(), errors.tolist(), strict=True))
     assert [by_id[i] for i in selection.skipped["image_id"].tolist()] == selection.skipped["reason"].tolist()
     assert selection.score_min == np.nanmin(scores) and selection.score_max == np.nanmax(scores)
     assert selection.rows_read == n
@@ -353,14 +353,14 @@ def test_select_top_k_equals_numpy_with_ties_nan_skipped_and_exclusions(ray_sess
 
 @pytest.mark.parametrize("kind", ["blocks", "parquet", "no-files"])
 def test_select_top_k_of_nothing(ray_session, tmp_path, kind: str) -> None:
-    from raysal.run import pipeline
+
 
     if kind == "no-files":
         (tmp_path / "scores").mkdir()
         source = str(tmp_path / "scores")
     else:
         source = _source(kind, _scores_table([], [], []), 1, tmp_path / "scores")
-    selection = pipeline.select_top_k(source, 5, np.array([1, 2]))
+    selection = distributed.select_top_k(source, 5, np.array([1, 2]))
     assert len(selection.rows["image_id"]) == 0 and len(selection.skipped["image_id"]) == 0
     assert selection.score_min is None and selection.score_max is None and selection.rows_read == 0
 
@@ -368,7 +368,7 @@ def test_select_top_k_of_nothing(ray_session, tmp_path, kind: str) -> None:
 def test_select_top_k_refuses_a_negative_k(ray_session) -> None:
     import ray.data
 
-    from raysal.run import pipeline
+
 
     with pytest.raises(ValueError, match="k must be >= 0"):
-        pipeline.select_top_k(ray.data.from_arrow(_scores_table(**KNOWN)), -1)
+        distributed.select_top_k(ray.data.from_arrow(_scores_table(**KNOWN)), -1)

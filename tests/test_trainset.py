@@ -56,7 +56,7 @@ def _rows_seen(dataset: Any) -> list[list[int]]:
     for batch in dataset.iter_batches(batch_size=256, batch_format="numpy"):
         images = np.ascontiguousarray(batch["image"]).reshape(len(batch["label"]), -1)
         ids = images[:, :4].copy().view("<u4").ravel()
-        seen += [[i, label] for i, label in zip(ids.tolist(), batch["label"].tolist())]
+        seen += [[i, label] for i, label in zip(ids.tolist(), batch["label"].tolist(), strict=True)]
     return sorted(seen)
 
 
@@ -82,8 +82,6 @@ def _folder_exists(uri: str) -> bool:
 
 
 def _child(out_path: str, work: str, s3_root: str) -> int:
-    import raysal.model.keras_env  # noqa: F401  (before TensorFlow)
-
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -91,9 +89,11 @@ def _child(out_path: str, work: str, s3_root: str) -> int:
     import ray.data
     from ray.data.dataset import MaterializedDataset
 
-    from _models import save_keras_classifier  # tests/_models.py: this file's folder is on sys.path
-    from raysal.model import train, trainset
+    import raysal.model.keras_env  # noqa: F401  (before TensorFlow)
     from raysal.config import load_config
+    from raysal.model import train, trainset
+
+    from _models import save_keras_classifier  # tests/_models.py: this file's folder is on sys.path
 
     ray.init(address="local", num_cpus=2, object_store_memory=STORE_MIB * 2**20, include_dashboard=False,
              runtime_env={"env_vars": raysal.model.keras_env.worker_env()}, log_to_driver=False)
@@ -106,7 +106,6 @@ def _child(out_path: str, work: str, s3_root: str) -> int:
                  "train.batch_size": 64, "train.head_epochs": 0, "train.finetune_epochs": 2,
                  "train.finetune_learning_rate": 0.05,
                  "train.in_memory_mb": 0}  # the workers read the cache every epoch, not once
-    cfg = load_config("demo", overrides)
     report: dict[str, Any] = {"store_bytes": ray.cluster_resources()["object_store_memory"]}
 
     def prepared(n: int, max_rows: int, data: str, cache_uri: str, fit: bool = False,
@@ -148,7 +147,8 @@ def _child(out_path: str, work: str, s3_root: str) -> int:
     os.makedirs(os.path.join(held, "holder"))
     Path(held, "holder", "shard.parquet").write_bytes(b"theirs")
     try:
-        with trainset.prepare_train_set(_images(SMALL), LARGE, load_config("demo", {**overrides, "train.data": "cache"}),
+        cache_cfg = load_config("demo", {**overrides, "train.data": "cache"})
+        with trainset.prepare_train_set(_images(SMALL), LARGE, cache_cfg,
                                         held, guard=lease_lost):
             report["guarded"] = "entered"
     except RuntimeError as exc:

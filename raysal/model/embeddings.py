@@ -1,10 +1,11 @@
-"""Embeddings beside the scores, and the cache that lets a later round skip the backbone.
+"""Embeddings beside the scores, and the numpy head that rescores them without the backbone.
 
 Scoring can write each image's penultimate-layer embedding (``embedding``, float16 ``[d]``) into
-the score files (``pipeline.writes_embeddings``). When training keeps the backbone frozen, the
+the score files (``raysal.run.scoring.writes_embeddings``). When training keeps the backbone frozen, the
 next round's model differs from the last only in its head: the round rescores the pool from
-those embeddings with the head alone (``pipeline.rescore``), with no image decoded and no
-backbone run. The cache is the state's ``embeddings/<digest>.json``: which round's score files
+those embeddings with the head alone (``raysal.run.scoring.rescore``), with no image decoded and no
+backbone run. The cache (``raysal.run.embedding_cache``) is the state's ``embeddings/<digest>.json``:
+which round's score files
 hold the embeddings that the backbone with that digest (``models.backbone_digest``: its weights
 and input side) made. A changed backbone has another digest, so its model never finds
 embeddings it did not make: that is the invalidation.
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +24,6 @@ from numpy.typing import NDArray
 from scipy.special import softmax
 
 EMBEDDING = "embedding"  # the score files' column
-CACHE = "embeddings"  # the state's folder of cache entries
 HEAD_FILE = "head.npz"  # in a checkpoint: its head's kernel and bias (``models.save_checkpoint``)
 CONFIG_FILE = "model.json"  # a checkpoint's config, classes and backbone digest (``models.save_checkpoint``)
 DIGEST = "backbone_digest"  # its field
@@ -70,34 +69,3 @@ def column_matrix(column: pa.ChunkedArray | pa.Array) -> NDArray:
     n = len(array)
     values = array.flatten().to_numpy(zero_copy_only=False)  # flatten(): only this slice's values
     return values.reshape(n, -1) if n else values.reshape(0, 0)
-
-
-def cache_key(digest: str) -> str:
-    return f"{CACHE}/{digest}.json"
-
-
-def record(state: Any, digest: str, scores_key: str, round_number: int, model: int, rows: int,
-           excluded: int) -> None:
-    """Note that ``scores_key`` (round ``round_number``'s score files by model ``model``: ``rows``
-    pool images, the ``excluded`` selected before it left out) holds the embeddings of the
-    backbone with ``digest``."""
-    state.write_json(cache_key(digest), {"digest": digest, "scores": scores_key, "round": round_number,
-                                         "model": model, "rows": rows, "excluded": excluded})
-
-
-def read_checkpoint_digest(state: Any, model_key: str) -> str | None:
-    """The backbone digest of the checkpoint at ``model_key`` in ``state`` when it has one and a
-    head that rescoring can apply (``HEAD_FILE``); else None (a checkpoint from before digests)."""
-    meta = state.read_json(f"{model_key}/{CONFIG_FILE}") or {}
-    return meta.get(DIGEST) if state.exists(f"{model_key}/{HEAD_FILE}") else None
-
-
-def lookup(state: Any, digest: str | None, before_round: int) -> dict[str, Any] | None:
-    """The cache entry for ``digest`` whose score files an earlier round than ``before_round``
-    wrote and which still exist, or None."""
-    if not digest:
-        return None
-    entry = state.read_json(cache_key(digest))
-    if not entry or entry.get("digest") != digest or entry.get("round", before_round) >= before_round:
-        return None  # a round's own folder is being rewritten by it
-    return entry if state.exists(entry["scores"]) else None

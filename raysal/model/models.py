@@ -20,9 +20,11 @@ import os
 from dataclasses import asdict
 from typing import Any, Sequence
 
-from raysal.model import keras_env  # noqa: F401  (before TensorFlow)
-
 import numpy as np
+
+from raysal.model import keras_env  # noqa: F401  (first: it sets up Keras 2 before TensorFlow loads)
+
+# isort: split
 import pyarrow.fs as pafs
 import tensorflow as tf
 import tf_keras as keras
@@ -30,8 +32,8 @@ from numpy.typing import NDArray
 
 from raysal import storage
 from raysal.config import ModelConfig
+from raysal.errors import ModelRefused, ModelUnavailable  # noqa: F401  (raised here; importable from here too)
 from raysal.model.embeddings import CONFIG_FILE, DIGEST, HEAD_FILE, DenseHead
-from raysal.errors import ModelUnavailable, ModelRefused  # noqa: F401  (raised here; importable from here too)
 
 BACKBONE = "backbone"
 WEIGHTS_FILE = "weights.h5"
@@ -76,7 +78,7 @@ def pixel_scale_offset(cfg: ModelConfig) -> tuple[float | tuple[float, ...], flo
     if mode == "symmetric":
         return 1 / 127.5, -1.0  # [-1, 1]
     # (pixels / 255 - mean) / std, per channel
-    return (tuple(1 / (255.0 * s) for s in cfg.std), tuple(-m / s for m, s in zip(cfg.mean, cfg.std)))
+    return (tuple(1 / (255.0 * s) for s in cfg.std), tuple(-m / s for m, s in zip(cfg.mean, cfg.std, strict=True)))
 
 
 def _load_keras(cfg: ModelConfig) -> keras.Model:
@@ -128,7 +130,8 @@ def _split_classifier(net: keras.Model, cfg: ModelConfig) -> tuple[keras.Model, 
         first -= 1
     head = layers[first:]
     try:
-        chained = head[-1].output is net.outputs[0] and all(b.input is a.output for a, b in zip(head, head[1:]))
+        chained = head[-1].output is net.outputs[0] and all(
+            b.input is a.output for a, b in zip(head, head[1:], strict=False))
         features = head[0].input
     except AttributeError:  # a layer called more than once has no single input or output
         chained, features = False, None

@@ -21,12 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from raysal.model import keras_env  # noqa: I001  (before anything that may import TensorFlow)
+from raysal.model import keras_env  # noqa: F401  (first: it sets up Keras 2 before TensorFlow loads)
 
+# isort: split
 import ray.data
 import ray.train
 from ray.train import Checkpoint, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.tensorflow import TensorflowTrainer
+
 from raysal.config import Config, ModelConfig, TrainConfig
 from raysal.report.metrics import TEST_METRICS_FILE
 
@@ -54,8 +56,8 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
     import tensorflow as tf
     import tf_keras as keras
 
-    from raysal.model import models
     from raysal import storage
+    from raysal.model import models
 
     model_cfg = ModelConfig(**loop_config["model"])
     train_cfg = TrainConfig(**loop_config["train"])
@@ -65,7 +67,8 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
     rank0 = context.get_world_rank() == 0
     # One worker needs no collective ops: the default strategy saves their set-up and every
     # step's all-reduce.
-    strategy = tf.distribute.MultiWorkerMirroredStrategy() if context.get_world_size() > 1 else tf.distribute.get_strategy()
+    strategy = (tf.distribute.MultiWorkerMirroredStrategy() if context.get_world_size() > 1
+                else tf.distribute.get_strategy())
     with strategy.scope():
         model = models.build_model(model_cfg, len(classes))
         if loop_config["init_uri"]:  # read on this worker's node: the driver's disk may be another machine's

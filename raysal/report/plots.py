@@ -31,7 +31,7 @@ def learning_curve_png(labelled: Sequence[int], accuracy: Sequence[float], title
     """PNG bytes of the curve."""
     fig, ax = _figure(6, 4)
     ax.plot(labelled, accuracy, marker="o")
-    for x, y, r in zip(labelled, accuracy, range(len(labelled))):
+    for x, y, r in zip(labelled, accuracy, range(len(labelled)), strict=True):
         ax.annotate(f"r{r}", (x, y), textcoords="offset points", xytext=(4, -12), fontsize=8)
     ax.set_xlabel("labelled images")
     ax.set_ylabel("test accuracy")

@@ -84,11 +84,16 @@ def paths_not_shared(paths: dict[str, str], timeout_s: float = 60.0) -> list[str
         for probe in probes.values():
             os.remove(probe)
     problems = []
-    for i, (field, path) in enumerate(checked.items()):
+    for i, field in enumerate(checked):
         blind = [f"{node['NodeManagerAddress']} (node {node['NodeID'][:8]})"
-                 for node, marks in zip(nodes, seen) if marks[i] != wanted[i]]
+                 for node, marks in zip(nodes, seen, strict=True) if marks[i] != wanted[i]]
         if blind:
             original = paths[field]
             problems.append(f"{field}: {original} is a path on this machine's disk, and node(s) {', '.join(blind)} "
                             "of the cluster do not see it there")
     return problems
+
+
+def cluster_cpus() -> int:
+    """The cluster's CPUs (at least 1): how many plain tasks a pass over files fans out to."""
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))

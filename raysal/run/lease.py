@@ -44,12 +44,12 @@ from typing import Any, Iterator, Protocol
 import pyarrow.fs as pafs
 
 from raysal import storage
-from raysal.errors import LeaseError, Locked, LeaseLost  # noqa: F401  (raised here; importable from here too)
+from raysal.errors import LeaseError, LeaseLost, Locked  # noqa: F401  (raised here; importable from here too)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL_S = 60.0  # a minute without renewal before another round may take over
-LEASE_DIR = "lease"
+LEASE_DIR = "lease"  # in the state root: one file per generation
 _NAME = re.compile(r"^(\d{8})\.json$")
 _ANY_NAME = re.compile(r"^(\d{8})\.json(\.tmp-[0-9a-f]+)?$")  # a lease file or a leftover temp file of one
 _OBSERVE_TRIES = 5  # re-reads when the highest generation changes under us
@@ -133,6 +133,35 @@ def current(store: LeaseStore) -> dict[str, Any] | None:
     return None
 
 
+def _abandoned_write(store: LeaseStore, generation: int, ttl: float) -> bool:
+    """Whether an unreadable lease file is older than a TTL: its writer died between create and write."""
+    info = store.fs.get_file_info(posixpath.join(store.base, lease_key(generation)))
+    return info.mtime is not None and time.time() - info.mtime.timestamp() > ttl
+
+def _locked_message(store: LeaseStore, record: dict[str, Any]) -> str:
+    expires_in = float(record["expires_at"]) - time.time()
+    return (f"state {store.root} is leased by {_describe(record)} since "
+            f"{_local_time(float(record.get('acquired_at', 0)))} (generation {record.get('generation')}): "
+            f"another round is running. Its lease expires in {expires_in:.0f} s unless renewed; once it "
+            "expires the next round takes it over automatically, or rerun with --break-lock to take it now")
+
+
+def _prune(store: LeaseStore, generation: int) -> None:
+    """Delete files of generations below the previous one: superseded, never a live lease."""
+    try:
+        infos = store.fs.get_file_info(
+            pafs.FileSelector(posixpath.join(store.base, LEASE_DIR), allow_not_found=True))
+        for info in infos:
+            match = _ANY_NAME.match(info.base_name)
+            if info.type == pafs.FileType.File and match and int(match.group(1)) < generation - 1:
+                try:
+                    store.fs.delete_file(info.path)
+                except FileNotFoundError:
+                    pass  # another new holder pruned it first
+    except OSError as exc:  # a leftover tombstone is harmless
+        log.warning("state %s: could not prune old lease files: %s", store.root, exc)
+
+
 class Lease:
     """One process's claim on a state root, renewed in the background while held.
 
@@ -165,7 +194,7 @@ class Lease:
             try:
                 record = self.store.read_json(lease_key(top))
             except ValueError:  # a local claim between create and write: a lease being taken right now
-                if break_lease or self._abandoned_write(top):
+                if break_lease or _abandoned_write(self.store, top, self.ttl):
                     return top + 1
                 raise Locked(f"state {self.store.root}: another round is taking the lease (generation {top}) "
                              "right now") from None
@@ -174,21 +203,9 @@ class Lease:
             if (break_lease or record.get("released") or time.time() > float(record["expires_at"])
                     or _holder_died_here(record)):
                 return top + 1
-            raise Locked(self._locked_message(record))
+            raise Locked(_locked_message(self.store, record))
         raise Locked(f"state {self.store.root}: the lease changed hands {_OBSERVE_TRIES} times while this round "
                      "looked at it: another round is starting")
-
-    def _abandoned_write(self, generation: int) -> bool:
-        """Whether an unreadable lease file is older than a TTL: its writer died between create and write."""
-        info = self.store.fs.get_file_info(posixpath.join(self.store.base, lease_key(generation)))
-        return info.mtime is not None and time.time() - info.mtime.timestamp() > self.ttl
-
-    def _locked_message(self, record: dict[str, Any]) -> str:
-        expires_in = float(record["expires_at"]) - time.time()
-        return (f"state {self.store.root} is leased by {_describe(record)} since "
-                f"{_local_time(float(record.get('acquired_at', 0)))} (generation {record.get('generation')}): "
-                f"another round is running. Its lease expires in {expires_in:.0f} s unless renewed; once it "
-                "expires the next round takes it over automatically, or rerun with --break-lock to take it now")
 
     def claim(self, generation: int) -> None:
         """Create lease file ``generation``, start renewing it, and prune the tombstones below it.
@@ -211,7 +228,7 @@ class Lease:
             raise Locked(f"state {self.store.root}: another round took the lease while this one was claiming "
                          f"generation {generation}")
         self.generation, self._record, self._last_renewal = generation, record, started
-        self._prune(generation)
+        _prune(self.store, generation)
         self._thread = threading.Thread(target=self._renew_loop, name=f"raysal-lease-{generation}", daemon=True)
         self._thread.start()
 
@@ -219,21 +236,6 @@ class Lease:
         """Observe and claim in one step; returns this lease."""
         self.claim(self.observe(break_lease))
         return self
-
-    def _prune(self, generation: int) -> None:
-        """Delete files of generations below the previous one: superseded, never a live lease."""
-        try:
-            infos = self.store.fs.get_file_info(
-                pafs.FileSelector(posixpath.join(self.store.base, LEASE_DIR), allow_not_found=True))
-            for info in infos:
-                match = _ANY_NAME.match(info.base_name)
-                if info.type == pafs.FileType.File and match and int(match.group(1)) < generation - 1:
-                    try:
-                        self.store.fs.delete_file(info.path)
-                    except FileNotFoundError:
-                        pass  # another new holder pruned it first
-        except OSError as exc:  # a leftover tombstone is harmless
-            log.warning("state %s: could not prune old lease files: %s", self.store.root, exc)
 
     # --- holding ---------------------------------------------------------------------------
     def _higher(self) -> dict[str, Any] | None:

@@ -15,11 +15,11 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from raysal.data import sources
 from raysal import storage
 from raysal.config import Config, SourceConfig
+from raysal.data import sources
 from raysal.data.sources import SourceError, prepared_tfds_builder, resolve_path
-from raysal.errors import Unavailable, Refused  # noqa: F401  (raised here; importable from here too)
+from raysal.errors import Refused, Unavailable  # noqa: F401  (raised here; importable from here too)
 
 
 def _sources(cfg: Config) -> tuple[SourceConfig, ...]:
@@ -184,8 +184,10 @@ def _local_paths(cfg: Config, state_root: str) -> dict[str, str]:
 def check_cluster(cfg: Config, state_root: str) -> None:
     """Checks that need Ray (call after ``init_ray``): raise ``Refused`` when another node of
     the cluster cannot see a local path of the round, or a manifest repeats an image_id."""
-    from raysal.run import cluster, pipeline
     import ray.data
+
+    from raysal.run import cluster
+    from raysal.run.duplicates import duplicate_ids
 
     blind = cluster.paths_not_shared(_local_paths(cfg, state_root))
     if blind:
@@ -198,7 +200,7 @@ def check_cluster(cfg: Config, state_root: str) -> None:
             continue  # folder, TFDS and digits sources are read, and checked, on the driver
         path = resolve_path(source.path, root)
         shards = sources.open_manifest(path, source.where).paths
-        repeated = pipeline.duplicate_ids(
+        repeated = duplicate_ids(
             ray.data.read_parquet(shards, file_extensions=None).select_columns(["image_id"]))
         if repeated:
             raise Refused(f"{source.where}: manifest {path} repeats image_id values, e.g. {repeated}: every image "

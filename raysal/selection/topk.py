@@ -7,7 +7,8 @@ count: a rerun selects the same ids. NaN scores are never selected.
 A distributed scan reads its parts (blocks, Parquet batches) one by one: ``candidate_rows`` is
 what a part may add to the best k found so far, and ``top_k_unordered`` (``top_k_indices`` for
 the final order) merges such survivors. Because a part keeps every row that could be in the
-global top-k under the total order, the merge is exact. No global sort: ``partition`` is O(n); only the final k are sorted.
+global top-k under the total order, the merge is exact. No global sort: ``partition`` is O(n); only the
+final k are sorted.
 """
 
 from __future__ import annotations
