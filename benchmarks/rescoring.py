@@ -1,0 +1,70 @@
+"""rescoring: a frozen backbone's later rounds, the pool rescored from its cached embeddings with
+the head alone, against rescoring it in full (decode, backbone, head)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import (
+    Row,
+    median_reported,
+    score_folder_config,
+    scoring_seconds,
+    settle,
+    write_checkpoint,
+    write_image_folder,
+)
+
+
+def rescore_seconds(cfg: Any, checkpoint: str, embedded: str, out_dir: str) -> float:
+    """Wall time of one rescoring pass from the embeddings in ``embedded`` with the head alone,
+    into ``out_dir`` (replaced). The wait for the CPUs to settle before it is not counted."""
+    from raysal.model.embeddings import HEAD_FILE
+    from raysal.run.scoring import rescore
+
+    shutil.rmtree(out_dir, ignore_errors=True)
+    settle()
+    start = time.perf_counter()
+    rescore(embedded, out_dir, os.path.join(checkpoint, HEAD_FILE), np.empty(0, np.int64), cfg)
+    return time.perf_counter() - start
+
+
+def run(quick: bool, repeats: int) -> list[Row]:
+    """A frozen backbone's later rounds: the pool rescored from its cached embeddings with the head
+    alone, against rescoring it in full (decode, backbone, head) as a round without the cache
+    does; and what writing the embeddings adds to the full pass that makes them."""
+    import pyarrow.parquet as pq
+
+    n_images, side, size = (500 if quick else 2_000), 96, 75
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = os.path.join(tmp, "images")
+        write_image_folder(folder, n_images, side)
+        _, checkpoint = write_checkpoint(tmp, "inception_v3", size)
+        cfg = score_folder_config(folder, "inception_v3", size, 64)
+        embedded, rescored = os.path.join(tmp, "embedded"), os.path.join(tmp, "rescored")
+        scoring_seconds(cfg, checkpoint, embedded, embeddings=True)  # warm-up, and the cache to rescore
+        t_full = median_reported(partial(scoring_seconds, cfg, checkpoint), repeats)
+        t_embedded = median_reported(partial(scoring_seconds, cfg, checkpoint, embedded, embeddings=True), repeats)
+        t_head = median_reported(partial(rescore_seconds, cfg, checkpoint, embedded, rescored), repeats)
+        same = pq.read_table(rescored, columns=["image_id"]).num_rows == n_images
+        cache_mb = sum(os.path.getsize(os.path.join(embedded, f)) for f in os.listdir(embedded)) / 2**20
+    assert same, "rescoring lost rows"
+    return [
+        {"group": "rescoring", "name": f"InceptionV3 {size}x{size}: head-only rescoring from cached embeddings vs "
+                                       "full rescoring", "unit": "s", "raysal": round(t_head, 2),
+         "baseline": round(t_full, 2), "ratio": round(t_full / t_head, 1),
+         "notes": f"{n_images} JPEGs of {side}px, both end to end (actor or task start included); "
+                  "float16 embeddings of 2,048 values; target >= 20"},
+        {"group": "rescoring", "name": f"InceptionV3 {size}x{size}: the full pass writing embeddings vs without",
+         "unit": "s", "raysal": round(t_embedded, 2), "baseline": round(t_full, 2),
+         "ratio": round(t_full / t_embedded, 3),
+         "notes": f"what the first round of a frozen backbone pays to make the cache ({cache_mb:.1f} MiB of score "
+                  "files with embeddings)"},
+    ]
