@@ -8,8 +8,14 @@
 from __future__ import annotations
 
 import sys
+from typing import Sequence
 
-from raysal.data.prepare import main
+from raysal.cli import prepare
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return prepare.main(argv, prog="jobs/prepare.py")
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,17 +10,13 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from raysal.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_LEASE_LOST, EXIT_LOCKED, EXIT_MISSING, EXIT_OK, EXIT_WAITING  # noqa: F401
-from raysal.cli import parse_args as _parse_args
-from raysal.cli import round_main
+from raysal.cli import round as round_command
 
-
-def parse_args(argv: Sequence[str] | None):  # noqa: ANN201  (for tests that check deploy files' arguments)
-    return _parse_args(argv, prog="jobs/round.py")
+parse_args = round_command.parse_args  # the deploy tests check the CronJob's arguments with it
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return round_main(argv, prog="jobs/round.py")
+    return round_command.main(argv, prog="jobs/round.py")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Sequence
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WAITING = 0, 1, 2, 5
+from raysal.errors import EXIT_FAILED, EXIT_OK, EXIT_WAITING
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,8 +34,8 @@ def _ray() -> None:
 def run_round(cfg: Config, state: str, label_file: str | None = None, break_lock: bool = False) -> "RoundOutcome":
     """Run (or resume) one round of the run kept in ``state`` (a folder or a URI).
 
-    The same checks as ``raysal round`` run first; they raise ``preflight.Unavailable``,
-    ``preflight.Refused``, ``lease.Locked`` and the like, naming the problem. Returns the outcome:
+    The same checks as ``raysal round`` run first; they raise ``raysal.errors.Unavailable``,
+    ``Refused``, ``Locked`` and the like (each with its exit code), naming the problem. Returns the outcome:
     ``status`` is ``"done"`` or ``"waiting for labels"``; ``record`` is the round's record.
     """
     import logging

@@ -266,11 +266,11 @@ class Config:
     data: DataConfig  # required: there is no sensible default data set outside the presets
     name: str = "custom"  # shown in summaries and stored with each round
     seed: int = 0  # weight init, shuffling and the random baseline
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    score: ScoreConfig = field(default_factory=ScoreConfig)
-    select: SelectConfig = field(default_factory=SelectConfig)
-    label: LabelConfig = field(default_factory=LabelConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)  # [model]: what scores and is trained
+    train: TrainConfig = field(default_factory=TrainConfig)  # [train]: Ray Train workers and epochs
+    score: ScoreConfig = field(default_factory=ScoreConfig)  # [score]: the actor pool and decode tasks
+    select: SelectConfig = field(default_factory=SelectConfig)  # [select]: criterion, strategy, budget
+    label: LabelConfig = field(default_factory=LabelConfig)  # [label]: oracle or human labels
 
     def __post_init__(self) -> None:
         _check(0 <= self.seed < 2**32, "seed", f"must be in [0, 2**32), got {self.seed}")  # numpy's seed range

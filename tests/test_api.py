@@ -22,16 +22,6 @@ def raysal(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([RAYSAL, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
-def test_the_raysal_command_lists_its_commands_and_refuses_others():
-    listed = raysal("--help")
-    assert listed.returncode == 0 and all(c in listed.stdout for c in ("round", "status", "prepare", "pack"))
-    wrong = raysal("rounds")
-    assert wrong.returncode == 2 and "usage: raysal {round,status,prepare,pack,labelstudio}" in wrong.stderr
-    helped = raysal("round", "--help")
-    assert helped.returncode == 0 and "usage: raysal round" in helped.stdout
-    assert "  5  the round is waiting" in helped.stdout
-
-
 def test_raysal_status_reads_a_run(waiting_state, tmp_path):
     state = copy_state(waiting_state, tmp_path / "state", keep_rounds=True)
     done = raysal("status", "--state", str(state), "--json")

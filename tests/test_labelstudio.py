@@ -13,13 +13,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from _jobs import FAST, REPO, copy_state, run_job
 
-from raysal.model import embeddings
-from raysal.labelling import labelstudio
 from raysal.config import ConfigError, load_config
+from raysal.labelling import labelstudio
 from raysal.labelling.labels import LabelFileError, read_label_file, validate_labels
+from raysal.model import embeddings
 from raysal.run.state import RunState
+
+from _jobs import FAST, REPO, copy_state, run_job
 
 CLASSES = ["cat", "dog", 'fox & "wolf"']
 
@@ -122,7 +123,8 @@ def _table(rows: list[tuple[int, str | None]]) -> pa.Table:
 def test_skipped_images_stay_unlabelled_and_several_annotations_take_the_majority():
     rows = [(10, "cat"), (11, None), (13, "dog"), (13, "dog"), (13, "cat"), (12, "cat"), (12, "dog")]
     taken = validate_labels(_table(rows), SELECTED, POOL, CLASSES, 2, min_labelled=0.5)
-    assert dict(zip(taken.table["image_id"].to_pylist(), taken.table["label"].to_pylist())) == {10: 0, 13: 1}
+    labelled = taken.table.to_pydict()
+    assert dict(zip(labelled["image_id"], labelled["label"], strict=True)) == {10: 0, 13: 1}
     assert taken.unlabelled.tolist() == [11, 12] and taken.ties.tolist() == [12]  # 12: one cat, one dog
     with pytest.raises(LabelFileError, match=r"2 of 4 selected images are labelled, fewer than the 4 that "
                                              r"label.min_labelled = 0.9 asks; without a label: \[11, 12\] \(1 with "
@@ -180,9 +182,9 @@ def test_a_waiting_round_writes_label_studio_tasks(waiting_state):
     assert [t["data"]["image_id"] for t in tasks] == [row["image_id"] for row in selection]
     assert [t["data"]["rank"] for t in tasks] == list(range(1, 41))
     scores = pq.read_table(waiting_state / "rounds" / "0001" / "scores", columns=["image_id", "top_probs"])
-    top = dict(zip(scores["image_id"].to_pylist(), embeddings.column_matrix(scores["top_probs"])[:, 0]))
+    top = dict(zip(scores["image_id"].to_pylist(), embeddings.column_matrix(scores["top_probs"])[:, 0], strict=True))
     classes = load_config("demo").data.classes
-    for task, row in zip(tasks, selection):
+    for task, row in zip(tasks, selection, strict=True):
         assert task["data"]["image"] == "/data/local-files/?d=" + row["uri"].lstrip("/")  # files_root "/"
         assert task["data"]["score"] == pytest.approx(row["score"])
         (prediction,) = task["predictions"]
@@ -206,11 +208,12 @@ def test_a_round_goes_through_a_real_label_studio_server(waiting_state, tmp_path
     annotators would (most once, one three times, two skipped, one never opened), pull the
     annotations and finish the round with them: the skipped images go back to the pool."""
     import requests
+
     from _labelstudio import start
 
     state_dir = copy_state(waiting_state, tmp_path / "state", keep_rounds=True)
     manifest = pq.read_table(state_dir / "data" / "digits" / "manifest.parquet").to_pydict()
-    truth = dict(zip(manifest["image_id"], manifest["label"]))
+    truth = dict(zip(manifest["image_id"], manifest["label"], strict=True))
     server = start(tmp_path / "label-studio", files_root="/")
     try:
         env = {"LABEL_STUDIO_API_KEY": server.token}
@@ -249,7 +252,7 @@ def test_a_round_goes_through_a_real_label_studio_server(waiting_state, tmp_path
         selected = np.array([t["data"]["image_id"] for t in tasks])
         pool_ids = pq.read_table(state_dir / "rounds" / "0001" / "scores", columns=["image_id"])["image_id"].to_numpy()
         from_json = validate_labels(read_label_file(str(export)), selected, pool_ids, classes, 1)
-        by_json = dict(zip(*from_json.table.to_pydict().values()))
+        by_json = dict(zip(*from_json.table.to_pydict().values(), strict=True))
         assert by_json == {t["data"]["image_id"]: truth[t["data"]["image_id"]] for t in by_rank[3:]}
         assert sorted(from_json.unlabelled.tolist()) == sorted([*skipped, unopened])
         for kind in ("JSON_MIN", "CSV"):  # the other exports a team may download from the UI read the same
@@ -260,8 +263,9 @@ def test_a_round_goes_through_a_real_label_studio_server(waiting_state, tmp_path
             taken = validate_labels(read_label_file(str(path)), selected, pool_ids, classes, 1)
             # JSON-MIN and CSV hold one annotation per task: the voted image may come with either label
             assert set(taken.table["image_id"].to_pylist()) | set(taken.ties.tolist()) == set(by_json)
-            assert {i: v for i, v in zip(*taken.table.to_pydict().values()) if i != voted["data"]["image_id"]} == {
-                i: v for i, v in by_json.items() if i != voted["data"]["image_id"]}
+            vote = voted["data"]["image_id"]
+            pairs = zip(*taken.table.to_pydict().values(), strict=True)
+            assert {i: v for i, v in pairs if i != vote} == {i: v for i, v in by_json.items() if i != vote}
     finally:
         server.stop()
 
@@ -269,8 +273,8 @@ def test_a_round_goes_through_a_real_label_studio_server(waiting_state, tmp_path
     assert code == 0, out[-3000:]
     assert "3 selected images got no label (skipped, missing or tied): back to the pool for later rounds" in out
     labels = pq.read_table(state_dir / "rounds" / "0001" / "labels.parquet").to_pydict()
-    assert dict(zip(labels["image_id"], labels["label"])) == {t["data"]["image_id"]: truth[t["data"]["image_id"]]
-                                                              for t in by_rank[3:]}  # the majority, for `voted`
+    expected = {t["data"]["image_id"]: truth[t["data"]["image_id"]] for t in by_rank[3:]}  # the majority, for `voted`
+    assert dict(zip(labels["image_id"], labels["label"], strict=True)) == expected
     excluded = set(RunState(str(state_dir)).excluded_ids(before=2).tolist())
     assert excluded == set(labels["image_id"]) and not excluded & {*skipped, unopened}
 

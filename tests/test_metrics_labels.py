@@ -31,7 +31,7 @@ POOL = np.array([10, 11, 12, 13, 14])
 def test_labels_by_name_or_index(labels):
     table = pa.table({"image_id": [12, 10, 11], "label": labels})
     out = validate_labels(table, SELECTED, POOL, CLASSES, round_number=3).table
-    assert dict(zip(out["image_id"].to_pylist(), out["label"].to_pylist())) == {10: 0, 11: 1, 12: 2}
+    assert dict(zip(out["image_id"].to_pylist(), out["label"].to_pylist(), strict=True)) == {10: 0, 11: 1, 12: 2}
 
 
 @pytest.mark.parametrize(("rows", "message"), [

@@ -17,12 +17,16 @@ import pytest
 from PIL import Image
 
 from raysal import cli, faults, storage
-from raysal.selection import criteria
-from raysal.model import models
-from raysal.data import pack, prepare, sources
-from raysal.run import pipeline, preflight
 from raysal.config import load_config
+from raysal.data import decode as decoding
+from raysal.data import pack, prepare, sources
 from raysal.data.images import decode_image
+from raysal.data.manifest import open_manifest, read_manifest_table
+from raysal.errors import EXIT_CONFIG, EXIT_MISSING, EXIT_OK
+from raysal.model import models
+from raysal.run import preflight, scoring
+from raysal.run import topk as distributed
+from raysal.selection import criteria
 
 pytestmark = pytest.mark.timeout(120)
 CLASSES = ["a", "b", "c"]
@@ -42,7 +46,7 @@ def _shard_rows(folder: str) -> list[pa.Table]:
 def test_pack_a_folder_into_shards_keeps_ids_labels_and_bytes(image_folder, tmp_path, capsys):
     root, expected = image_folder
     out = str(tmp_path / "packed")
-    assert cli.main(["pack", root, "--out", out, "--rows-per-shard", "4"]) == pack.EXIT_OK
+    assert cli.main(["pack", root, "--out", out, "--rows-per-shard", "4"]) == EXIT_OK
     printed = capsys.readouterr().out
     assert f'path = "{out}"' in printed and "packed 9 images" in printed  # notes.txt is not named as an image
 
@@ -52,7 +56,7 @@ def test_pack_a_folder_into_shards_keeps_ids_labels_and_bytes(image_folder, tmp_
     packed = pa.concat_tables(shards)
     assert packed.schema == pack.shard_schema(pa.string())
     folder = sources.list_folder(root, CLASSES, "data.pool")  # the ids a folder source gives
-    id_of = dict(zip(folder["uri"].to_pylist(), folder["image_id"].to_pylist()))
+    id_of = dict(zip(folder["uri"].to_pylist(), folder["image_id"].to_pylist(), strict=True))
     for row in packed.to_pylist():
         rel = os.path.relpath(row["uri"], root)
         assert rel in expected and row["image_id"] == id_of[row["uri"]]
@@ -60,12 +64,12 @@ def test_pack_a_folder_into_shards_keeps_ids_labels_and_bytes(image_folder, tmp_
         with open(row["uri"], "rb") as f:
             assert row["image_bytes"] == f.read()  # as it is: not decoded, not re-encoded
 
-    assert cli.main(["pack", root, "--out", out]) == pack.EXIT_BAD_INPUT  # would mix old and new shards
+    assert cli.main(["pack", root, "--out", out]) == EXIT_CONFIG  # would mix old and new shards
     assert "already holds 3 shards of an earlier pack" in capsys.readouterr().err
-    assert cli.main(["pack", root, "--out", out, "--force", "--no-labels"]) == pack.EXIT_OK
+    assert cli.main(["pack", root, "--out", out, "--force", "--no-labels"]) == EXIT_OK
     assert os.listdir(out) == ["part-00000.parquet"]  # the staging folder is gone too
     assert pq.read_schema(os.path.join(out, "part-00000.parquet")) == pack.shard_schema(None)
-    assert cli.main(["pack", str(tmp_path / "nowhere"), "--out", out]) == pack.EXIT_MISSING
+    assert cli.main(["pack", str(tmp_path / "nowhere"), "--out", out]) == EXIT_MISSING
 
 
 def test_pack_a_manifest_keeps_its_ids_and_labels(image_folder, tmp_path):
@@ -93,7 +97,7 @@ def test_a_uri_no_filesystem_reads_is_packed_without_bytes_and_reported(image_fo
     manifest = tmp_path / "pool.csv"
     manifest.write_text(f"uri\nhttp://x/a.jpg\nfoo://a\n{root}/a/rgb.jpg\n")
     out = str(tmp_path / "packed")
-    assert cli.main(["pack", str(manifest), "--out", out]) == pack.EXIT_OK
+    assert cli.main(["pack", str(manifest), "--out", out]) == EXIT_OK
     assert "note: 2 files could not be read (e.g. http://x/a.jpg: " in capsys.readouterr().out
     table = pa.concat_tables(_shard_rows(out))
     assert table["uri"].to_pylist() == ["http://x/a.jpg", "foo://a", f"{root}/a/rgb.jpg"]
@@ -103,7 +107,7 @@ def test_a_uri_no_filesystem_reads_is_packed_without_bytes_and_reported(image_fo
 def _pack_killed_at_first_shard(*args: str) -> subprocess.CompletedProcess:
     """``raysal pack ARGS`` in a process group of its own, killed (SIGKILL, no clean-up) once its
     first shard is written."""
-    main = "import sys; from raysal import pack; sys.exit(pack.main(sys.argv[1:]))"
+    main = "import sys; from raysal.cli import pack; sys.exit(pack.main(sys.argv[1:]))"
     env = {**os.environ, faults.KILL_AT_ENV: "pack:shard-staged"}
     return subprocess.run([sys.executable, "-c", main, *args], env=env, cwd=REPO, start_new_session=True,
                           capture_output=True, text=True, timeout=90)
@@ -116,9 +120,9 @@ def test_a_killed_pack_leaves_no_shard_and_the_next_pack_starts_clean(image_fold
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert os.listdir(out / pack.STAGING) == ["part-00000.parquet"]  # written, hidden, never named
     with pytest.raises(sources.SourceError, match="holds no Parquet file"):  # no pool of 4 of the 9 images
-        sources.open_manifest(str(out), "data.pool")
+        open_manifest(str(out), "data.pool")
 
-    assert cli.main(["pack", root, "--out", str(out), "--rows-per-shard", "4"]) == pack.EXIT_OK  # not refused
+    assert cli.main(["pack", root, "--out", str(out), "--rows-per-shard", "4"]) == EXIT_OK  # not refused
     names = ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     assert sorted(os.listdir(out)) == names  # what the killed pack left is gone
     before = {name: (out / name).read_bytes() for name in names}
@@ -128,7 +132,7 @@ def test_a_killed_pack_leaves_no_shard_and_the_next_pack_starts_clean(image_fold
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert {name: (out / name).read_bytes() for name in sorted(os.listdir(out)) if name != pack.STAGING} == before
     again = ["pack", root, "--out", str(out), "--rows-per-shard", "2", "--force", "--no-labels"]
-    assert cli.main(again) == pack.EXIT_OK
+    assert cli.main(again) == EXIT_OK
     assert sorted(os.listdir(out)) == [f"part-{i:05d}.parquet" for i in range(5)]
     assert "label" not in pq.read_schema(out / "part-00004.parquet").names
 
@@ -142,12 +146,12 @@ def test_force_replaces_only_the_shards_pack_wrote(image_folder, tmp_path, capsy
     pq.write_table(pool, run / "pool.parquet")  # as raysal prepare writes it
     (run / "_SUCCESS").write_bytes(b"")  # a marker, not a shard: no reader takes it for one
     for extra in ([], ["--force"]):
-        assert cli.main(["pack", root, "--out", str(run), *extra]) == pack.EXIT_BAD_INPUT
+        assert cli.main(["pack", root, "--out", str(run), *extra]) == EXIT_CONFIG
         assert "holds 1 Parquet file that pack did not write, e.g. pool.parquet" in capsys.readouterr().err
         assert sorted(os.listdir(run)) == ["_SUCCESS", "pool.parquet"]  # nothing deleted, nothing written
     assert pq.read_table(run / "pool.parquet").equals(pool)
-    assert cli.main(["pack", root, "--out", str(run / "pool-packed")]) == pack.EXIT_OK
-    assert cli.main(["pack", root, "--out", str(run / "pool-packed"), "--force"]) == pack.EXIT_OK
+    assert cli.main(["pack", root, "--out", str(run / "pool-packed")]) == EXIT_OK
+    assert cli.main(["pack", root, "--out", str(run / "pool-packed"), "--force"]) == EXIT_OK
     assert sorted(os.listdir(run)) == ["_SUCCESS", "pool-packed", "pool.parquet"]
 
 
@@ -161,21 +165,21 @@ def test_packed_labels_read_back_as_the_source_s(tmp_path):
     plan = prepare.prepare(prepare.PrepareConfig(str(csv), out=str(tmp_path / "run"), labelled_size=3, val_size=3,
                                                  test_size=3))
     assert plan.classes == ("10", "2", "7")
-    prepared = pa.concat_tables(sources.read_manifest_table(str(tmp_path / "run" / f"{split}.parquet"), plan.classes,
+    prepared = pa.concat_tables(read_manifest_table(str(tmp_path / "run" / f"{split}.parquet"), plan.classes,
                                                             "data.pool") for split in prepare.SPLITS)
     packed = pack.pack(str(csv), str(tmp_path / "packed"))
     assert packed.unreadable_count == 12  # the files need not exist to be named
-    read = sources.read_manifest_table(str(tmp_path / "packed"), plan.classes, "data.pool")
-    assert dict(zip(read["image_id"].to_pylist(), read["label"].to_pylist())) == dict(
-        zip(prepared["image_id"].to_pylist(), prepared["label"].to_pylist()))
+    read = read_manifest_table(str(tmp_path / "packed"), plan.classes, "data.pool")
+    assert dict(zip(read["image_id"].to_pylist(), read["label"].to_pylist(), strict=True)) == dict(
+        zip(prepared["image_id"].to_pylist(), prepared["label"].to_pylist(), strict=True))
     assert sorted(read["label"].to_pylist()) == [0] * 4 + [1] * 4 + [2] * 4
 
     manifest = tmp_path / "indices.parquet"  # pandas writes an integer column with gaps as float
     pq.write_table(pa.table({"image_id": [5, 6, 7], "uri": ["p.png", "q.png", "r.png"], "label": [2.0, None, 0.0]}),
                    manifest)
     pack.pack(str(manifest), str(tmp_path / "packed-indices"))
-    assert (sources.read_manifest_table(str(tmp_path / "packed-indices"), CLASSES, "data.pool")["label"].to_pylist()
-            == sources.read_manifest_table(str(manifest), CLASSES, "data.pool")["label"].to_pylist()
+    assert (read_manifest_table(str(tmp_path / "packed-indices"), CLASSES, "data.pool")["label"].to_pylist()
+            == read_manifest_table(str(manifest), CLASSES, "data.pool")["label"].to_pylist()
             == [2, None, 0])
 
 
@@ -184,15 +188,15 @@ def test_a_source_without_images_is_refused(image_folder, tmp_path, capsys):
     empty = tmp_path / "empty.csv"
     empty.write_text("uri,label\n")
     out = tmp_path / "packed"
-    assert cli.main(["pack", str(empty), "--out", str(out)]) == pack.EXIT_BAD_INPUT
+    assert cli.main(["pack", str(empty), "--out", str(out)]) == EXIT_CONFIG
     assert "empty.csv holds no images" in capsys.readouterr().err
     (tmp_path / "nothing").mkdir()
-    assert cli.main(["pack", str(tmp_path / "nothing"), "--out", str(out)]) == pack.EXIT_BAD_INPUT
+    assert cli.main(["pack", str(tmp_path / "nothing"), "--out", str(out)]) == EXIT_CONFIG
     assert "nothing holds no images" in capsys.readouterr().err
     assert not out.exists()
 
-    assert cli.main(["pack", root, "--out", str(out)]) == pack.EXIT_OK
-    assert cli.main(["pack", str(out), "--out", str(tmp_path / "again")]) == pack.EXIT_BAD_INPUT
+    assert cli.main(["pack", root, "--out", str(out)]) == EXIT_OK
+    assert cli.main(["pack", str(out), "--out", str(tmp_path / "again")]) == EXIT_CONFIG
     err = capsys.readouterr().err
     assert "holds no images" in err and "but 1 Parquet file, e.g. part-00000.parquet: it looks packed already" in err
     assert not (tmp_path / "again").exists()
@@ -205,7 +209,7 @@ def _pool_config(path: str, rows: str = ""):
 
 def _score(cfg, checkpoint: str):
     ds, size = sources.read_source_with_size(cfg.data.pool, cfg.data.classes, "")
-    return pipeline.score(pipeline.decode(ds, cfg), checkpoint, cfg), size
+    return scoring.score(decoding.decode(ds, cfg), checkpoint, cfg), size
 
 
 def test_packed_pool_scores_as_its_folder_and_reports_its_broken_images(ray_session, image_folder, tiny_checkpoint,
@@ -217,7 +221,7 @@ def test_packed_pool_scores_as_its_folder_and_reports_its_broken_images(ray_sess
     scored, size = _score(cfg, tiny_checkpoint)
     assert size == 9  # from the shards' metadata
     out_scores = str(tmp_path / "scores")
-    pipeline.write_scores(scored, out_scores, size)  # as a round does; read back below
+    scoring.write_scores(scored, out_scores, size)  # as a round does; read back below
     rows = {int(r["image_id"]): r for r in pq.read_table(out_scores).to_pylist()}
 
     assert {os.path.relpath(r["uri"], root) for r in rows.values()} == set(expected) - {"c/notes.txt"}
@@ -233,7 +237,7 @@ def test_packed_pool_scores_as_its_folder_and_reports_its_broken_images(ray_sess
         np.testing.assert_allclose(row["score"], criterion(probs, np.array([image_id]))[0], atol=1e-5)
         assert row["label"] == CLASSES.index(os.path.relpath(row["uri"], root).split("/")[0])
 
-    selection = pipeline.select_top_k(out_scores, 2)
+    selection = distributed.select_top_k(out_scores, 2)
     bad = sorted(rel for rel, outcome in expected.items() if outcome != "ok" and not rel.endswith(".txt"))
     assert sorted(os.path.relpath(u, root) for u in selection.skipped["uri"]) == bad  # the original files, named
     assert all(selection.skipped["reason"])
@@ -255,7 +259,7 @@ def test_slice_of_a_packed_pool_is_read_in_ray_tasks_in_order(ray_session, tiny_
     ds, size = sources.read_source_with_size(cfg.data.pool, cfg.data.classes, "")
     assert size == 7
     assert sorted(ds.take_all(), key=lambda r: r["image_id"])[0]["image_bytes"] == images[3]
-    scored = pipeline.score(pipeline.decode(ds, cfg), tiny_checkpoint, cfg).take_all()
+    scored = scoring.score(decoding.decode(ds, cfg), tiny_checkpoint, cfg).take_all()
     assert sorted(int(r["image_id"]) for r in scored) == list(ids[3:10])
     by_id = {int(r["image_id"]): r for r in scored}
     assert by_id[107]["uri"] == f"{folder}/part-1.parquet#image_id=107"
@@ -283,10 +287,11 @@ def test_pack_onto_object_storage_and_read_the_shards_by_glob(s3, image_folder):
     fs, inner = storage.resolve(out)
     listed = sorted(i.path for i in fs.get_file_info(pyarrow.fs.FileSelector(inner, recursive=True)))
     assert listed == [f"{inner}/part-{i:05d}.parquet" for i in range(3)]  # moved out of the staging folder, now gone
-    table = sources.read_manifest_table(f"{out}/part-*.parquet", CLASSES, "data.pool")
+    table = read_manifest_table(f"{out}/part-*.parquet", CLASSES, "data.pool")
     folder = sources.list_folder(root, CLASSES, "data.pool")
-    files = {u: i for u, i in zip(folder["uri"].to_pylist(), folder["image_id"].to_pylist()) if not u.endswith(".txt")}
-    assert dict(zip(table["uri"].to_pylist(), table["image_id"].to_pylist())) == files
-    for uri, data in zip(table["uri"].to_pylist(), table["image_bytes"].to_pylist()):
+    files = {u: i for u, i in zip(folder["uri"].to_pylist(), folder["image_id"].to_pylist(), strict=True)
+             if not u.endswith(".txt")}
+    assert dict(zip(table["uri"].to_pylist(), table["image_id"].to_pylist(), strict=True)) == files
+    for uri, data in zip(table["uri"].to_pylist(), table["image_bytes"].to_pylist(), strict=True):
         with open(uri, "rb") as f:
             assert data == f.read()

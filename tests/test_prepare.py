@@ -1,5 +1,5 @@
-"""raysal.data.prepare (split arithmetic, inputs, refusals, the CLI), preflight's class checks, and the
-README's "Your own images" commands run end to end."""
+"""raysal.data.prepare and raysal.data.splits (split arithmetic, inputs, refusals, the CLI), preflight's
+class checks, and the README's "Your own images" commands run end to end."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw
 
-from raysal.run import preflight
-from raysal.data import prepare
+from raysal.cli.prepare import main
 from raysal.config import config_from_dict, load_config
+from raysal.data import prepare, splits
+from raysal.data.listing import stable_id
 from raysal.data.prepare import BadInput, MissingInput, PrepareConfig
-from raysal.data.sources import stable_id
+from raysal.run import preflight
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"
@@ -47,7 +48,7 @@ def _read(run: Path, split: str) -> pa.Table:
 
 def _by_class(table: pa.Table) -> dict[str, int]:
     names, counts = np.unique(np.asarray(table["label"].to_pylist()), return_counts=True)
-    return dict(zip(names.tolist(), counts.tolist()))
+    return dict(zip(names.tolist(), counts.tolist(), strict=True))
 
 
 # --- split arithmetic ------------------------------------------------------------------------
@@ -60,11 +61,11 @@ def _by_class(table: pa.Table) -> dict[str, int]:
 ])
 def test_proportional_known_answers(total, counts, expected) -> None:
     counts = np.array(counts)
-    assert prepare.proportional(total, counts, counts).tolist() == expected
+    assert splits.proportional(total, counts, counts).tolist() == expected
 
 
 def test_split_counts_by_shares_oracle_pool() -> None:
-    split = prepare.split_counts(np.array([100, 120, 80]), ["cat", "dog", "fox"],
+    split = splits.split_counts(np.array([100, 120, 80]), ["cat", "dog", "fox"],
                                  {"test": 0.2, "val": 0.1, "labelled": 0.2}, rest="pool")
     assert {s: c.tolist() for s, c in split.items()} == {
         "test": [20, 24, 16], "val": [10, 12, 8], "labelled": [20, 24, 16], "pool": [50, 60, 40]}
@@ -73,21 +74,21 @@ def test_split_counts_by_shares_oracle_pool() -> None:
 
 def test_split_counts_sizes_equal_the_same_shares() -> None:
     counts, classes = np.array([37, 91, 12]), ["a", "b", "c"]
-    by_share = prepare.split_counts(counts, classes, {"test": 0.25, "val": 0.1, "labelled": 0.3}, rest="pool")
-    by_size = prepare.split_counts(counts, classes, {"test": 35, "val": 14, "labelled": 42}, rest="pool")
+    by_share = splits.split_counts(counts, classes, {"test": 0.25, "val": 0.1, "labelled": 0.3}, rest="pool")
+    by_size = splits.split_counts(counts, classes, {"test": 35, "val": 14, "labelled": 42}, rest="pool")
     assert {s: c.tolist() for s, c in by_share.items()} == {s: c.tolist() for s, c in by_size.items()}
     assert [int(by_size[s].sum()) for s in ("test", "val", "labelled")] == [35, 14, 42]
 
 
 def test_split_counts_every_class_in_every_split_even_a_small_one() -> None:
     counts = np.array([3, 50, 200])
-    split = prepare.split_counts(counts, ["rare", "b", "c"], {"test": 0.2, "val": 0.1, "labelled": 0.2}, rest="pool")
+    split = splits.split_counts(counts, ["rare", "b", "c"], {"test": 0.2, "val": 0.1, "labelled": 0.2}, rest="pool")
     assert {s: c.tolist() for s, c in split.items()} == {
         "test": [1, 10, 40], "val": [1, 5, 19], "labelled": [1, 10, 40], "pool": [0, 25, 101]}
 
 
 def test_split_counts_seed_set_takes_the_rest_beside_a_separate_pool() -> None:
-    split = prepare.split_counts(np.array([100, 120, 80]), ["cat", "dog", "fox"], {"test": 0.2, "val": 0.1},
+    split = splits.split_counts(np.array([100, 120, 80]), ["cat", "dog", "fox"], {"test": 0.2, "val": 0.1},
                                  rest="labelled")
     assert {s: c.tolist() for s, c in split.items()} == {
         "test": [20, 24, 16], "val": [10, 12, 8], "labelled": [70, 84, 56]}
@@ -96,7 +97,7 @@ def test_split_counts_seed_set_takes_the_rest_beside_a_separate_pool() -> None:
 def test_split_counts_refuses_a_class_too_small_naming_it() -> None:
     with pytest.raises(BadInput, match=r"^too few labelled images: class 'fox' has 2, and every class needs at "
                                        r"least 3, one for each of the seed set, val and test\. Add images"):
-        prepare.split_counts(np.array([40, 40, 2]), ["cat", "dog", "fox"], {"test": 0.2, "val": 0.1, "labelled": 0.2},
+        splits.split_counts(np.array([40, 40, 2]), ["cat", "dog", "fox"], {"test": 0.2, "val": 0.1, "labelled": 0.2},
                              rest="pool")
 
 
@@ -107,22 +108,22 @@ def test_split_counts_refuses_a_class_too_small_naming_it() -> None:
 ])
 def test_split_counts_refuses_sizes_that_do_not_fit(sizes, message) -> None:
     with pytest.raises(BadInput, match=message):
-        prepare.split_counts(np.array([20, 20, 20]), ["a", "b", "c"], sizes, rest="pool")
+        splits.split_counts(np.array([20, 20, 20]), ["a", "b", "c"], sizes, rest="pool")
 
 
 def test_assign_splits_is_seeded_and_cuts_each_class_by_its_counts() -> None:
     labels = np.repeat([0, 1], [10, 6])  # [16]
     counts = {"test": np.array([2, 1]), "val": np.array([3, 2]), "pool": np.array([5, 3])}
-    first = prepare.assign_splits(labels, counts, np.random.default_rng(7))
-    assert first.tolist() == prepare.assign_splits(labels, counts, np.random.default_rng(7)).tolist()
-    assert first.tolist() != prepare.assign_splits(labels, counts, np.random.default_rng(8)).tolist()
+    first = splits.assign_splits(labels, counts, np.random.default_rng(7))
+    assert first.tolist() == splits.assign_splits(labels, counts, np.random.default_rng(7)).tolist()
+    assert first.tolist() != splits.assign_splits(labels, counts, np.random.default_rng(8)).tolist()
     for split, per_class in counts.items():
         assert [int(np.sum((first == split) & (labels == c))) for c in (0, 1)] == per_class.tolist()
 
 
 @pytest.mark.parametrize(("text", "expected"), [("60", 60), ("0.2", 0.2)])
 def test_parse_size(text, expected) -> None:
-    assert prepare.parse_size(text, "--val") == expected and type(prepare.parse_size(text, "--val")) is type(expected)
+    assert splits.parse_size(text, "--val") == expected and type(splits.parse_size(text, "--val")) is type(expected)
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -132,7 +133,7 @@ def test_parse_size(text, expected) -> None:
 ])
 def test_parse_size_refuses(text, message) -> None:
     with pytest.raises(BadInput, match=message):
-        prepare.parse_size(text, "--val")
+        splits.parse_size(text, "--val")
 
 
 # --- inputs ----------------------------------------------------------------------------------
@@ -143,14 +144,14 @@ def test_folder_run_is_stratified_reproducible_and_lists_every_image_once(tmp_pa
     _touch(images, ".hidden/x.png")
     plan = prepare.prepare(PrepareConfig(labelled=str(images), out=str(tmp_path / "run"), seed=3))
     run = tmp_path / "run"
-    tables = {s: _read(run, s) for s in prepare.SPLITS}
+    tables = {s: _read(run, s) for s in splits.SPLITS}
     assert {s: _by_class(t) for s, t in tables.items()} == {
         "labelled": {"cat": 20, "dog": 24, "fox": 16}, "val": {"cat": 10, "dog": 12, "fox": 8},
         "test": {"cat": 20, "dog": 24, "fox": 16}, "pool": {"cat": 50, "dog": 60, "fox": 40}}
     every = pa.concat_tables(tables.values())
     expected_uris = sorted(str(p) for p in images.glob("[!.]*/*.png"))  # hidden folders left out
     assert sorted(every["uri"].to_pylist()) == expected_uris  # each image once, absolute
-    for uri, image_id, label in zip(*(every[c].to_pylist() for c in ("uri", "image_id", "label"))):
+    for uri, image_id, label in zip(*(every[c].to_pylist() for c in ("uri", "image_id", "label")), strict=True):
         rel = os.path.relpath(uri, images)
         assert image_id == stable_id(rel) and label == rel.split("/")[0]
     assert plan.notes == (f"left out 1 file of {images} not named as images (.jpg, .jpeg, .png, .bmp, .gif, "
@@ -179,8 +180,8 @@ def test_csv_manifest_labels_by_name_and_relative_uris(tmp_path) -> None:
                                           val_size=2, test_size=2))
     assert plan.classes == ("ant", "zebra")
     every = pa.concat_tables(plan.manifests.values())
-    assert sorted(zip(every["uri"].to_pylist(), every["image_id"].to_pylist(), every["label"].to_pylist())) == \
-        sorted((str(tmp_path / "data" / u), stable_id(u), label) for u, label in rows)
+    found = zip(every["uri"].to_pylist(), every["image_id"].to_pylist(), every["label"].to_pylist(), strict=True)
+    assert sorted(found) == sorted((str(tmp_path / "data" / u), stable_id(u), label) for u, label in rows)
     assert {s: t.num_rows for s, t in plan.manifests.items()} == {"test": 2, "val": 2, "labelled": 2, "pool": 4}
 
 
@@ -192,13 +193,14 @@ def test_parquet_manifest_keeps_its_image_ids_and_whole_number_labels(tmp_path) 
                                           labelled_size=2, val_size=2, test_size=2))
     assert plan.classes == ("0", "1")
     every = pa.concat_tables(plan.manifests.values())
-    assert sorted(zip(every["image_id"].to_pylist(), every["uri"].to_pylist())) == list(zip(range(100, 112), uris))
+    found = zip(every["image_id"].to_pylist(), every["uri"].to_pylist(), strict=True)
+    assert sorted(found) == list(zip(range(100, 112), uris, strict=True))
 
 
 def test_separate_pool_makes_a_human_run(tmp_path) -> None:
     images = _folder(tmp_path / "images", {"cat": 10, "dog": 10})
     pool = _folder(tmp_path / "unlabelled", {"batch1": 7})
-    code = prepare.main([str(images), "--pool", str(pool), "--out", str(tmp_path / "run")])
+    code = main([str(images), "--pool", str(pool), "--out", str(tmp_path / "run")])
     assert code == 0
     cfg = load_config(str(tmp_path / "run" / "config.toml"))
     assert cfg.label.mode == "human"
@@ -233,7 +235,7 @@ def test_models_and_their_training(tmp_path) -> None:
 # --- refusals --------------------------------------------------------------------------------
 
 def _main(tmp_path, *args: str, capsys) -> tuple[int, str]:
-    code = prepare.main([*args], prog="raysal prepare")
+    code = main([*args], prog="raysal prepare")
     captured = capsys.readouterr()
     return code, captured.out + captured.err
 

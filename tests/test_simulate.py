@@ -9,8 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from _jobs import REPO
 from raysal.simulation import FAST_PATH, Settings, area_under_curve, labels_to_reach, summarise
+
+from _jobs import REPO
 
 
 def test_area_under_curve_is_the_mean_accuracy_over_the_labelled_range() -> None:
@@ -47,7 +48,8 @@ def test_summary_compares_with_random_at_its_final_accuracy() -> None:
     aucs = [area_under_curve(labelled, [0.5, 0.6, 0.7]), area_under_curve(labelled, [0.5, 0.6, 0.9])]
     assert random["auc"]["per_seed"] == pytest.approx(aucs)
     assert random["auc"]["mean"] == pytest.approx(np.mean(aucs)) and random["auc"]["std"] == pytest.approx(np.std(aucs))
-    assert summarise(labelled, accuracy, target=0.55)["strategies"]["margin"]["labels_to_target"] == pytest.approx(10 + 10 / 6)
+    margin = summarise(labelled, accuracy, target=0.55)["strategies"]["margin"]
+    assert margin["labels_to_target"] == pytest.approx(10 + 10 / 6)
 
 
 def test_settings_refuse_unknown_strategies_and_bad_sizes() -> None:

@@ -1,4 +1,5 @@
-"""raysal.data.sources and raysal.run.preflight on data made here: folders, manifests, TFDS, digits. No Ray.
+"""raysal.data.sources, raysal.data.manifest and raysal.run.preflight on data made here: folders, manifests,
+TFDS, digits. No Ray.
 
 TFDS is never downloaded: splits come from ``tfds.testing.mock_data`` over a data_dir holding the
 dataset's metadata (what a prepared data_dir has besides the records), or from a tiny builder
@@ -11,18 +12,28 @@ import io
 import os
 import shutil
 
-import raysal.model.keras_env  # noqa: F401  (before TensorFlow)
-from raysal.run import preflight
-from raysal.data import sources
-from raysal.config import SourceConfig, load_config
-from raysal.data.images import decode_image
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
+
+import raysal.model.keras_env  # noqa: F401  (before TensorFlow)
+from raysal.config import SourceConfig, load_config
+from raysal.data import sources
+from raysal.data.images import decode_image
+from raysal.data.listing import manifest_base
+from raysal.data.manifest import (
+    _conform,
+    check_manifest,
+    manifest_labels,
+    manifest_problems,
+    open_manifest,
+    read_manifest_table,
+    row_groups,
+)
+from raysal.run import preflight
 
 FLOWERS = ["dandelion", "daisy", "tulips", "sunflowers", "roses"]  # tf_flowers label order
 TINY_TFDS = "raysal_tiny_flowers"
@@ -138,7 +149,7 @@ def test_tfds_prepared_split_slices_with_stable_ids(tiny_tfds_dir, no_tfds_downl
     assert part.select(["image_id", "uri", "label"]) == whole.slice(2, 5).select(["image_id", "uri", "label"])
     assert len(set(whole["image_id"].to_pylist())) == TINY_TFDS_EXAMPLES
     # the bytes are the stored PNGs: example i is a flat image of value 20 * i, label i % 5
-    for data, label in zip(whole["image_bytes"].to_pylist(), whole["label"].to_pylist()):
+    for data, label in zip(whole["image_bytes"].to_pylist(), whole["label"].to_pylist(), strict=True):
         pixels = decode_image(data, 4)
         value = int(pixels[0, 0, 0])
         assert np.all(pixels == value) and value % 20 == 0 and label == (value // 20) % len(FLOWERS)
@@ -240,7 +251,7 @@ def _manifest(tmp_path, **columns) -> str:
 def test_manifest_string_labels_map_to_indices(tmp_path):
     path = _manifest(tmp_path, image_id=pa.array([7, 3, 9], pa.int32()), uri=["x.png", "y.png", "z.png"],
                      label=["dog", None, "cat"])
-    table = sources.read_manifest_table(path, ["cat", "dog"], "data.pool")
+    table = read_manifest_table(path, ["cat", "dog"], "data.pool")
     assert table.schema == sources.SOURCE_SCHEMA
     assert table.to_pylist() == [{"image_id": 7, "uri": str(tmp_path / "x.png"), "label": 1},
                                  {"image_id": 3, "uri": str(tmp_path / "y.png"), "label": None},
@@ -255,14 +266,13 @@ def test_manifest_string_labels_map_to_indices(tmp_path):
 ])
 def test_relative_uris_in_a_manifest_are_relative_to_the_manifest(manifest, uri, expected):
     """Never to the working directory of whichever process reads them."""
-    table = sources._conform(pa.table({"image_id": [1], "uri": [uri]}), ["cat", "dog"], "data.pool",
-                             sources.manifest_base(manifest))
+    table = _conform(pa.table({"image_id": [1], "uri": [uri]}), ["cat", "dog"], "data.pool", manifest_base(manifest))
     assert table["uri"].to_pylist() == [expected]
 
 
 def test_manifest_without_labels_gets_null_labels(tmp_path):
     path = _manifest(tmp_path, image_id=[1, 2], uri=["a", "b"])
-    table = sources.read_manifest_table(path, ["cat", "dog"], "data.pool")
+    table = read_manifest_table(path, ["cat", "dog"], "data.pool")
     assert table["label"].to_pylist() == [None, None] and table.schema == sources.SOURCE_SCHEMA
 
 
@@ -275,12 +285,12 @@ def test_manifest_without_labels_gets_null_labels(tmp_path):
 def test_bad_manifest_raises(tmp_path, columns, message):
     path = _manifest(tmp_path, **columns)
     with pytest.raises(sources.SourceError, match=message):
-        sources.read_manifest_table(path, ["cat", "dog"], "data.pool")
+        read_manifest_table(path, ["cat", "dog"], "data.pool")
 
 
 def test_missing_manifest_raises(tmp_path):
     with pytest.raises(sources.SourceError, match="data.test: manifest .* does not exist"):
-        sources.read_manifest_table(str(tmp_path / "absent.parquet"), ["cat", "dog"], "data.test")
+        read_manifest_table(str(tmp_path / "absent.parquet"), ["cat", "dog"], "data.test")
 
 
 def test_manifest_source_with_rows_is_read_and_whole_manifest_is_left_to_ray(tmp_path):
@@ -400,7 +410,7 @@ def _shards(folder, *tables, row_group_size: int = 2) -> str:
     ([[2, 2]], 4, 4, []),
 ])
 def test_row_groups_cover_exactly_the_slice(sizes, start, stop, expected):
-    assert sources.row_groups(sizes, start, stop) == expected
+    assert row_groups(sizes, start, stop) == expected
 
 
 def test_folder_and_glob_of_shards_are_one_manifest_in_name_order(tmp_path):
@@ -409,25 +419,25 @@ def test_folder_and_glob_of_shards_are_one_manifest_in_name_order(tmp_path):
     folder = _shards(tmp_path / "pool", first, second)
     (tmp_path / "pool" / "_SUCCESS").write_text("")  # markers and hidden files are not shards
     (tmp_path / "pool" / ".part-00009.parquet.tmp-1").write_bytes(b"partial")
-    whole = sources.read_manifest_table(folder, ["cat", "dog"], "data.pool")
+    whole = read_manifest_table(folder, ["cat", "dog"], "data.pool")
     assert whole["image_id"].to_pylist() == [5, 3, 9, 1, 2]
     assert whole["label"].to_pylist() == [0, 1, None, 1, 1]
     assert whole["uri"].to_pylist()[:3] == [f"{folder}/a.png", f"{folder}/b.png", "/abs/c.png"]  # the folder's
-    by_glob = sources.read_manifest_table(f"{folder}/part-*.parquet", ["cat", "dog"], "data.pool")
+    by_glob = read_manifest_table(f"{folder}/part-*.parquet", ["cat", "dog"], "data.pool")
     assert by_glob.equals(whole)
-    only_second = sources.read_manifest_table(f"{folder}/*1.parquet", ["cat", "dog"], "data.pool")
+    only_second = read_manifest_table(f"{folder}/*1.parquet", ["cat", "dog"], "data.pool")
     assert only_second["image_id"].to_pylist() == [1, 2]
     part = sources.source_table(SourceConfig(path="pool", rows="2:4", where="data.pool"), ["cat", "dog"],
                                 str(tmp_path))
     assert part["image_id"].to_pylist() == [9, 1]  # the slice crosses the shards, in their name order
-    labels = sources.manifest_labels(SourceConfig(path="pool", rows="1:4", where="data.pool"), ["cat", "dog"],
+    labels = manifest_labels(SourceConfig(path="pool", rows="1:4", where="data.pool"), ["cat", "dog"],
                                      str(tmp_path))
     assert labels.to_pylist() == [1, None, 1]
 
 
 def test_packed_manifest_keeps_the_bytes_and_names_rows_without_a_uri(tmp_path):
     folder = _shards(tmp_path / "pool", pa.table({"image_id": [4, 8], "image_bytes": [_png(1), _png(2)]}))
-    table = sources.read_manifest_table(folder, ["cat", "dog"], "data.pool")
+    table = read_manifest_table(folder, ["cat", "dog"], "data.pool")
     assert table.column_names == ["image_id", "uri", "label", "image_bytes"]
     assert table["image_bytes"].to_pylist() == [_png(1), _png(2)]
     assert table["uri"].to_pylist() == [f"{folder}/part-00000.parquet#image_id=4",
@@ -452,7 +462,7 @@ def test_a_slice_of_a_packed_manifest_is_left_to_ray_but_checked_now(tmp_path):
     ({"image_id": [1], "uri": ["a"], "label": [[1, 2]]}, "label is list<item: int64>, not a class index"),
 ], ids=["no-uri-no-bytes", "bytes-as-string", "string-ids", "no-ids", "numeric-uri", "list-label"])
 def test_manifest_problems_name_the_column(columns, problem):
-    assert problem in "; ".join(sources.manifest_problems(pa.table(columns).schema))
+    assert problem in "; ".join(manifest_problems(pa.table(columns).schema))
 
 
 def _packed_pool_config(root, path: str):
@@ -470,7 +480,8 @@ def _packed_pool_config(root, path: str):
      r"^data.pool: manifest .*: shard .*part-00001.parquet has the columns image_id \(number\), uri \(string\), "
      r".*part-00000.parquet image_id \(number\), uri \(string\), image_bytes \(binary\): every shard needs the "
      r"same ones"),
-    ([pa.table({"image_id": [1], "uri": ["a"], "label": [0]}), pa.table({"image_id": [2], "uri": ["b"], "label": ["cat"]})],
+    ([pa.table({"image_id": [1], "uri": ["a"], "label": [0]}),
+      pa.table({"image_id": [2], "uri": ["b"], "label": ["cat"]})],
      r"^data.pool: manifest .*: shard .*part-00001.parquet has the columns image_id \(number\), uri \(string\), "
      r"label \(string\), .*label \(number\): every shard needs the same ones, of the same kinds"),
 ], ids=["no-uri-no-bytes", "bytes-as-string-in-one-shard", "shards-differ", "labels-of-two-kinds"])
@@ -510,8 +521,8 @@ def test_shards_that_differ_in_width_read_as_one_manifest(tmp_path):
                      pa.table({"image_id": pa.array([1, 2], pa.int32()), "uri": ["a", "b"], "label": [0, 1]}),
                      pa.table({"image_id": [3, 4], "uri": ["c", "d"], "label": [1.0, None]}),
                      pa.table({"image_id": [5], "uri": ["e"], "label": pa.nulls(1)}))
-    manifest = sources.open_manifest(folder, "data.pool")
-    sources.check_manifest(manifest, "data.pool")
+    manifest = open_manifest(folder, "data.pool")
+    check_manifest(manifest, "data.pool")
     part = sources.source_table(SourceConfig(path="pool", rows="1:5", where="data.pool"), ["cat", "dog"],
                                 str(tmp_path))
     assert part["image_id"].to_pylist() == [2, 3, 4, 5] and part["label"].to_pylist() == [1, 1, None, None]
@@ -524,12 +535,12 @@ def test_a_shard_that_is_not_parquet_is_named(tmp_path):
                                                 r"readable Parquet file"):
         preflight.check(_packed_pool_config(tmp_path, "pool"), str(tmp_path / "state"))
     with pytest.raises(sources.SourceError, match=r"part-00001.parquet of manifest"):
-        sources.read_manifest_table(folder, ["cat", "dog"], "data.pool")
+        read_manifest_table(folder, ["cat", "dog"], "data.pool")
 
 
 def test_a_glob_star_stays_within_one_folder(tmp_path):
     _shards(tmp_path / "pool", pa.table({"image_id": [1], "uri": ["a"]}))
     _shards(tmp_path / "pool" / "a" / "b", pa.table({"image_id": [2], "uri": ["b"]}))
     _shards(tmp_path / "pool" / "c", pa.table({"image_id": [3], "uri": ["c"]}))
-    found = sources.read_manifest_table(str(tmp_path / "pool" / "*" / "part-*.parquet"), ["cat"], "data.pool")
+    found = read_manifest_table(str(tmp_path / "pool" / "*" / "part-*.parquet"), ["cat"], "data.pool")
     assert found["image_id"].to_pylist() == [3]  # pool/c/, not pool/a/b/ nor pool/ itself

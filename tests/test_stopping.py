@@ -11,7 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from raysal import cli, hashing
+from raysal import hashing
+from raysal.cli.status import print_status
 from raysal.config import ConfigError, load_config
 from raysal.run import context, rounds
 from raysal.run import topk as distributed
@@ -175,7 +176,7 @@ def test_the_summary_and_status_report_the_kappa_and_when_to_stop(capsys, tmp_pa
     state.write_bytes("rounds/0004/to_label.csv", b"image_id,uri\n")
     report = rounds.status(state.root)
     assert report["rounds"][0]["state"] == rounds.WAITING and report["rounds"][0]["kappa"] == 0.995
-    cli.print_status(report, as_json=False)
+    print_status(report, as_json=False)
     assert "round 4: waiting for labels, selected 40, kappa 0.9950 (stop labelling)" in capsys.readouterr().out
 
 

@@ -1,23 +1,21 @@
-"""The command line: ``raysal round``, ``raysal status``, ``raysal prepare``, ``raysal pack``,
-``raysal labelstudio``.
-
-``jobs/round.py`` (the entry point for ``ray job submit``) is ``raysal round``.
-"""
+"""``raysal round``: run (or resume) one round. ``jobs/round.py`` (the entry point for ``ray job
+submit``) is this command."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-import time
 import traceback
 from typing import Any, Sequence
 
+from raysal.cli.common import exit_codes, failure_line, parser_for, refusal_code
+from raysal.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_LEASE_LOST, EXIT_OK, EXIT_WAITING
+
 log = logging.getLogger("raysal.cli")
 
-ROUND_DOC = """Run one active-learning round: score the pool, select, label, retrain, evaluate.
+DESCRIPTION = """Run one active-learning round: score the pool, select, label, retrain, evaluate.
 
     raysal round                                # the offline demo, state in .raysal/demo
     raysal round --config flowers --state runs/flowers --budget 500
@@ -28,29 +26,15 @@ ROUND_DOC = """Run one active-learning round: score the pool, select, label, ret
 A round interrupted by a crash is resumed at its first stage not yet committed. The console
 shows raysal's own lines; everything else (Ray's and TensorFlow's output) goes to a log file,
 copied to <state>/logs/ when the round ends; -v shows it on the console too.
-
-exit codes:
-  0  the round is done
-  1  the round failed; running it again resumes it
-  2  bad arguments, config, label file or pool (repeated ids, paths other nodes cannot see);
-     nothing was changed
-  3  data or model missing; nothing was changed
-  4  another round holds the run's lease; nothing was changed
-  5  the round is waiting for human labels (--import-labels FILE once they are done)
-  6  the round lost its lease (paused past its TTL, or broken by another round) and stopped
-     before its next commit; running it again resumes it
 """
+EPILOG = exit_codes()
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_MISSING, EXIT_LOCKED, EXIT_WAITING, EXIT_LEASE_LOST = 0, 1, 2, 3, 4, 5, 6
 STARTED = (EXIT_OK, EXIT_FAILED, EXIT_WAITING, EXIT_LEASE_LOST)  # exits after which the state may have changed
 
 
-def parse_args(argv: Sequence[str] | None, prog: str = "raysal round") -> argparse.Namespace:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     from raysal.config import preset_names
 
-    parser = argparse.ArgumentParser(prog=prog, description=ROUND_DOC.split("\n\n")[0],
-                                     epilog=ROUND_DOC[ROUND_DOC.index("exit codes:"):],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="demo", help=f"a preset ({', '.join(preset_names())}) or a .toml file")
     parser.add_argument("--state", default=None,
                         help="the run's state: a folder or a pyarrow.fs URI (default: .raysal/<config name>)")
@@ -73,26 +57,13 @@ def parse_args(argv: Sequence[str] | None, prog: str = "raysal round") -> argpar
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (ignored on a cluster)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show Ray's and TensorFlow's output on the console too (it always goes to the log)")
-    return parser.parse_args(argv)
+    parser.set_defaults(run=run)
 
 
-def print_status(report: dict, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(report, indent=2))
-        return
-    print(f"state {report['state']}: {len(report['rounds'])} round(s), latest model {report['latest_model']}")
-    lease = report["leased_by"]
-    if lease:
-        state = "expired, to be taken over" if lease["expired"] else f"expires {time.ctime(lease['expires_at'])}"
-        print(f"  leased by pid {lease['pid']} on {lease['host']} since {time.ctime(lease['acquired_at'])} ({state})")
-    for r in report["rounds"]:
-        line = f"  round {r['round']}: {r['state']}, selected {r.get('selected')}"
-        if r["state"] == "done":
-            line += (f", test accuracy {r['test_accuracy_before']:.4f} -> {r['test_accuracy_after']:.4f}, "
-                     f"on the selection before retraining {r['selection_accuracy_before']:.4f}")
-        if r.get("kappa") is not None:  # known once the round has selected, before its labels
-            line += f", kappa {r['kappa']:.4f}" + (" (stop labelling)" if r.get("stop_labelling") else "")
-        print(line)
+def parse_args(argv: Sequence[str] | None, prog: str = "raysal round") -> argparse.Namespace:
+    import sys
+
+    return parser_for(sys.modules[__name__], prog).parse_args(argv)
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -111,21 +82,28 @@ def _config(args: argparse.Namespace) -> Any:
     return cfg
 
 
-def round_main(argv: Sequence[str] | None = None, prog: str = "raysal round") -> int:
-    args = parse_args(argv, prog)
-    from raysal.report import console
+def main(argv: Sequence[str] | None = None, prog: str = "raysal round") -> int:
+    """``raysal round ARGS`` on its own, as ``python jobs/round.py ARGS`` runs it."""
+    return run(parse_args(argv, prog), prog)
+
+
+def run(args: argparse.Namespace, prog: str) -> int:
     from raysal import config as config_lib
+    from raysal.report import console
 
     try:
         cfg = _config(args)
     except config_lib.ConfigError as exc:
         print(f"error: bad config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    from raysal.run import rounds
     from raysal import storage
+    from raysal.run import rounds
+    from raysal.run.state import LOGS_DIR
 
     state_root = storage.absolute(args.state or f".raysal/{cfg.name}")  # workers must never see a relative path
     if args.status:
+        from raysal.cli.status import print_status
+
         print_status(rounds.status(state_root), args.json)
         return EXIT_OK
 
@@ -149,7 +127,7 @@ def round_main(argv: Sequence[str] | None = None, prog: str = "raysal round") ->
             code, result = _run(args, cfg, state_root)
         finally:
             if code in STARTED:
-                log_path = console.keep_log(log_path, storage.join(state_root, "logs", console.log_file_name()))
+                log_path = console.keep_log(log_path, storage.join(state_root, LOGS_DIR, console.log_file_name()))
     if code not in STARTED:  # refused: the message says why, and nothing, not even a log, is left behind
         os.remove(log_path)
         print(result, file=sys.stderr)
@@ -173,51 +151,39 @@ def _exit_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, leave)
 
 
-def refusal_code(exc: BaseException) -> int | None:
-    """The exit code of an error that refuses a round before it changes anything; None for others."""
-    from raysal.labelling import labels
-    from raysal.run import lease, preflight, rounds
-    from raysal.data.sources import SourceError
-
-    refusals = {EXIT_MISSING: (preflight.Unavailable, SourceError),
-                EXIT_CONFIG: (preflight.Refused, labels.LabelFileError, rounds.Incompatible, rounds.NothingToLabel),
-                EXIT_LOCKED: (lease.Locked,)}
-    return next((code for code, kinds in refusals.items() if isinstance(exc, kinds)), None)
-
-
-def failure_line(exc: BaseException) -> str:
-    """The line that says why: a Ray task's own exception, the last line of a long message."""
-    cause = getattr(exc, "cause", None)  # a RayTaskError carries the task's exception
-    text = str(cause if isinstance(cause, BaseException) else exc)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[-1][:400] if lines else ''}"
-
-
 def _run(args: argparse.Namespace, cfg: Any, state_root: str) -> tuple[int, Any]:
     """The round, inside the console capture: (exit code, the outcome or an error message)."""
     import ray
 
-    from raysal.labelling import labels
-    from raysal.run import lease, preflight, rounds
+    from raysal.errors import (
+        Incompatible,
+        LabelFileError,
+        LeaseLost,
+        Locked,
+        NothingToLabel,
+        Refused,
+        SourceError,
+        StateError,
+        Unavailable,
+    )
+    from raysal.run import preflight, rounds
     from raysal.run.cluster import init_ray
-    from raysal.data.sources import SourceError
-    from raysal.run.state import StateError
 
     started_ray = not ray.is_initialized()
     try:
         try:  # refusals: nothing is written
             init_ray(args.num_cpus)
             preflight.check_cluster(cfg, state_root)
-        except (preflight.Unavailable, preflight.Refused, SourceError) as exc:
+        except (Unavailable, Refused, SourceError) as exc:
             return refusal_code(exc), f"error: {exc}"
         try:
             outcome = rounds.run_round(cfg, state_root, label_file=args.import_labels, break_lock=args.break_lock,
                                        **({"lease_ttl": args.lease_ttl} if args.lease_ttl else {}))
-        except lease.LeaseLost as exc:
+        except LeaseLost as exc:
             return EXIT_LEASE_LOST, f"error: {exc}"
-        except (labels.LabelFileError, rounds.Incompatible, rounds.NothingToLabel, lease.Locked) as exc:
+        except (LabelFileError, Incompatible, NothingToLabel, Locked) as exc:
             return refusal_code(exc), f"error: {exc}"  # decided before the lease: nothing was written
-        except (StateError, SourceError, preflight.Unavailable) as exc:  # the round had started: it may resume
+        except (StateError, SourceError, Unavailable) as exc:  # the round had started: it may resume
             return EXIT_FAILED, f"error: {exc}\n  (running the round again resumes it)"
         except Exception as exc:  # noqa: BLE001  (the traceback goes to the log; the console gets one line)
             traceback.print_exc()
@@ -227,33 +193,3 @@ def _run(args: argparse.Namespace, cfg: Any, state_root: str) -> tuple[int, Any]
         if started_ray:
             ray.shutdown()  # inside the capture: Ray's goodbye lines go to the log
     return (EXIT_WAITING if outcome.status == rounds.WAITING else EXIT_OK), outcome
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``raysal COMMAND ...``: round, status, prepare, pack, labelstudio."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"round": "run (or resume) one round", "status": "print a run's state",
-                "prepare": "turn a folder or manifest of images into a ready run",
-                "pack": "pack a folder or manifest of images into Parquet shards, for large pools",
-                "labelstudio": "push a waiting round's tasks to Label Studio, pull its annotations"}
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        print("usage: raysal {" + ",".join(commands) + "} ...\n\n" + "\n".join(f"  {c:12} {h}" for c, h in commands.items())
-              + "\n\n`raysal COMMAND --help` for a command's options.",
-              file=sys.stdout if argv and argv[0] in ("-h", "--help") else sys.stderr)
-        return EXIT_OK if argv and argv[0] in ("-h", "--help") else EXIT_CONFIG
-    command, rest = argv[0], argv[1:]
-    if command == "round":
-        return round_main(rest, prog="raysal round")
-    if command == "status":
-        return round_main(["--status", *rest], prog="raysal status")
-    if command == "labelstudio":
-        from raysal.labelling import labelstudio
-
-        return labelstudio.main(rest, prog="raysal labelstudio")
-    if command == "pack":
-        from raysal.data import pack
-
-        return pack.main(rest, prog="raysal pack")
-    from raysal.data import prepare
-
-    return prepare.main(rest, prog="raysal prepare")

@@ -18,6 +18,7 @@ import numpy as np
 import simplejpeg
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
+
 from raysal.errors import UndecodableImage  # noqa: F401  (raised here; importable from here too)
 
 # Full-scale value of the integer modes Pillow opens 16-bit images as ("I" holds 16-bit PGM/TIFF).

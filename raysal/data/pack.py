@@ -25,36 +25,25 @@ The shards are written into a hidden folder inside --out (.pack-staging, which a
 skips) and take their names, part-NNNNN.parquet, only once every one is written: a pack that
 dies leaves no shard a round could read as a whole pool, and the next pack removes what it left.
 
-exit codes:
-  0  the shards are written
-  2  bad arguments or input (no images, an image listed twice, --out already holds shards of an
-     earlier pack without --force, or Parquet files pack did not write); nothing was written
-  3  the input does not exist or cannot be read; nothing was written
 """
 
 from __future__ import annotations
 
-import argparse
 import posixpath
 import re
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from numpy.typing import NDArray
 
 from raysal import faults, storage
-from raysal.data.prepare import (EXIT_BAD_INPUT, EXIT_MISSING, EXIT_OK, IMAGE_SUFFIXES, MANIFEST_SUFFIXES, BadInput,
-                            MissingInput, check_listing, class_names, counted, examples, manifest_images,
-                            read_manifest_file)
-from raysal.data.sources import folder_files, is_shard, stable_id, whole_numbers
+from raysal.data.listing import Listing, class_names, counted, examples, is_shard, list_images, whole_numbers
+from raysal.errors import BadInput, MissingInput  # noqa: F401  (raised here; importable from here too)
 
 ROWS_PER_SHARD = 10_000  # as LAION-style shards: ~100 MB of 10 KB images, read by one task
 ROW_GROUP_ROWS = 1_024  # images held in memory at once; also the unit a row slice is read in
@@ -72,16 +61,6 @@ def shard_schema(label_type: pa.DataType | None) -> pa.Schema:
 
 
 @dataclass(frozen=True)
-class Images:
-    """What to pack, in the order it is packed."""
-
-    source: str
-    image_ids: NDArray[np.int64]  # [n]
-    uris: list[str]  # [n] absolute local paths or URIs
-    labels: pa.Array | None  # [n] class names (string) or class indices (int64); None when no label is known
-
-
-@dataclass(frozen=True)
 class Packed:
     """What ``pack`` wrote."""
 
@@ -94,73 +73,19 @@ class Packed:
     seconds: float
 
 
-def _folder_images(path: str, with_labels: bool) -> Images:
-    rel_paths, uris = folder_files(path)
-    keep = [i for i, r in enumerate(rel_paths) if r.lower().endswith(IMAGE_SUFFIXES)]
-    if not keep:
-        packed = [r for r in rel_paths if is_shard(r)]
-        if packed:
-            raise BadInput(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}) but "
-                           f"{counted(len(packed), 'Parquet file')}, e.g. {examples(packed)}: it looks packed "
-                           "already. A round reads it as it is: "
-                           f'[data.pool] kind = "manifest", path = "{storage.absolute(path)}"')
-        raise BadInput(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    rel_paths, uris = [rel_paths[i] for i in keep], [uris[i] for i in keep]
-    labels = [r.split("/")[0] if "/" in r else None for r in rel_paths] if with_labels else []
-    return Images(path, np.array([stable_id(r) for r in rel_paths], np.int64), uris,
-                  pa.array(labels, pa.string()) if any(label is not None for label in labels) else None)
-
-
-def _manifest_labels(labels: pa.ChunkedArray, csv: bool, path: str) -> pa.Array:
-    """A manifest's labels as a round will read them back (see the module docstring)."""
-    if csv:  # as raysal prepare reads the same file: class names
-        return pa.array(class_names(labels), pa.string())
-    whole = whole_numbers(labels.combine_chunks())  # as sources.labels_to_index reads this manifest
+def pack_labels(listing: Listing, path: str) -> pa.Array | None:
+    """The labels of a listing as a round will read them back (see the module docstring): None
+    when no image has one."""
+    if listing.labels is None:
+        return None
+    if listing.kind == "folder":  # class subfolders; null for an image outside one
+        return None if listing.labels.null_count == len(listing.labels) else listing.labels
+    if listing.kind == "csv":  # as raysal prepare reads the same file: class names
+        return pa.array(class_names(listing.labels), pa.string())
+    whole = whole_numbers(listing.labels)  # as manifest.labels_to_index reads this manifest
     if whole is None:
         raise BadInput(f"{path}: labels must be class names or class indices, got fractional numbers")
     return whole.cast(pa.int64()) if pa.types.is_integer(whole.type) else whole.cast(pa.string())
-
-
-def _manifest_images(path: str, with_labels: bool) -> Images:
-    fs, inner = storage.resolve(path)
-    csv = path.lower().endswith(".csv")
-    # raysal prepare's reader (a CSV's uri and label as strings); a packed manifest's image_bytes are never read
-    table = read_manifest_file(path, fs, inner, columns=("image_id", "uri", "label"))
-    if "uri" not in table.column_names:
-        raise BadInput(f"{path} has no uri column (it has {table.column_names}): a manifest to pack lists its images' "
-                       "files in uri, and may have image_id and label")
-    if not table.num_rows:
-        raise BadInput(f"{path} holds no images: the manifest has no rows")
-    _, uris, image_ids = manifest_images(path, table)  # as raysal prepare reads them
-    labels = (_manifest_labels(table["label"], csv, path) if with_labels and "label" in table.column_names
-              else None)
-    return Images(path, np.array(image_ids, np.int64), uris, labels)
-
-
-def list_images(path: str, with_labels: bool = True) -> Images:
-    """The images of a folder (a class subfolder gives the label) or a CSV/Parquet manifest with
-    uri[, image_id][, label], in order: folder files sorted by path, manifest rows as written.
-
-    Raises:
-        MissingInput: ``path`` does not exist or cannot be read.
-        BadInput: it holds no images, an image twice, or an id twice.
-    """
-    try:
-        fs, inner = storage.resolve(path)
-        kind = fs.get_file_info(inner).type
-    except OSError as exc:
-        raise MissingInput(f"{path} cannot be read: {exc}") from None
-    if kind == pafs.FileType.NotFound:
-        raise MissingInput(f"{path} does not exist")
-    if kind == pafs.FileType.Directory:
-        images = _folder_images(path, with_labels)
-    elif path.lower().endswith(MANIFEST_SUFFIXES):
-        images = _manifest_images(path, with_labels)
-    else:
-        raise BadInput(f"{path} is neither a folder of images nor a manifest ({', '.join(MANIFEST_SUFFIXES)})")
-    # raysal prepare's checks and messages; its copy sorted by id is not kept: a pack keeps the source's order
-    check_listing(path, images.image_ids.tolist(), images.uris, None)
-    return images
 
 
 def _read(uri: str) -> tuple[bytes | None, str]:
@@ -230,13 +155,13 @@ class _Tally:
     examples: list[tuple[str, str]] = field(default_factory=list)  # (uri, reason), the first few
 
 
-def _row_groups(images: Images, first: int, stop: int, schema: pa.Schema, pool: ThreadPoolExecutor,
-                tally: _Tally) -> Iterator[pa.Table]:
-    """Rows [first, stop) of ``images`` with their files' bytes, a row group at a time."""
+def _row_groups(images: Listing, labels: pa.Array | None, first: int, stop: int, schema: pa.Schema,
+                pool: ThreadPoolExecutor, tally: _Tally) -> Iterator[pa.Table]:
+    """Rows [first, stop) of ``images`` with their ``labels`` and files' bytes, a row group at a time."""
     for lo in range(first, stop, ROW_GROUP_ROWS):
         hi = min(stop, lo + ROW_GROUP_ROWS)
         read = list(pool.map(_read, images.uris[lo:hi]))
-        for uri, (data, reason) in zip(images.uris[lo:hi], read):
+        for uri, (data, reason) in zip(images.uris[lo:hi], read, strict=True):
             if data is None:
                 tally.unreadable += 1
                 if len(tally.examples) < 5:
@@ -244,14 +169,15 @@ def _row_groups(images: Images, first: int, stop: int, schema: pa.Schema, pool: 
         data = pa.array([data for data, _ in read], pa.binary())
         tally.image_bytes += data.nbytes
         tally.done = hi
-        labels = [images.labels[lo:hi]] if images.labels is not None else []
+        label = [labels[lo:hi]] if labels is not None else []
         yield pa.Table.from_arrays([pa.array(images.image_ids[lo:hi], pa.int64()),
-                                    pa.array(images.uris[lo:hi], pa.string()), *labels, data], schema=schema)
+                                    pa.array(images.uris[lo:hi].tolist(), pa.string()), *label, data], schema=schema)
 
 
 def pack(source: str, out: str, rows_per_shard: int = ROWS_PER_SHARD, with_labels: bool = True,
          force: bool = False, report: Callable[[str], None] | None = None) -> Packed:
-    """Pack the images of ``source`` (see ``list_images``) into ``out/part-NNNNN.parquet``: staged
+    """Pack the images of ``source`` (see ``listing.list_images``: a folder's files by path, a
+    manifest's rows as written) into ``out/part-NNNNN.parquet``: staged
     in ``out/.pack-staging``, named only once every shard is written.
 
     Args:
@@ -266,14 +192,16 @@ def pack(source: str, out: str, rows_per_shard: int = ROWS_PER_SHARD, with_label
     """
     if rows_per_shard < 1:
         raise BadInput(f"--rows-per-shard: must be at least 1, got {rows_per_shard}")
-    images = list_images(source, with_labels)
+    images = list_images(source, needs="a manifest to pack lists its images' files in uri, and may have image_id "
+                                       "and label")
+    labels = pack_labels(images, source) if with_labels else None
     fs, inner = storage.resolve(out)
     _check_out(fs, inner, out, force)
     staging = posixpath.join(inner, STAGING)
     _remove_staging(fs, staging)  # what a pack that died before naming its shards left
     fs.create_dir(staging, recursive=True)
-    schema = shard_schema(images.labels.type if images.labels is not None else None)
-    n, start, tally, names = len(images.image_ids), time.monotonic(), _Tally(), []
+    schema = shard_schema(labels.type if labels is not None else None)
+    n, start, tally, names = len(images), time.monotonic(), _Tally(), []
     if report is not None:
         report(f"pack: {n:,} images in {source}, into shards of {rows_per_shard:,} in {out}")
     try:
@@ -285,7 +213,8 @@ def pack(source: str, out: str, rows_per_shard: int = ROWS_PER_SHARD, with_label
                 for first in range(0, n, rows_per_shard):
                     name = f"part-{len(names):05d}.parquet"
                     _write_shard(fs, posixpath.join(staging, name), schema,
-                                 _row_groups(images, first, min(n, first + rows_per_shard), schema, pool, tally))
+                                 _row_groups(images, labels, first, min(n, first + rows_per_shard), schema, pool,
+                                             tally))
                     names.append(name)
                     faults.point("pack:shard-staged")
             finally:
@@ -324,36 +253,3 @@ def format_summary(packed: Packed, source: str) -> str:
               "or on the command line:",
               f"  --set data.pool.kind='\"manifest\"' --set data.pool.path='\"{out}\"'"]
     return "\n".join(lines)
-
-
-def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__[__doc__.index("exit codes:"):],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", metavar="FOLDER|MANIFEST",
-                        help="a folder of images (a subfolder per class gives labels), or a CSV/Parquet manifest "
-                             "with uri[,image_id][,label] (local or s3://)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder (or URI) for the shards")
-    parser.add_argument("--rows-per-shard", type=int, default=ROWS_PER_SHARD, metavar="N",
-                        help=f"images per shard (default {ROWS_PER_SHARD:,})")
-    parser.add_argument("--no-labels", action="store_true",
-                        help="write no label column: the subfolders (or the manifest's labels) are not classes")
-    parser.add_argument("--force", action="store_true",
-                        help="replace the shards of an earlier pack in --out (its part-NNNNN.parquet files, and "
-                             "nothing else), once the new ones are written")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None, prog: str = "raysal pack") -> int:
-    args = parse_args(argv, prog)
-    try:
-        packed = pack(args.source, args.out, args.rows_per_shard, with_labels=not args.no_labels, force=args.force,
-                      report=lambda line: print(line, flush=True))
-    except MissingInput as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_MISSING
-    except BadInput as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    print(format_summary(packed, args.source))
-    return EXIT_OK

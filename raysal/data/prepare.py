@@ -12,50 +12,37 @@ is the pool, labelled from the data when selected (label.mode = "oracle"); with 
 set takes the rest and people label what a round selects (label.mode = "human"). Only file names
 are read: no image is opened.
 
-exit codes:
-  0  the run is prepared
-  2  bad arguments or input (a class too small for every split, an image listed twice, a pool
-     that overlaps the labelled images, a config that already exists); nothing was written
-  3  an input folder or manifest does not exist or cannot be read; nothing was written
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
-import math
+import operator
 import os
-from collections import Counter
 import shlex
-import sys
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from raysal import storage
 from raysal.config import MODEL_KINDS as MODELS
-from raysal.config import MODEL_USES, ConfigError, config_from_dict
-from raysal.data.sources import folder_files, manifest_base, resolve_path, stable_id, whole_numbers
+from raysal.config import ConfigError, config_from_dict
+from raysal.data.listing import Listing, class_names, counted, examples, list_images
+from raysal.data.splits import MAX_BUDGET as MAX_BUDGET  # moved to splits; raysal.cli.prepare imports it from here
+from raysal.data.splits import SPLITS, Size, assign_splits, default_budget, split_counts
+from raysal.data.splits import parse_size as parse_size  # moved to splits; raysal.cli.prepare imports it from here
 from raysal.errors import BadInput, MissingInput  # noqa: F401  (raised here; importable from here too)
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_MISSING = 0, 2, 3
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
-FILL_ORDER = ("test", "val", "labelled")  # the sized splits, filled in this order; the rest is "pool" or "labelled"
-SPLITS = ("labelled", "val", "test", "pool")  # as in the config's [data], and the order of the summary
-SPLIT_NAMES = {"labelled": "the seed set", "val": "val", "test": "test", "pool": "the pool"}
 CONFIG_FILE = "config.toml"
 DEFAULT_INPUT_SIZE = {"small_cnn": 32, "hub": 299, "inception_v3": 299}  # keras: the model file's own
 SEED_SHARE = 0.2  # the seed set beside an oracle pool: as large as the test split
-BUDGET_SHARE, MAX_BUDGET = 0.1, 500  # a round selects a tenth of the pool, at most the article's 500
 SUMMARY_CLASSES = 20  # rows of the summary's table before "... and N more classes"
 
 # A small CNN learns everything from the seed set, as in presets/demo.toml: no frozen phase.
@@ -64,274 +51,35 @@ FROM_SCRATCH = {"batch_size": 16, "head_epochs": 0, "finetune_epochs": 10, "fine
 PRETRAINED = {"batch_size": 32, "head_epochs": 3, "finetune_epochs": 2, "head_learning_rate": 1e-3,
               "finetune_learning_rate": 1e-5}
 
-Size = int | float  # images (an int >= 1) or a share of the labelled images (a float in (0, 1))
-
-
-# --- split arithmetic (pure) -----------------------------------------------------------------
-
-def parse_size(text: str, option: str) -> Size:
-    """'60' -> 60 images; '0.2' -> a fifth of the labelled images."""
-    try:
-        images = int(text)
-    except ValueError:
-        try:
-            share = float(text)
-        except ValueError:
-            raise BadInput(f"{option}: {text!r} is neither a number of images (60) nor a share (0.2)") from None
-        if not 0 < share < 1:
-            raise BadInput(f"{option}: a share must be between 0 and 1, got {text}")
-        return share
-    if images < 1:
-        raise BadInput(f"{option}: must be at least 1 image, got {images}")
-    return images
-
-
-def split_total(size: Size, n_images: int) -> int:
-    """Images in a split of ``size`` out of ``n_images``; a share is rounded half up."""
-    return size if isinstance(size, int) else math.floor(size * n_images + 0.5)
-
-
-def proportional(total: int, counts: NDArray[np.int64], caps: NDArray[np.int64]) -> NDArray[np.int64]:
-    """``total`` images shared among classes in proportion to ``counts``, at least 1 and at most
-    ``caps`` each (largest remainders, Hamilton's method; ties to the lower class index).
-
-    Requires ``len(counts) <= total <= caps.sum()`` and every cap >= 1.
-    """
-    shares = total * counts / counts.sum()  # [k]
-    alloc = np.clip(np.floor(shares).astype(np.int64), 1, caps)  # [k]
-    index = np.arange(len(counts))
-    while (left := total - int(alloc.sum())) != 0:
-        movable = alloc < caps if left > 0 else alloc > 1  # [k]
-        behind = (shares - alloc) if left > 0 else (alloc - shares)  # [k], larger = moved first
-        order = np.lexsort((index, -behind))
-        chosen = order[movable[order]][:abs(left)]
-        if not len(chosen):
-            raise ValueError(f"cannot share {total} images among counts {counts.tolist()} within caps {caps.tolist()}")
-        alloc[chosen] += 1 if left > 0 else -1
-    return alloc
-
-
-def split_counts(counts: NDArray[np.int64], classes: Sequence[str], sizes: Mapping[str, Size],
-                 rest: str) -> dict[str, NDArray[np.int64]]:
-    """Images of each class in each split: stratified, every class at least once in every split
-    but an oracle pool.
-
-    Args:
-        counts: labelled images per class, ``[k]``.
-        sizes: the sized splits (of ``FILL_ORDER``), each a number of images or a share.
-        rest: the split that takes the images left over: "pool" (it may lack a class) or
-            "labelled" (the seed set, beside a separate pool).
-    Returns:
-        ``{split: [k] images per class}``, in ``FILL_ORDER`` then ``rest``; the rows sum to ``counts``.
-    Raises:
-        BadInput: a class with fewer images than splits that need it (naming the class), or
-            sizes that leave nothing for ``rest``.
-    """
-    full = [s for s in SPLITS if s in sizes or s == rest == "labelled"]  # the splits that hold every class
-    needed = len(full)
-    small = [f"{c!r} has {m}" for c, m in zip(classes, counts.tolist()) if m < needed]
-    if small:
-        held = ", ".join(SPLIT_NAMES[s] for s in full[:-1]) + f" and {SPLIT_NAMES[full[-1]]}"
-        raise BadInput(f"too few labelled images: class {', class '.join(small)}, and every class needs at least "
-                       f"{needed}, one for each of {held}. Add images, or leave the class out")
-    k, n = len(classes), int(counts.sum())
-    totals = {split: split_total(sizes[split], n) for split in FILL_ORDER if split in sizes}
-    for split, total in totals.items():
-        if total < k:
-            raise BadInput(f"--{split}: {sizes[split]} gives {total} images, too few for one of each of the {k} "
-                           "classes")
-    least_rest = k if rest == "labelled" else 1
-    if n - sum(totals.values()) < least_rest:
-        asked = " + ".join(f"{totals[s]} ({s})" for s in totals)
-        raise BadInput(f"{asked} of the {n} labelled images leave fewer than {least_rest} for {SPLIT_NAMES[rest]}: "
-                       f"make {', '.join(f'--{s}' for s in totals)} smaller")
-    remaining = counts.astype(np.int64)  # a copy
-    result: dict[str, NDArray[np.int64]] = {}
-    later = needed
-    for split, total in totals.items():
-        later -= 1
-        result[split] = proportional(total, counts, remaining - later)  # keep one of each class for each later split
-        remaining = remaining - result[split]
-    result[rest] = remaining
-    return result
-
-
-def assign_splits(labels: NDArray[np.int64], counts: Mapping[str, NDArray[np.int64]],
-                  rng: np.random.Generator) -> NDArray[np.object_]:
-    """The split of each image: per class, a shuffle of its images cut into runs of ``counts``.
-
-    Args:
-        labels: class index of each image, ``[n]``, in a stable order (image_id order).
-        counts: ``{split: [k] images per class}`` as ``split_counts`` returns, summing to the classes' sizes.
-    Returns:
-        ``[n]`` split names.
-    """
-    splits = np.empty(len(labels), dtype=object)
-    for c in range(len(next(iter(counts.values())))):
-        members = np.flatnonzero(labels == c)  # [n_c]
-        members = members[rng.permutation(len(members))]
-        start = 0
-        for split, per_class in counts.items():
-            splits[members[start:start + per_class[c]]] = split
-            start += int(per_class[c])
-    return splits
-
-
-def default_budget(pool_size: int) -> int:
-    return int(min(MAX_BUDGET, max(1, math.floor(BUDGET_SHARE * pool_size))))
-
 
 # --- the inputs ------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Listing:
-    """The images of one input, sorted by image_id."""
-
-    source: str  # the folder or manifest, as the user named it
-    image_ids: NDArray[np.int64]  # [n]
-    uris: NDArray[np.object_]  # [n] absolute local paths or URIs
-    labels: NDArray[np.object_] | None  # [n] class names; None for an unlabelled pool
-    notes: tuple[str, ...] = ()  # what was left out, for the summary
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-
-def examples(values: Sequence[Any], limit: int = 3) -> str:
-    return ", ".join(str(v) for v in list(values)[:limit]) + (", ..." if len(values) > limit else "")
-
-
-def counted(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def check_listing(source: str, image_ids: list[int], uris: list[str], labels: list[str] | None,
-             notes: tuple[str, ...] = ()) -> Listing:
-    """Refuse an image listed twice or an id used twice, then sort by image_id."""
-    twice = [uri for uri, n in Counter(uris).items() if n > 1]
-    if twice:
-        raise BadInput(f"{source} lists {counted(len(twice), 'image')} more than once, e.g. {examples(twice)}: list "
-                       "every image once")
-    first: dict[int, str] = {}
-    clashes: dict[int, str] = {}
-    for image_id, uri in zip(image_ids, uris):
-        if image_id in first and image_id not in clashes:
-            clashes[image_id] = f"{image_id} ({first[image_id]} and {uri})"
-        first.setdefault(image_id, uri)
-    if clashes:
-        raise BadInput(f"{source}: {counted(len(clashes), 'image_id')} used by more than one image, e.g. "
-                       f"{examples(list(clashes.values()), 2)}: every image needs an id of its own")
-    order = np.argsort(np.asarray(image_ids, np.int64), kind="stable")
-    return Listing(source, np.asarray(image_ids, np.int64)[order], np.asarray(uris, object)[order],
-                   None if labels is None else np.asarray(labels, object)[order], notes)
-
-
-def _list_folder(path: str, labelled: bool) -> Listing:
-    rel_paths, all_uris = folder_files(path)
-    uri_of = dict(zip(rel_paths, all_uris))
-    images = [r for r in rel_paths if r.lower().endswith(IMAGE_SUFFIXES)]
-    others = [r for r in rel_paths if not r.lower().endswith(IMAGE_SUFFIXES)]
-    notes = (f"left out {counted(len(others), 'file')} of {path} not named as images ({', '.join(IMAGE_SUFFIXES)}), "
-             f"e.g. {examples(others)}",) if others else ()
-    if not images:
-        raise BadInput(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    labels = None
-    if labelled:
-        loose = [r for r in images if "/" not in r]
-        if loose:
-            raise BadInput(f"{path}: {counted(len(loose), 'image')} outside a class subfolder, e.g. "
-                           f"{examples(loose)}: put every image in the subfolder of its class "
-                           f"({path.rstrip('/')}/CLASS/IMAGE)")
-        labels = [r.split("/")[0] for r in images]
-    return check_listing(path, [stable_id(r) for r in images], [uri_of[r] for r in images], labels, notes)
-
-
-def read_manifest_file(path: str, fs: pafs.FileSystem, inner: str, columns: Sequence[str] | None = None) -> pa.Table:
-    """A CSV or Parquet manifest; of a Parquet one only those of ``columns`` it has (None: all)."""
-    try:
-        if path.lower().endswith(".csv"):
-            with fs.open_input_stream(inner) as stream:
-                return pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(
-                    column_types={"uri": pa.string(), "label": pa.string()}, strings_can_be_null=True))
-        if columns is not None:
-            names = pq.read_schema(inner, filesystem=fs).names
-            columns = [c for c in columns if c in names]
-        return pq.read_table(inner, filesystem=fs, columns=columns)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise BadInput(f"{path} cannot be read as a {'CSV' if path.lower().endswith('.csv') else 'Parquet'} "
-                       f"manifest: {exc}") from None
-
-
-def class_names(labels: pa.ChunkedArray) -> list[str | None]:
-    """Labels as class names: strings as they are, whole numbers (pandas writes floats) as '0', '1'."""
-    whole = whole_numbers(labels.combine_chunks())
-    labels = labels if whole is None else whole
-    names = labels.cast(pa.string()).to_pylist()
-    return [None if n is None or not n.strip() else n.strip() for n in names]
-
-
-def manifest_images(path: str, table: pa.Table) -> tuple[list[str], list[str], list[int]]:
-    """A manifest's rows: each ``uri`` as written, as a path or URI to read (relative to the
-    manifest's folder; ``a/../a.jpg`` is ``a.jpg``), and its ``image_id`` (a stable hash of the
-    uri as written where the manifest has none). ``BadInput`` for a row without a uri or an id."""
-    written = table["uri"].cast(pa.string()).to_pylist()
-    empty = [i + 1 for i, u in enumerate(written) if u is None or not u.strip()]
-    if empty:
-        raise BadInput(f"{path}: {counted(len(empty), 'row')} without a uri, e.g. data rows {examples(empty)}")
-    base = manifest_base(path)
-    uris = [os.path.normpath(u) if not storage.is_uri(u) else u
-            for u in (resolve_path(w.strip(), base) for w in written)]
-    if "image_id" not in table.column_names:
-        return written, uris, [stable_id(w.strip()) for w in written]
-    ids = table["image_id"]
-    if ids.null_count or not pa.types.is_integer(ids.type):
-        raise BadInput(f"{path}: image_id must be a whole number in every row, got type {ids.type} with "
-                       f"{ids.null_count} empty rows")
-    return written, uris, ids.cast(pa.int64()).to_pylist()
-
-
-def _read_manifest(path: str, labelled: bool) -> Listing:
-    fs, inner = storage.resolve(path)
-    table = read_manifest_file(path, fs, inner)
-    wanted = ["uri", "label"] if labelled else ["uri"]
-    missing = [c for c in wanted if c not in table.column_names]
-    if missing:
-        raise BadInput(f"{path} has no {' or '.join(missing)} column (it has {table.column_names}): a manifest of "
-                       f"{'labelled images needs uri,label' if labelled else 'pool images needs uri'} and may have "
-                       "image_id")
-    written, uris, image_ids = manifest_images(path, table)
-    labels = None
-    notes: tuple[str, ...] = ()
-    if labelled:
-        labels = class_names(table["label"])
-        unlabelled = [w for w, name in zip(written, labels) if name is None]
-        if unlabelled:
-            raise BadInput(f"{path}: {counted(len(unlabelled), 'image')} without a label, e.g. "
-                           f"{examples(unlabelled)}: every labelled image needs its class name (unlabelled ones "
-                           "belong in --pool)")
-    elif "label" in table.column_names:
-        notes = (f"the label column of {path} is not used: people label the pool (label.mode = \"human\")",)
-    return check_listing(path, image_ids, uris, labels, notes)
-
-
 def read_images(path: str, labelled: bool) -> Listing:
-    """The images of a folder (a subfolder per class when ``labelled``) or a CSV/Parquet manifest.
+    """The images of a folder (a subfolder per class when ``labelled``) or a CSV/Parquet manifest,
+    sorted by image_id, with their class names as ``labels`` (None for an unlabelled pool).
 
-    Ids: a manifest's ``image_id`` column, else a stable hash of its uri as written; in a folder, a
-    stable hash of the path relative to it (as ``sources.list_folder`` gives).
+    Ids as ``listing.list_images`` gives them: a manifest's ``image_id`` column, else a stable hash
+    of its uri as written; in a folder, a stable hash of the path relative to it.
     """
-    try:
-        fs, inner = storage.resolve(path)
-        kind = fs.get_file_info(inner).type
-    except OSError as exc:  # an unknown scheme, a bucket without credentials
-        raise MissingInput(f"{path} cannot be read: {exc}") from None
-    if kind == pafs.FileType.NotFound:
-        raise MissingInput(f"{path} does not exist")
-    if kind == pafs.FileType.Directory:
-        return _list_folder(path, labelled)
-    if not path.lower().endswith(MANIFEST_SUFFIXES):
-        raise BadInput(f"{path} is neither a folder of images nor a manifest ({', '.join(MANIFEST_SUFFIXES)})")
-    return _read_manifest(path, labelled)
+    needs = "labelled images needs uri,label" if labelled else "pool images needs uri"
+    listing = list_images(path, ("uri", "label") if labelled else ("uri",),
+                          f"a manifest of {needs} and may have image_id")
+    if not labelled:
+        notes = listing.notes
+        if listing.kind != "folder" and listing.labels is not None:
+            notes += (f"the label column of {path} is not used: people label the pool (label.mode = \"human\")",)
+        return replace(listing, labels=None, notes=notes).sorted_by_id()
+    names = listing.labels.to_pylist() if listing.kind == "folder" else class_names(listing.labels)
+    unlabelled = [n for n, name in zip(listing.names.tolist(), names, strict=True) if name is None]
+    if unlabelled and listing.kind == "folder":
+        raise BadInput(f"{path}: {counted(len(unlabelled), 'image')} outside a class subfolder, e.g. "
+                       f"{examples(unlabelled)}: put every image in the subfolder of its class "
+                       f"({path.rstrip('/')}/CLASS/IMAGE)")
+    if unlabelled:
+        raise BadInput(f"{path}: {counted(len(unlabelled), 'image')} without a label, e.g. "
+                       f"{examples(unlabelled)}: every labelled image needs its class name (unlabelled ones "
+                       "belong in --pool)")
+    return replace(listing, labels=pa.array(names, pa.string())).sorted_by_id()
 
 
 def check_disjoint(labelled: Listing, pool: Listing) -> None:
@@ -342,7 +90,8 @@ def check_disjoint(labelled: Listing, pool: Listing) -> None:
                        f"{examples(shared)}: an image is either labelled or in the pool")
     common, at_labelled, at_pool = np.intersect1d(labelled.image_ids, pool.image_ids, return_indices=True)
     if len(common):
-        clashes = [f"{i} ({labelled.uris[a]} and {pool.uris[b]})" for i, a, b in zip(common, at_labelled, at_pool)]
+        clashes = [f"{i} ({labelled.uris[a]} and {pool.uris[b]})"
+                   for i, a, b in zip(common, at_labelled, at_pool, strict=True)]
         raise BadInput(f"the pool {pool.source} and the labelled images {labelled.source} share "
                        f"{counted(len(common), 'image_id')}, e.g. {examples(clashes, 2)}: give the pool's images "
                        "ids of their own (an image_id column, or other paths relative to the pool folder)")
@@ -487,7 +236,7 @@ def _manifest(listing: Listing, keep: NDArray[np.bool_] | None, with_labels: boo
     columns = {"image_id": pa.array(listing.image_ids[keep], pa.int64()),
                "uri": pa.array(listing.uris[keep].tolist(), pa.string())}
     if with_labels:
-        columns["label"] = pa.array(listing.labels[keep].tolist(), pa.string())
+        columns["label"] = listing.labels.filter(pa.array(keep))
     return pa.table(columns)
 
 
@@ -502,7 +251,7 @@ def plan_run(cfg: PrepareConfig) -> Plan:
     pool = read_images(cfg.pool, labelled=False) if cfg.pool else None
     if pool is not None:
         check_disjoint(labelled, pool)
-    classes, labels = np.unique(labelled.labels.astype(str), return_inverse=True)  # sorted class names
+    classes, labels = np.unique(np.asarray(labelled.labels.to_pylist(), str), return_inverse=True)  # sorted names
     if len(classes) < 2:
         raise BadInput(f"{labelled.source}: all {len(labelled)} images are of class {str(classes[0])!r}; active "
                        "learning needs at least 2 classes")
@@ -582,7 +331,7 @@ def format_summary(plan: Plan, prog: str) -> str:
     n_labelled = sum(int(plan.counts[s].sum()) for s in SPLITS)
     lines = [f"{n_labelled} labelled images of {k} classes in {cfg.labelled}, split by class with seed {cfg.seed}:",
              row("class", SPLITS)]
-    lines += [row(plan.classes[c], cells(lambda counts: counts[c])) for c in shown]
+    lines += [row(plan.classes[c], cells(operator.itemgetter(c))) for c in shown]
     if k > len(shown):
         lines.append(f"  ... and {k - len(shown)} more classes")
     lines.append(row("all", cells(np.sum)[:3] + [str(plan.pool_size)]))
@@ -603,64 +352,3 @@ def format_summary(plan: Plan, prog: str) -> str:
     written = [os.path.join(cfg.out, f"{s}.parquet") for s in SPLITS] + [plan.config_path]
     lines += [f"wrote {', '.join(written)}", "", "Run the first round:", f"  {round_command(plan, prog)}"]
     return "\n".join(lines)
-
-
-def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__[__doc__.index("exit codes:"):],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("labelled", metavar="IMAGES",
-                        help="labelled images: a folder with one subfolder per class, or a CSV/Parquet manifest "
-                             "with uri,label[,image_id] (local or s3://)")
-    parser.add_argument("--pool", default="", metavar="FOLDER|MANIFEST",
-                        help="unlabelled images for people to label (label.mode = human); default: hold out the "
-                             "rest of the labelled images as the pool, labelled from the data (oracle)")
-    parser.add_argument("--out", default=PrepareConfig.out, metavar="DIR",
-                        help=f"local folder for the manifests and config.toml (default: {PrepareConfig.out})")
-    parser.add_argument("--labelled", metavar="SIZE", dest="labelled_size",
-                        help=f"seed set: images (60) or a share of them (default {SEED_SHARE}); not with --pool, "
-                             "where the seed set takes what val and test leave")
-    parser.add_argument("--val", metavar="SIZE", help=f"validation split (default {PrepareConfig.val_size})")
-    parser.add_argument("--test", metavar="SIZE", help=f"test split (default {PrepareConfig.test_size})")
-    parser.add_argument("--seed", type=int, default=PrepareConfig.seed, metavar="N",
-                        help="the split's shuffle and the run's weight init")
-    parser.add_argument("--model", default=PrepareConfig.model, choices=MODELS,
-                        help="small_cnn (default, trained from scratch), hub (--handle), inception_v3 "
-                             "([--weights]) or keras (--model-path, --input-size)")
-    parser.add_argument("--handle", default="", metavar="HANDLE",
-                        help="--model hub: TF Hub handle or local SavedModel folder")
-    parser.add_argument("--weights", default="", metavar="FILE",
-                        help="--model inception_v3: local weights file (default: random init)")
-    parser.add_argument("--model-path", default="", metavar="PATH",
-                        help="--model keras: your saved Keras model (model.path)")
-    parser.add_argument("--model-use", default="", choices=MODEL_USES,
-                        help="--model keras: backbone (default: its outputs feed a new Dense head) or classifier "
-                             "(its outputs are the classes)")
-    parser.add_argument("--input-size", type=int, metavar="PIXELS",
-                        help="square image side (default 32 for small_cnn, 299 for hub and inception_v3; "
-                             "needed for keras)")
-    parser.add_argument("--budget", type=int, metavar="N",
-                        help=f"images selected per round (default: a tenth of the pool, at most {MAX_BUDGET})")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing config.toml in --out")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None, prog: str = "jobs/prepare.py") -> int:
-    args = parse_args(argv, prog)
-    try:
-        sizes = {f"{option}_size": parse_size(text, f"--{option}")
-                 for option, text in (("labelled", args.labelled_size), ("val", args.val), ("test", args.test))
-                 if text is not None}  # those not given keep PrepareConfig's defaults
-        cfg = PrepareConfig(
-            labelled=args.labelled, out=args.out, pool=args.pool, **sizes, seed=args.seed, model=args.model,
-            handle=args.handle, weights=args.weights, model_path=args.model_path, model_use=args.model_use,
-            input_size=args.input_size, budget=args.budget, force=args.force)
-        plan = prepare(cfg)
-    except MissingInput as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_MISSING
-    except BadInput as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    print(format_summary(plan, prog))
-    return EXIT_OK

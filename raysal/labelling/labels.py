@@ -18,10 +18,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from raysal.labelling import labelstudio
 from raysal import storage
 from raysal.config import LabelConfig
 from raysal.errors import LabelFileError  # noqa: F401  (raised here; importable from here too)
+from raysal.labelling import labelstudio
 
 
 def read_label_file(path: str) -> pa.Table:
@@ -148,5 +148,5 @@ def validate_labels(table: pa.Table, selected_ids: NDArray[np.int64], pool_ids: 
                         + (f" ({len(ties)} with tied annotations, e.g. {ties[:5].tolist()})" if len(ties) else ""))
     if problems:
         raise LabelFileError("label file refused, nothing applied: " + "; ".join(problems))
-    return RoundLabels(pa.table({"image_id": pa.array(chosen, pa.int64()), "label": pa.array(chosen_labels, pa.int64())}),
-                       unlabelled, ties)
+    table = pa.table({"image_id": pa.array(chosen, pa.int64()), "label": pa.array(chosen_labels, pa.int64())})
+    return RoundLabels(table, unlabelled, ties)

@@ -27,6 +27,7 @@ from urllib.parse import quote, unquote
 from xml.sax.saxutils import quoteattr
 
 import pyarrow as pa
+
 from raysal.errors import AnnotationError, ServerError  # noqa: F401  (raised here; importable from here too)
 
 FROM_NAME = "label"  # the Choices control: its name is the column of the JSON-MIN and CSV exports
@@ -292,18 +293,6 @@ class Client:
         return answer
 
 
-def waiting_round(state: Any) -> int:
-    """The round whose selection waits for labels and has Label Studio tasks; ValueError if none."""
-    for number in reversed(state.rounds()):
-        key = state.round_key(number)
-        if state.stage_done(number, "select") and not state.stage_done(number, "label"):
-            if state.exists(f"{key}/{TASKS_FILE}"):
-                return number
-            raise ValueError(f"round {number} waits for labels but has no {TASKS_FILE}: its images cannot be shown "
-                             f"in Label Studio (see the round's log); label {state.uri(key, 'to_label.csv')} instead")
-    raise ValueError(f"no round of {state.root} is waiting for labels: run a round with label.mode = 'human' first")
-
-
 def local_folders(tasks: list[dict[str, Any]]) -> list[str]:
     """The folders a project needs local-files storages over to show the tasks' local images: per
     folder just below the served root, the images' deepest common folder (Label Studio takes a
@@ -326,100 +315,3 @@ def local_folders(tasks: list[dict[str, Any]]) -> list[str]:
                              "the images' folder")
         groups.setdefault(path[: len(path) - len(relative)] + top, []).append(os.path.dirname(path))
     return [os.path.commonpath(dirs) for _, dirs in sorted(groups.items())]
-
-
-def push(state: Any, url: str, token: str, project: int | None = None) -> tuple[int, int, int]:
-    """Push the waiting round's tasks to a new project (made with its labeling config), or to
-    ``project``; (round, project, tasks). Local images get the project local-files storages
-    over their folders (``local_folders``), which Label Studio needs to show them; ``s3://``
-    images get presigned URLs made now. Refuses a round already pushed."""
-    number = waiting_round(state)
-    key = state.round_key(number)
-    pushed = state.read_json(f"{key}/{PROJECT_FILE}")
-    if pushed:
-        raise ValueError(f"round {number}'s tasks are already in project {pushed['project']} at {pushed['url']}: "
-                         "pull its annotations (raysal labelstudio pull), or delete "
-                         f"{state.uri(key, PROJECT_FILE)} to push them again")
-    tasks = json.loads(state.read_bytes(f"{key}/{TASKS_FILE}"))
-    expiry_s = (state.read_json(f"{key}/config.json") or {}).get("label", {}).get("presign_expiry_s", 7 * 24 * 3600)
-    for task in tasks:  # signed when pushed, not when the round selected: the URLs last from now
-        if task["data"]["uri"].startswith("s3://"):
-            task["data"][TO_NAME] = presign(task["data"]["uri"], expiry_s)
-    folders = local_folders(tasks)
-    client = Client(url, token)
-    if project is None:
-        name = os.path.basename(state.root.rstrip("/")) or "run"
-        project = client.create_project(f"raysal {name} round {number}"[:50],
-                                        state.read_bytes(f"{key}/{CONFIG_FILE}").decode())
-    record = {"url": client.url, "project": project, "tasks": 0}
-    state.write_json(f"{key}/{PROJECT_FILE}", record)  # before importing: a retry never makes a second project
-    for folder in folders:
-        client.connect_local_files(project, folder)
-    record["tasks"] = client.import_tasks(project, tasks)
-    state.write_json(f"{key}/{PROJECT_FILE}", record)
-    return number, project, record["tasks"]
-
-
-def pull(state: Any, url: str | None, token: str, project: int | None = None) -> tuple[int, str, list]:
-    """Save the project's JSON export, this round's tasks of it, in the waiting round
-    (``EXPORT_FILE``); (round, its URI, the (image_id, label) annotation rows)."""
-    number = waiting_round(state)
-    key = state.round_key(number)
-    pushed = state.read_json(f"{key}/{PROJECT_FILE}") or {}
-    url, project = url or pushed.get("url"), project or pushed.get("project")
-    if not url or not project:
-        raise ValueError(f"round {number} was not pushed from here ({state.uri(key, PROJECT_FILE)} is missing): "
-                         "give --url and --project")
-    ours = {task["data"]["image_id"] for task in json.loads(state.read_bytes(f"{key}/{TASKS_FILE}"))}
-    # A project that also holds other rounds' tasks: only this round's come back.
-    export = [task for task in Client(url, token).export(int(project))
-              if (task.get("data") or {}).get("image_id") in ours]
-    rows = annotation_rows(export)
-    state.write_bytes(f"{key}/{EXPORT_FILE}", json.dumps(export).encode())
-    return number, state.uri(key, EXPORT_FILE), rows
-
-
-def main(argv: Sequence[str] | None = None, prog: str = "raysal labelstudio") -> int:
-    """``raysal labelstudio push|pull --state S``; exit 0 done, 1 the server failed, 2 refused."""
-    import argparse
-    import sys
-
-    from raysal import storage
-    from raysal.run.state import RunState
-
-    parser = argparse.ArgumentParser(
-        prog=prog, description="Hand a waiting round's images to Label Studio, and bring its annotations back.",
-        epilog=f"token: ${TOKEN_ENV}, a personal access token (Label Studio: Account & Settings > Personal Access "
-               "Token).\nexit codes: 0 done, 1 Label Studio failed or did not answer, 2 refused (nothing waits, "
-               "already pushed, no --url)", formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["push", "pull"], help="push: create a project and import the waiting "
-                        "round's tasks; pull: save the project's annotations in the round")
-    parser.add_argument("--state", required=True, help="the run's state (a folder or URI)")
-    parser.add_argument("--url", default=os.environ.get("LABEL_STUDIO_URL"),
-                        help="Label Studio's address (default: $LABEL_STUDIO_URL; pull: the one pushed to)")
-    parser.add_argument("--project", type=int, help="an existing project's id (push: import into it; pull: "
-                        "default the project pushed to)")
-    args = parser.parse_args(argv)
-    state = RunState(storage.absolute(args.state))
-    token = os.environ.get(TOKEN_ENV, "")  # not an option: a command line shows in ps and the shell's history
-    try:
-        if args.action == "push":
-            if not args.url:
-                raise ValueError("--url (or $LABEL_STUDIO_URL) is needed to push")
-            number, project, created = push(state, args.url, token, args.project)
-            print(f"round {number}: {created} tasks in Label Studio project {project}: "
-                  f"{args.url.rstrip('/')}/projects/{project}\n  once annotated: {prog} pull --state {args.state}")
-            return 0
-        number, uri, rows = pull(state, args.url, token, args.project)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ServerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    labelled = len({i for i, label in rows if label is not None})
-    unlabelled = len({i for i, _ in rows}) - labelled
-    print(f"round {number}: annotations of {labelled} images saved to {uri} ({unlabelled} skipped or not "
-          f"annotated)\n  finish the round: raysal round --config YOUR_CONFIG --state {args.state} "
-          f"--import-labels {uri}")
-    return 0

@@ -1,0 +1,66 @@
+"""``raysal status``: a run's rounds, its lease and its latest model, read from its state."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, Sequence
+
+from raysal.cli.common import exit_codes, parser_for
+from raysal.errors import EXIT_CONFIG, EXIT_OK
+
+DESCRIPTION = """Print a run's state: each round (done, waiting for labels, or where it stopped), who holds
+its lease, and its latest model.
+
+    raysal status --state .raysal/demo
+    raysal status --state s3://bucket/runs/flowers --json"""
+EPILOG = exit_codes({EXIT_OK: "printed", EXIT_CONFIG: "bad arguments or config"})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state", default=None,
+                        help="the run's state: a folder or a pyarrow.fs URI (default: .raysal/<config name>)")
+    parser.add_argument("--config", default="demo",
+                        help="the config whose name gives the state's folder when --state is not given")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(run=run)
+
+
+def print_status(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"state {report['state']}: {len(report['rounds'])} round(s), latest model {report['latest_model']}")
+    lease = report["leased_by"]
+    if lease:
+        state = "expired, to be taken over" if lease["expired"] else f"expires {time.ctime(lease['expires_at'])}"
+        print(f"  leased by pid {lease['pid']} on {lease['host']} since {time.ctime(lease['acquired_at'])} ({state})")
+    for r in report["rounds"]:
+        line = f"  round {r['round']}: {r['state']}, selected {r.get('selected')}"
+        if r["state"] == "done":
+            line += (f", test accuracy {r['test_accuracy_before']:.4f} -> {r['test_accuracy_after']:.4f}, "
+                     f"on the selection before retraining {r['selection_accuracy_before']:.4f}")
+        if r.get("kappa") is not None:  # known once the round has selected, before its labels
+            line += f", kappa {r['kappa']:.4f}" + (" (stop labelling)" if r.get("stop_labelling") else "")
+        print(line)
+
+
+def run(args: argparse.Namespace, prog: str) -> int:
+    from raysal import storage
+    from raysal.config import ConfigError, load_config
+    from raysal.run.status import status
+
+    if args.state is None:
+        try:
+            args.state = f".raysal/{load_config(args.config).name}"
+        except ConfigError as exc:
+            print(f"error: bad config: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    print_status(status(storage.absolute(args.state)), args.json)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "raysal status") -> int:
+    return run(parser_for(sys.modules[__name__], prog).parse_args(argv), prog)
