@@ -259,13 +259,17 @@ def file_rows(folder: Path) -> list[list[str]]:
     return rows
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def folder_markdown(folder: Path, heading: str, about: str) -> str:
     init = folder / "__init__.py"
     modules = [p for p in folder.glob("*.py") if p.name != "__init__.py"]
     lines = sum(len(p.read_text().splitlines()) for p in modules)
-    size = f"{len(modules)} modules, {lines} lines"
+    size = f"{plural(len(modules), 'module')}, {plural(lines, 'line')}"
     if init.exists():
-        size += f", and `__init__.py` ({len(init.read_text().splitlines())} lines)"
+        size += f", and `__init__.py` ({plural(len(init.read_text().splitlines()), 'line')})"
     rows = file_rows(folder)
     return (f"## {heading}\n\n{about}\n\n{size}.\n\n"
             + (table(["file", "lines", "what it is"], rows) if rows else ""))
