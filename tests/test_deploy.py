@@ -98,7 +98,7 @@ def load_project() -> Project:
         cronjob=one_document(DEPLOY / "cronjob.yaml"),
         rounds=rounds,
         rayjob=yaml.safe_load(rounds["ConfigMap"]["data"]["rayjob.yaml"]),
-        readme=(REPO / "README.md").read_text(),
+        readme=(REPO / "docs" / "clusters.md").read_text(),  # the page that shows the deployment
     )
 
 
@@ -271,7 +271,7 @@ def image_problems(p: Project) -> list[str]:
     problems += [f"{where}: container {c['name']} runs {c['image']}, not the image deploy/Dockerfile builds ({image})"
                  for where, c in used if c["image"] != image]
     if f"docker build -f deploy/Dockerfile -t {image} ." not in p.readme:
-        problems.append(f"the README does not show the build of {image}")
+        problems.append(f"docs/clusters.md does not show the build of {image}")
     return problems
 
 
@@ -489,7 +489,7 @@ def field_problems(p: Project) -> list[str]:
 
 
 def readme_problems(p: Project) -> list[str]:
-    return [f"the README does not mention {name}" for name in
+    return [f"docs/clusters.md does not mention {name}" for name in
             ("deploy/Dockerfile", "deploy/raycluster.yaml", "deploy/cronjob.yaml", "deploy/rayjob-cronjob.yaml",
              "kubectl apply -f deploy/raycluster.yaml -f deploy/cronjob.yaml",
              "kubectl apply -f deploy/rayjob-cronjob.yaml") if name not in p.readme]
