@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -100,3 +101,9 @@ def copy_state(source: Path, target: Path, keep_rounds: bool) -> Path:
             path = target / name
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     return target
+
+
+def snapshot(state: Path, ignore: tuple[str, ...] = ("train",)) -> dict[str, str]:
+    """Every file of the state and a hash of it, but those under the folders ``ignore``."""
+    return {str(p.relative_to(state)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(state.rglob("*")) if p.is_file() and not set(ignore) & set(p.relative_to(state).parts)}

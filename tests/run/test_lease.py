@@ -20,7 +20,7 @@ import pytest
 from raysal.run.lease import Lease, LeaseLost, Locked, current, generations, hold, lease_key
 from raysal.run.state import RunState
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BUCKET = "raysal-test"  # created by the s3_env fixture (conftest.py)
 OTHER_HOST = "other-host.example"
 

@@ -6,7 +6,6 @@ test starts from the same model and their selections can be compared exactly.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -16,19 +15,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "jobs"))
 import round as round_job  # noqa: E402  (jobs/round.py)
 
-from _jobs import FAST, copy_state, job, kill_processes, run_job, run_until_killed  # noqa: E402
+from _jobs import FAST, copy_state, job, kill_processes, run_job, run_until_killed, snapshot  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def snapshot(state: Path, ignore: tuple[str, ...] = ("train",)) -> dict[str, str]:
-    """Every file of the state and a hash of it, but those under the folders ``ignore``."""
-    return {str(p.relative_to(state)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(state.rglob("*")) if p.is_file() and not set(ignore) & set(p.relative_to(state).parts)}
 
 
 def outcome(state: Path, number: int = 1) -> tuple[list, list]:

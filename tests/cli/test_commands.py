@@ -13,7 +13,7 @@ from raysal import cli
 from raysal.cli import bench
 from raysal.errors import EXIT_CODES
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RAYSAL = str(Path(sys.executable).parent / "raysal")  # the console script, installed with the project
 SUBCOMMANDS = ["round", "status", "prepare", "pack", "labelstudio", "simulate", "bench"]
 

@@ -18,7 +18,7 @@ import pytest
 
 from raysal.report.progress import progress_line
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 CHILD = textwrap.dedent("""
     import logging, os, subprocess, sys

@@ -23,7 +23,7 @@ from raysal.data.listing import stable_id
 from raysal.data.prepare import BadInput, MissingInput, PrepareConfig
 from raysal.run import preflight
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 
 

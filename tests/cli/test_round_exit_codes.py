@@ -10,9 +10,8 @@ import sys
 import time
 
 import pytest
-from test_round import snapshot
 
-from _jobs import FAST, REPO, copy_state, job, run_job
+from _jobs import FAST, REPO, copy_state, job, run_job, snapshot
 
 pytestmark = pytest.mark.timeout(300)
 

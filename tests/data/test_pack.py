@@ -30,7 +30,7 @@ from raysal.selection import criteria
 
 pytestmark = pytest.mark.timeout(120)
 CLASSES = ["a", "b", "c"]
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _png(value: int) -> bytes:
