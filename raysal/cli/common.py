@@ -4,8 +4,9 @@ exit codes read from ``raysal.errors``."""
 from __future__ import annotations
 
 import argparse
+import sys
 import textwrap
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from raysal.errors import EXIT_CODES
 
@@ -38,6 +39,20 @@ def refusal_code(exc: BaseException) -> int | None:
     from raysal.errors import EXIT_FAILED, RaysalError
 
     return exc.exit_code if isinstance(exc, RaysalError) and exc.exit_code != EXIT_FAILED else None
+
+
+def refused(check: Callable[[], None]) -> int | None:
+    """Run ``check`` (what refuses a command before it changes anything): None when it passes; a
+    refusal prints its message and gives its exit code; anything else is a bug and is raised."""
+    try:
+        check()
+    except Exception as exc:  # noqa: BLE001  (a refusal gets its exit code; anything else: raised below)
+        code = refusal_code(exc)
+        if code is None:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return code
+    return None
 
 
 def failure_line(exc: BaseException) -> str:

@@ -1,12 +1,6 @@
 """``raysal prepare``: turn your labelled images into a ready run (``raysal.data.prepare``).
 
-The labelled images (a folder with one subfolder per class, or a CSV/Parquet manifest with
-``uri,label`` and an optional ``image_id``; relative uris are relative to the manifest's folder)
-are split by class, with a seeded shuffle, into the seed set (data.labelled), val and test: every
-class in every split, in proportion to its share of the images. Without --pool the rest of them
-is the pool, labelled from the data when selected (label.mode = "oracle"); with --pool the seed
-set takes the rest and people label what a round selects (label.mode = "human"). Only file names
-are read: no image is opened.
+What it does, and the rules of the split, are that module's docstring.
 """
 
 from __future__ import annotations

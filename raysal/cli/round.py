@@ -10,7 +10,7 @@ import sys
 import traceback
 from typing import Any, Sequence
 
-from raysal.cli.common import exit_codes, failure_line, parser_for, refusal_code
+from raysal.cli.common import exit_codes, failure_line, parser_for, refusal_code, refused
 from raysal.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_LEASE_LOST, EXIT_OK, EXIT_WAITING
 
 log = logging.getLogger("raysal.cli")
@@ -109,14 +109,11 @@ def run(args: argparse.Namespace, prog: str) -> int:
 
     from raysal.run import preflight
 
-    try:  # everything that can refuse the round without Ray is decided first, and writes nothing
+    def startable() -> None:  # everything that can refuse the round without Ray is decided first, writing nothing
         preflight.check(cfg, state_root)
         rounds.check_startable(cfg, state_root, label_file=args.import_labels, break_lock=args.break_lock)
-    except Exception as exc:  # noqa: BLE001  (a refusal gets its exit code; anything else is a bug: raised)
-        code = refusal_code(exc)
-        if code is None:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
+
+    if (code := refused(startable)) is not None:
         return code
 
     _exit_on_sigterm()

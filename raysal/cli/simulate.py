@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from raysal.cli.common import exit_codes, failure_line, parser_for, refusal_code
+from raysal.cli.common import exit_codes, failure_line, parser_for, refusal_code, refused
 from raysal.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_MISSING, EXIT_OK
 
 if TYPE_CHECKING:
@@ -78,13 +78,7 @@ def run(args: argparse.Namespace, prog: str) -> int:
         return EXIT_CONFIG
     state_root = storage.absolute(args.state or f".raysal/{cfg.name}")
     root = preflight.data_root(cfg, state_root)
-    try:  # what refuses the simulation without Ray, as for a round
-        preflight.check(cfg, state_root)
-    except Exception as exc:  # noqa: BLE001  (a refusal gets its exit code; anything else is a bug: raised)
-        code = refusal_code(exc)
-        if code is None:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
+    if (code := refused(lambda: preflight.check(cfg, state_root))) is not None:  # as for a round, before Ray
         return code
 
     def progress(result: dict, done: int, total: int, seconds: float) -> None:

@@ -11,7 +11,6 @@ class in every split, in proportion to its share of the images. Without --pool t
 is the pool, labelled from the data when selected (label.mode = "oracle"); with --pool the seed
 set takes the rest and people label what a round selects (label.mode = "human"). Only file names
 are read: no image is opened.
-
 """
 
 from __future__ import annotations
