@@ -10,7 +10,7 @@ from typing import Sequence
 
 from raysal import storage
 from raysal.cli.common import exit_codes, parser_for
-from raysal.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, ServerError
+from raysal.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, RaysalError, Refused
 from raysal.labelling.labelstudio import TOKEN_ENV
 from raysal.run.labelstudio_sync import pull, push
 from raysal.run.state import RunState
@@ -44,16 +44,13 @@ def run(args: argparse.Namespace, prog: str) -> int:
     try:
         if args.action == "push":
             if not args.url:
-                raise ValueError("--url (or $LABEL_STUDIO_URL) is needed to push")
+                raise Refused("--url (or $LABEL_STUDIO_URL) is needed to push")
             number, project, created = push(state, args.url, token, args.project)
             print(f"round {number}: {created} tasks in Label Studio project {project}: "
                   f"{args.url.rstrip('/')}/projects/{project}\n  once annotated: {prog} pull --state {args.state}")
             return EXIT_OK
         number, uri, rows = pull(state, args.url, token, args.project)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except ServerError as exc:
+    except RaysalError as exc:  # refused (Refused, 2), or Label Studio failed (ServerError, 1)
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     labelled = len({i for i, label in rows if label is not None})

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace, prog: str) -> int:
             args.state = f".raysal/{load_config(args.config).name}"
         except ConfigError as exc:
             print(f"error: bad config: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
+            return exc.exit_code
     print_status(status(storage.absolute(args.state)), args.json)
     return EXIT_OK
 

@@ -28,7 +28,7 @@ from xml.sax.saxutils import quoteattr
 
 import pyarrow as pa
 
-from raysal.errors import AnnotationError, ServerError  # noqa: F401  (raised here; importable from here too)
+from raysal.errors import AnnotationError, Refused, ServerError  # noqa: F401  (raised here; importable from here too)
 
 FROM_NAME = "label"  # the Choices control: its name is the column of the JSON-MIN and CSV exports
 TO_NAME = "image"  # the Image object, and the task's data key holding the URL
@@ -54,22 +54,22 @@ def image_url(uri: str, files_root: str, expiry_s: int) -> str:
     path, and an ``http(s)://`` URL as it is.
 
     Raises:
-        ValueError: a local file outside ``files_root``, or a scheme a browser cannot open.
+        Refused: a local file outside ``files_root``, or a scheme a browser cannot open.
     """
     if PACKED_MARK in uri:
-        raise ValueError(f"{uri} is an image packed in a Parquet shard (raysal pack), which Label Studio cannot open: "
+        raise Refused(f"{uri} is an image packed in a Parquet shard (raysal pack), which Label Studio cannot open: "
                          "label from the images' own files (a manifest with their uris)")
     if uri.startswith(("http://", "https://")):
         return uri
     if uri.startswith("s3://"):
         return presign(uri, expiry_s)
     if "://" in uri and not uri.startswith("file://"):
-        raise ValueError(f"{uri}: Label Studio cannot show a {uri.split('://')[0]}:// image; serve it over http(s)")
+        raise Refused(f"{uri}: Label Studio cannot show a {uri.split('://')[0]}:// image; serve it over http(s)")
     path = os.path.abspath(uri.removeprefix("file://"))
     root = os.path.abspath(files_root or os.sep)
     relative = os.path.relpath(path, root)
     if relative == os.pardir or relative.startswith(os.pardir + os.sep):
-        raise ValueError(f"{uri} is outside label.files_root {root}, the folder Label Studio serves local files "
+        raise Refused(f"{uri} is outside label.files_root {root}, the folder Label Studio serves local files "
                          "from (its LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT): set label.files_root to a folder "
                          "above the images")
     return LOCAL_FILES_URL + quote(relative)
@@ -86,7 +86,7 @@ def presign(uri: str, expiry_s: int) -> str:
         client = _s3_client(os.environ.get("AWS_ENDPOINT_URL") or None)
         return client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expiry_s)
     except (BotoCoreError, ClientError) as exc:  # no credentials, a bad endpoint
-        raise ValueError(f"{uri}: cannot make a presigned URL: {exc}") from None
+        raise Refused(f"{uri}: cannot make a presigned URL: {exc}") from None
 
 
 @functools.cache
@@ -299,7 +299,7 @@ def local_folders(tasks: list[dict[str, Any]]) -> list[str]:
     storage only strictly below its document root).
 
     Raises:
-        ValueError: an image directly in the served root.
+        Refused: an image directly in the served root.
     """
     groups: dict[str, list[str]] = {}
     for task in tasks:
@@ -310,7 +310,7 @@ def local_folders(tasks: list[dict[str, Any]]) -> list[str]:
         path = os.path.abspath(task["data"]["uri"].removeprefix("file://"))
         top, sep, _ = relative.partition("/")
         if not sep:
-            raise ValueError(f"{path} is directly in label.files_root, the folder Label Studio serves, and Label "
+            raise Refused(f"{path} is directly in label.files_root, the folder Label Studio serves, and Label "
                              "Studio shows only files in its subfolders: set label.files_root to a folder above "
                              "the images' folder")
         groups.setdefault(path[: len(path) - len(relative)] + top, []).append(os.path.dirname(path))

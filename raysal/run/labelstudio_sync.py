@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+from raysal.errors import Refused
 from raysal.labelling.labelstudio import (
     CONFIG_FILE,
     EXPORT_FILE,
@@ -21,15 +22,15 @@ from raysal.run.state import RunState
 
 
 def waiting_round(state: RunState) -> int:
-    """The round whose selection waits for labels and has Label Studio tasks; ValueError if none."""
+    """The round whose selection waits for labels and has Label Studio tasks; ``Refused`` if none."""
     for number in reversed(state.rounds()):
         files = state.files(number)
         if state.stage_done(number, "select") and not state.stage_done(number, "label"):
             if state.exists(files.file(TASKS_FILE)):
                 return number
-            raise ValueError(f"round {number} waits for labels but has no {TASKS_FILE}: its images cannot be shown "
+            raise Refused(f"round {number} waits for labels but has no {TASKS_FILE}: its images cannot be shown "
                              f"in Label Studio (see the round's log); label {state.uri(files.to_label)} instead")
-    raise ValueError(f"no round of {state.root} is waiting for labels: run a round with label.mode = 'human' first")
+    raise Refused(f"no round of {state.root} is waiting for labels: run a round with label.mode = 'human' first")
 
 
 def push(state: RunState, url: str, token: str, project: int | None = None) -> tuple[int, int, int]:
@@ -41,7 +42,7 @@ def push(state: RunState, url: str, token: str, project: int | None = None) -> t
     files = state.files(number)
     pushed = state.read_json(files.file(PROJECT_FILE))
     if pushed:
-        raise ValueError(f"round {number}'s tasks are already in project {pushed['project']} at {pushed['url']}: "
+        raise Refused(f"round {number}'s tasks are already in project {pushed['project']} at {pushed['url']}: "
                          "pull its annotations (raysal labelstudio pull), or delete "
                          f"{state.uri(files.file(PROJECT_FILE))} to push them again")
     tasks = json.loads(state.read_bytes(files.file(TASKS_FILE)))
@@ -72,7 +73,7 @@ def pull(state: RunState, url: str | None, token: str, project: int | None = Non
     pushed = state.read_json(files.file(PROJECT_FILE)) or {}
     url, project = url or pushed.get("url"), project or pushed.get("project")
     if not url or not project:
-        raise ValueError(f"round {number} was not pushed from here ({state.uri(files.file(PROJECT_FILE))} is missing): "
+        raise Refused(f"round {number} was not pushed from here ({state.uri(files.file(PROJECT_FILE))} is missing): "
                          "give --url and --project")
     ours = {task["data"]["image_id"] for task in json.loads(state.read_bytes(files.file(TASKS_FILE)))}
     # A project that also holds other rounds' tasks: only this round's come back.

@@ -1,5 +1,5 @@
 """raysal.data.prepare and raysal.data.splits (split arithmetic, inputs, refusals, the CLI), preflight's
-class checks, and the README's "Your own images" commands run end to end."""
+class checks, and the "Your own images" page's commands (docs/own-images.md) run end to end."""
 
 from __future__ import annotations
 
@@ -399,17 +399,18 @@ def test_preflight_passes_when_every_split_has_every_class(tmp_path) -> None:
     preflight.check(_hand_written(tmp_path, "images", "test.parquet"), str(tmp_path / "state"))
 
 
-# --- the README's commands, end to end -------------------------------------------------------
+# --- the docs' commands, end to end ----------------------------------------------------------
 
 SHAPES = {"cat": "square", "dog": "circle", "fox": "triangle"}
 COLOURS = {"cat": (220, 40, 40), "dog": (40, 200, 60), "fox": (50, 60, 230)}
 
 
 def readme_commands() -> tuple[list[str], list[str]]:
-    """The README's "Your own images" section's two ```bash blocks: from a folder to a first round,
-    and "A large pool": pack the prepared pool, and start the run on its shards."""
-    text = (REPO / "README.md").read_text()
-    section = text.split("\n## Your own images\n", 1)[1].split("\n## ", 1)[0]
+    """The "Your own images" page's two ```bash blocks (docs/own-images.md, which the README points
+    to): from a folder to a first round, and "A large pool": pack the prepared pool, and start the
+    run on its shards."""
+    text = (REPO / "docs" / "own-images.md").read_text()
+    section = text.split("# Your own images\n", 1)[1].split("\n## Your own model\n", 1)[0]
     blocks = re.findall(r"^```bash\n(.*?)^```", section, flags=re.S | re.M)
     assert len(blocks) == 2, "a folder to a first round; then the same run on a packed pool"
     own, packed = ([line for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]

@@ -202,6 +202,21 @@ def _raysal(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
                           env={**os.environ, **env}, timeout=120)
 
 
+@pytest.mark.parametrize(("args", "said"), [
+    (["push", "--url", "http://127.0.0.1:9"], "is waiting for labels: run a round with label.mode = 'human' first"),
+    (["pull"], "is waiting for labels: run a round with label.mode = 'human' first"),
+    (["push"], "--url (or $LABEL_STUDIO_URL) is needed to push"),
+])
+def test_labelstudio_refusals_exit_2_without_asking_a_server(tmp_path, monkeypatch, capsys, args, said):
+    """Refused (raysal.errors, exit 2) before any request: no server answers at port 9."""
+    from raysal import cli
+
+    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
+    (tmp_path / "state").mkdir()
+    assert cli.main(["labelstudio", *args, "--state", str(tmp_path / "state")]) == 2
+    assert said in capsys.readouterr().err
+
+
 @pytest.mark.timeout(900)
 def test_a_round_goes_through_a_real_label_studio_server(waiting_state, tmp_path):
     """Push a waiting round's tasks to a real Label Studio, annotate them through its API as
