@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from raysal.errors import ConfigError, Refused
+
 if TYPE_CHECKING:
     from raysal.config import Config
     from raysal.model.embeddings import DenseHead
@@ -76,20 +78,20 @@ class Settings:
     def __post_init__(self) -> None:
         unknown = [s for s in self.strategies if s not in STRATEGIES]
         if unknown or not self.strategies:
-            raise ValueError(f"strategies: {unknown or 'none given'} not among {sorted(STRATEGIES)}")
+            raise ConfigError(f"strategies: {unknown or 'none given'} not among {sorted(STRATEGIES)}")
         if len(set(self.strategies)) != len(self.strategies):
-            raise ValueError(f"strategies: {list(self.strategies)} names one twice")
+            raise ConfigError(f"strategies: {list(self.strategies)} names one twice")
         for name in ("seeds", "seed_size", "budget", "round0_epochs", "head_steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.rounds < 0:
-            raise ValueError(f"rounds: must be >= 0, got {self.rounds}")
+            raise ConfigError(f"rounds: must be >= 0, got {self.rounds}")
         if not 0 < self.head_learning_rate < 1:
-            raise ValueError(f"head_learning_rate: {self.head_learning_rate} is outside (0, 1)")
+            raise ConfigError(f"head_learning_rate: {self.head_learning_rate} is outside (0, 1)")
         if self.target is not None and not 0 < self.target <= 1:
-            raise ValueError(f"target: {self.target} is outside (0, 1]")
+            raise ConfigError(f"target: {self.target} is outside (0, 1]")
         if self.target is None and "random" not in self.strategies:
-            raise ValueError("target: no accuracy to reach: give one, or run the 'random' baseline")
+            raise ConfigError("target: no accuracy to reach: give one, or run the 'random' baseline")
 
 
 # --- the summary: plain numpy -----------------------------------------------------------------
@@ -329,14 +331,14 @@ def run_strategy(cfg: "Config", settings: Settings, pool: Split, test: Split, st
 
 
 def check_pool_size(cfg: "Config", root: str, settings: Settings) -> None:
-    """Refuse (ValueError) settings that label more images than the pool has, before anything is
+    """Refuse (``Refused``) settings that label more images than the pool has, before anything is
     decoded. Needs Ray (the pool's size comes from its source's metadata)."""
     from raysal.data import sources
 
     _, size = sources.read_source_with_size(cfg.data.pool, cfg.data.classes, root)
     wanted = settings.seed_size + settings.rounds * settings.budget
     if wanted > size:
-        raise ValueError(f"--seed-size + --rounds x --budget = {wanted} images to label, more than the pool's {size}")
+        raise Refused(f"--seed-size + --rounds x --budget = {wanted} images to label, more than the pool's {size}")
 
 
 def simulate(cfg: "Config", root: str, settings: Settings,

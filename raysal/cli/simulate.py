@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from raysal.cli.common import exit_codes, failure_line, parser_for, refusal_code, refused
-from raysal.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_MISSING, EXIT_OK
+from raysal.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_MISSING, EXIT_OK, ConfigError
 
 if TYPE_CHECKING:
     from raysal.config import Config
@@ -73,9 +73,9 @@ def run(args: argparse.Namespace, prog: str) -> int:
             strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()), seeds=args.seeds,
             rounds=args.rounds, seed_size=args.seed_size, budget=args.budget, target=args.target,
             round0_epochs=args.round0_epochs, head_steps=args.head_steps, head_learning_rate=args.head_learning_rate)
-    except ValueError as exc:  # ConfigError is one
+    except ConfigError as exc:  # the config's, or the simulation's settings
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exc.exit_code
     state_root = storage.absolute(args.state or f".raysal/{cfg.name}")
     root = preflight.data_root(cfg, state_root)
     if (code := refused(lambda: preflight.check(cfg, state_root))) is not None:  # as for a round, before Ray
@@ -120,10 +120,8 @@ def _run(args: argparse.Namespace, cfg: Config, state_root: str, root: str, sett
             ray.data.DataContext.get_current().enable_progress_bars = False
             preflight.check_cluster(cfg, state_root)
             simulation.check_pool_size(cfg, root, settings)
-        except (Unavailable, Refused, SourceError) as exc:
+        except (Unavailable, Refused, SourceError) as exc:  # the pool too small for the settings, too
             return refusal_code(exc), f"error: {exc}"
-        except ValueError as exc:
-            return EXIT_CONFIG, f"error: {exc}"
         try:
             result = simulation.simulate(cfg, root, settings, progress)
             return EXIT_OK, (result, simulation.write_results(result, args.out))

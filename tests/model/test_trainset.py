@@ -93,7 +93,7 @@ def _child(out_path: str, work: str, s3_root: str) -> int:
     from raysal.config import load_config
     from raysal.model import train, trainset
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/, for tests/_models.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for tests/_models.py
     from _models import save_keras_classifier
 
     ray.init(address="local", num_cpus=2, object_store_memory=STORE_MIB * 2**20, include_dashboard=False,
