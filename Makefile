@@ -10,7 +10,8 @@ $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
-	if [ -d .git ]; then $(BIN)/pre-commit install --allow-missing-config >/dev/null; fi  # ruff before each commit
+	@# the pre-commit hook: ruff before each commit
+	if [ -d .git ]; then $(BIN)/pre-commit install --allow-missing-config >/dev/null; fi
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -25,8 +26,9 @@ test: $(STAMP) lint docs
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# NO_MKDOCS_2_WARNING: no end-of-life banner from the theme on a successful build.
 docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site  # (the variable: no end-of-life banner)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 bench: $(STAMP)
 	$(BIN)/python jobs/bench.py --quick
