@@ -155,6 +155,9 @@ class TrainConfig:
     in_memory_mb: int = 1024  # a worker keeps its shard in memory across epochs up to this size; larger ones stream
     data: str = "auto"  # where the decoded set waits between epochs: memory (Ray's object store) | cache (Parquet
     # shards in the state, read back each epoch) | auto: memory when it takes at most half of the object store
+    # Seconds to wait for the cluster to free (or the autoscaler to add) the workers' CPUs and GPUs
+    # before the round stops with exit 3; a line says what is awaited at least every 30 s. 0 = forever.
+    resource_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         _check(self.num_workers >= 1, "train.num_workers", f"must be >= 1, got {self.num_workers}")
@@ -168,6 +171,8 @@ class TrainConfig:
         _check(self.data in TRAIN_DATA_MODES, "train.data", f"{self.data!r} is not one of {TRAIN_DATA_MODES}")
         _check(self.images_per_worker >= 0, "train.images_per_worker", f"must be >= 0, got {self.images_per_worker}")
         _check(self.in_memory_mb >= 0, "train.in_memory_mb", f"must be >= 0, got {self.in_memory_mb}")
+        _check(self.resource_timeout_s >= 0, "train.resource_timeout_s",
+               f"must be >= 0 seconds (0 waits forever), got {self.resource_timeout_s}")
         for name in ("head_learning_rate", "finetune_learning_rate"):
             value = getattr(self, name)
             _check(0 < value < 1, f"train.{name}", f"{value} is outside (0, 1)")
@@ -193,8 +198,13 @@ class ScoreConfig:
     # Rescore the pool from an earlier round's embeddings with the head alone (no decoding, no
     # backbone) when the scoring model's backbone is the one that made them (same weights).
     reuse_embeddings: bool = True
+    # Seconds to wait for the cluster to free (or the autoscaler to add) the scoring actors' CPUs
+    # and GPUs before the round stops with exit 3; a line says what is awaited at least every 30 s. 0 = forever.
+    resource_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
+        _check(self.resource_timeout_s >= 0, "score.resource_timeout_s",
+               f"must be >= 0 seconds (0 waits forever), got {self.resource_timeout_s}")
         _check(self.batch_size >= 1, "score.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.min_actors >= 1, "score.min_actors", f"must be >= 1, got {self.min_actors}")
         _check(self.max_actors >= self.min_actors, "score.max_actors",

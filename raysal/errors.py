@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_MISSING, EXIT_LOCKED, EXIT_WAITING, EXIT_LEASE_LOST = 0, 1, 2, 3, 4, 5, 6
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C; SIGTERM exits 143
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,12 @@ EXIT_CODES: tuple[ExitCode, ...] = (
              "--import-labels for a round with no selection waiting, a config that changes the run's pool, "
              "classes or model, a manifest that repeats an image_id, a local path that other nodes of the "
              "cluster do not see, a seed set of one class, a Keras model that does not fit the classes or the "
-             "input size", "nothing"),
-    ExitCode(EXIT_MISSING, "missing", "data or model missing; the message says how to provide it", "nothing"),
+             "input size, CPUs or GPUs that no node of the cluster (nor any node type its autoscaler can add) "
+             "has", "nothing"),
+    ExitCode(EXIT_MISSING, "missing",
+             "data or model missing, the message says how to provide it; or the cluster did not free (or its "
+             "autoscaler add) the CPUs and GPUs a stage asks for within score/train.resource_timeout_s",
+             "nothing; after a resource timeout, the committed stages: running the round again resumes it"),
     ExitCode(EXIT_LOCKED, "locked", "another round holds the run's lease", "nothing"),
     ExitCode(EXIT_WAITING, "waiting",
              "the round is waiting for human labels: run it again with --import-labels FILE once they are done",
@@ -46,6 +51,9 @@ EXIT_CODES: tuple[ExitCode, ...] = (
     ExitCode(EXIT_LEASE_LOST, "lease lost",
              "the round lost its lease (paused past its TTL, or --break-lock from elsewhere) and stopped before "
              "its next commit", "committed stages stay; running it again resumes it"),
+    ExitCode(EXIT_INTERRUPTED, "interrupted",
+             "Ctrl-C stopped the round (SIGTERM, as from ray job stop: 143) within seconds, waits included; its "
+             "lease is released", "committed stages stay; running it again resumes it"),
 )
 
 
@@ -132,6 +140,13 @@ class MissingInput(RaysalError, RuntimeError):
 
 class ModelUnavailable(RaysalError, RuntimeError):
     """A model that cannot be built offline; the message says how to provide it."""
+
+    exit_code = EXIT_MISSING
+
+
+class ResourceTimeout(RaysalError, RuntimeError):
+    """The cluster did not free (or its autoscaler add) what a stage asks for within the stage's
+    ``resource_timeout_s``; the message says what was awaited and what the cluster had free."""
 
     exit_code = EXIT_MISSING
 

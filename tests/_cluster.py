@@ -47,7 +47,7 @@ class Cluster:
     env: dict[str, str]
     procs: list[subprocess.Popen] = field(default_factory=list)
 
-    def add_private_tmp_node(self, num_cpus: int) -> None:
+    def add_private_tmp_node(self, num_cpus: int, num_gpus: int = 0) -> None:
         """A worker node with a ``/tmp`` of its own: it cannot see a file the driver puts in ``/tmp``.
 
         Only this checkout (with its venv) is mounted back at its own path, should it lie under
@@ -57,7 +57,7 @@ class Cluster:
         keep = "/run/raysal-test-code"  # outside /tmp; only a mount point, left empty
         script = (f"mkdir -p {keep} && mount --bind {code} {keep} && mount -t tmpfs none /tmp && "
                   f"mkdir -p {code} && mount --bind {keep} {code} && "
-                  f"exec {RAY} start --address={self.gcs} --num-cpus={num_cpus} "
+                  f"exec {RAY} start --address={self.gcs} --num-cpus={num_cpus} --num-gpus={num_gpus} "
                   f"--node-ip-address=127.0.0.1 --disable-usage-stats --block")
         self.procs.append(subprocess.Popen(["unshare", "-m", "--propagation", "private", "bash", "-c", script],
                                            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -85,8 +85,9 @@ class Cluster:
         shutil.rmtree(os.path.dirname(self.env["RAY_AUTH_TOKEN_PATH"]), ignore_errors=True)
 
 
-def start_head(num_cpus: int, env: dict[str, str] | None = None, timeout: float = 120) -> Cluster:
-    """``ray start --head`` on free ports, accepting jobs once this returns.
+def start_head(num_cpus: int, env: dict[str, str] | None = None, timeout: float = 120, num_gpus: int = 0) -> Cluster:
+    """``ray start --head`` on free ports, accepting jobs once this returns. ``num_gpus``: fake GPU
+    slots (TensorFlow finds no CUDA device and runs on the CPU; Ray schedules as on GPU nodes).
 
     The head runs in its own process group with this venv first on PATH: a job's ``python`` is
     whatever was on PATH when the head started.
@@ -100,7 +101,8 @@ def start_head(num_cpus: int, env: dict[str, str] | None = None, timeout: float 
     full_env = {**os.environ, **(env or {}), "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
                 "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     full_env.pop("RAY_ADDRESS", None)
-    head = subprocess.Popen([RAY, "start", "--head", "--block", f"--num-cpus={num_cpus}", "--include-dashboard=true",
+    head = subprocess.Popen([RAY, "start", "--head", "--block", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
+                             "--include-dashboard=true",
                              "--dashboard-host=127.0.0.1", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
                              f"--temp-dir={temp_dir}", *(f"{flag}={port}" for flag, port in ports.items())],
                             env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

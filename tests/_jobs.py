@@ -75,6 +75,40 @@ def run_until_killed(args: list[str], point: str | None = None, fire: Callable[[
     return out
 
 
+def run_until_signalled(args: list[str], line: str, signum: int, env: dict[str, str] | None = None,
+                        timeout: float = 400, before: Callable[[str], None] | None = None) -> str:
+    """Run a round, send its driver ``signum`` (as Ctrl-C or ``ray job stop`` would) once its
+    output has ``line``, and return the output; the driver must exit with 128 + signum within 60 s.
+    ``before``: called with the output so far just before the signal (to check what it interrupts)."""
+    proc = job(*args, env=env)
+    seen: list[str] = []
+    reached = threading.Event()
+
+    def read() -> None:
+        for text in proc.stdout:
+            seen.append(text)
+            if line in text:
+                reached.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert reached.wait(timeout=timeout), "".join(seen)[-3000:]
+        if before is not None:
+            before("".join(seen))
+        sent = time.monotonic()
+        os.kill(proc.pid, signum)
+        proc.wait(timeout=60)  # a driver that does not stop fails here
+        print(f"signal {signum}: the driver exited {time.monotonic() - sent:.1f} s after it")  # for the notes
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    reader.join(timeout=60)
+    out = "".join(seen)
+    assert proc.returncode == 128 + signum, out[-3000:]
+    return out
+
+
 def kill_processes(session: int, title: str) -> list[int]:
     """SIGKILL the processes of session ``session`` whose title (Ray sets it) contains ``title``.
 

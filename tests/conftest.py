@@ -138,3 +138,16 @@ def s3(s3_env, monkeypatch) -> dict[str, str]:
 
     storage._filesystem.cache_clear()  # filesystems read the endpoint when created
     return s3_env
+
+
+@pytest.fixture(scope="session")
+def gpu_cluster():
+    """A local Ray with one fake GPU slot (``ray start --head --num-gpus=1``, its own --temp-dir):
+    Ray schedules GPU actors and workers as on a GPU node, and TensorFlow, finding no CUDA
+    device, runs them on the CPU. Jobs join it through ``RAY_ADDRESS`` and its auth token."""
+    from _cluster import start_head
+
+    cluster = start_head(num_cpus=RAY_CPUS, num_gpus=1)
+    cluster.wait_for_nodes(1)
+    yield cluster
+    cluster.stop()

@@ -11,7 +11,15 @@ import traceback
 from typing import Any, Sequence
 
 from raysal.cli.common import exit_codes, failure_line, parser_for, refusal_code, refused
-from raysal.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_LEASE_LOST, EXIT_OK, EXIT_WAITING
+from raysal.errors import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_LEASE_LOST,
+    EXIT_MISSING,
+    EXIT_OK,
+    EXIT_WAITING,
+)
 
 log = logging.getLogger("raysal.cli")
 
@@ -29,7 +37,17 @@ copied to <state>/logs/ when the round ends; -v shows it on the console too.
 """
 EPILOG = exit_codes()
 
-STARTED = (EXIT_OK, EXIT_FAILED, EXIT_WAITING, EXIT_LEASE_LOST)  # exits after which the state may have changed
+
+_received: dict[str, int] = {}  # the SIGTERM that ``Interrupted`` was raised for
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, as SIGINT raises ``KeyboardInterrupt`` (a subclass
+    of it, so that Ray's waits, which let only that through, stop for it too)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how long the run's lease lasts unless renewed (renewed every third of it; "
                              "default 60): a round whose driver died is taken over after this")
     parser.add_argument("--status", action="store_true", help="print the run's state and exit")
+    parser.add_argument("--plan", action="store_true",
+                        help="print what each stage asks of the cluster (CPUs and GPUs per worker, how many, which "
+                             "nodes can host them) and exit: 0 when it fits, 2 when no node could host it")
     parser.add_argument("--json", action="store_true", help="with --status: machine-readable output")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (ignored on a cluster)")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -113,19 +134,26 @@ def run(args: argparse.Namespace, prog: str) -> int:
         preflight.check(cfg, state_root)
         rounds.check_startable(cfg, state_root, label_file=args.import_labels, break_lock=args.break_lock)
 
+    if args.plan:  # reads the cluster alone: no state, no data, no lease
+        return _plan(args, cfg)
     if (code := refused(startable)) is not None:
         return code
 
     _exit_on_sigterm()
     with console.captured_output(args.verbose) as (_, log_path):
         log.info("round of %s, state %s; full log %s", cfg.name, state_root, log_path)
-        code, result = EXIT_FAILED, None  # what an interruption (Ctrl-C, SIGTERM) leaves: a started round
+        code, result, started = EXIT_FAILED, None, True  # what an unforeseen exception leaves: a started round
         try:
-            code, result = _run(args, cfg, state_root)
+            code, result, started = _run(args, cfg, state_root)
+        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM: the lease is released on the way here
+            signum = exc.signum if isinstance(exc, Interrupted) else _received.get("signum", 2)
+            code, result = EXIT_INTERRUPTED + signum - 2, (
+                f"interrupted ({'SIGINT' if signum == 2 else 'SIGTERM'}): the round stopped and released its "
+                "lease; committed stages stay, and running the round again resumes it")
         finally:
-            if code in STARTED:
+            if started:
                 log_path = console.keep_log(log_path, storage.join(state_root, LOGS_DIR, console.log_file_name()))
-    if code not in STARTED:  # refused: the message says why, and nothing, not even a log, is left behind
+    if not started:  # refused: the message says why, and nothing, not even a log, is left behind
         os.remove(log_path)
         print(result, file=sys.stderr)
     elif isinstance(result, rounds.RoundOutcome):
@@ -137,19 +165,45 @@ def run(args: argparse.Namespace, prog: str) -> int:
 
 def _exit_on_sigterm() -> None:
     """SIGTERM (``ray job stop``, a pod shut down) ends the round as Ctrl-C does: the lease is
-    released and the log kept. Only where nobody else handles it."""
+    released and the log kept. Only where nobody else handles it, or Ray does: ``ray.init``
+    installs a handler that exits at once, without a word. Called again once Ray is up."""
     import signal
     import threading
 
     def leave(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
+        _received["signum"] = signum  # Ray's waits re-raise a plain KeyboardInterrupt in its place
+        raise Interrupted(signum)
 
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+    current = signal.getsignal(signal.SIGTERM)
+    rays = callable(current) and getattr(current, "__module__", "").startswith("ray.")
+    if threading.current_thread() is threading.main_thread() and (current == signal.SIG_DFL or rays):
         signal.signal(signal.SIGTERM, leave)
 
 
-def _run(args: argparse.Namespace, cfg: Any, state_root: str) -> tuple[int, Any]:
-    """The round, inside the console capture: (exit code, the outcome or an error message)."""
+def _plan(args: argparse.Namespace, cfg: Any) -> int:
+    """``--plan``: what each stage asks of the cluster; 0 when it fits, 2 when it cannot."""
+    import ray
+
+    from raysal.report import console
+    from raysal.run import resources
+    from raysal.run.cluster import init_ray
+
+    started_ray = not ray.is_initialized()
+    with console.captured_output(args.verbose) as (_, log_path):  # Ray's start-up lines go to the log
+        try:
+            init_ray(args.num_cpus)
+            text, fits = resources.describe_plan(cfg)
+        finally:
+            if started_ray:
+                ray.shutdown()
+    os.remove(log_path)
+    print(f"resource plan for {cfg.name}:\n{text}")
+    return EXIT_OK if fits else EXIT_CONFIG
+
+
+def _run(args: argparse.Namespace, cfg: Any, state_root: str) -> tuple[int, Any, bool]:
+    """The round, inside the console capture: (exit code, the outcome or an error message,
+    whether it started: took the lease, so that the state may have changed)."""
     import ray
 
     from raysal.errors import (
@@ -159,6 +213,7 @@ def _run(args: argparse.Namespace, cfg: Any, state_root: str) -> tuple[int, Any]
         Locked,
         NothingToLabel,
         Refused,
+        ResourceTimeout,
         SourceError,
         StateError,
         Unavailable,
@@ -170,23 +225,26 @@ def _run(args: argparse.Namespace, cfg: Any, state_root: str) -> tuple[int, Any]
     try:
         try:  # refusals: nothing is written
             init_ray(args.num_cpus)
+            _exit_on_sigterm()  # again: ray.init replaced it
             preflight.check_cluster(cfg, state_root)
         except (Unavailable, Refused, SourceError) as exc:
-            return refusal_code(exc), f"error: {exc}"
+            return refusal_code(exc), f"error: {exc}", False
         try:
             outcome = rounds.run_round(cfg, state_root, label_file=args.import_labels, break_lock=args.break_lock,
                                        **({"lease_ttl": args.lease_ttl} if args.lease_ttl else {}))
         except LeaseLost as exc:
-            return EXIT_LEASE_LOST, f"error: {exc}"
+            return EXIT_LEASE_LOST, f"error: {exc}", True
         except (LabelFileError, Incompatible, NothingToLabel, Locked) as exc:
-            return refusal_code(exc), f"error: {exc}"  # decided before the lease: nothing was written
+            return refusal_code(exc), f"error: {exc}", False  # decided before the lease: nothing was written
+        except ResourceTimeout as exc:
+            return EXIT_MISSING, f"error: {exc}\n  (committed stages stay; running the round again resumes it)", True
         except (StateError, SourceError, Unavailable) as exc:  # the round had started: it may resume
-            return EXIT_FAILED, f"error: {exc}\n  (running the round again resumes it)"
+            return EXIT_FAILED, f"error: {exc}\n  (running the round again resumes it)", True
         except Exception as exc:  # noqa: BLE001  (the traceback goes to the log; the console gets one line)
             traceback.print_exc()
             return EXIT_FAILED, (f"error: the round failed: {failure_line(exc)}"
-                                 "\n  (the traceback is in the log; running the round again resumes it)")
+                                 "\n  (the traceback is in the log; running the round again resumes it)"), True
     finally:
         if started_ray:
             ray.shutdown()  # inside the capture: Ray's goodbye lines go to the log
-    return (EXIT_WAITING if outcome.status == rounds.WAITING else EXIT_OK), outcome
+    return (EXIT_WAITING if outcome.status == rounds.WAITING else EXIT_OK), outcome, True

@@ -32,4 +32,14 @@ def use_legacy_keras() -> None:
     os.environ.update(LEGACY_KERAS_ENV)
 
 
+def share_gpus() -> None:
+    """Let TensorFlow in this process take GPU memory as it needs it, not all at once: a scoring
+    actor at 0.5 GPU and another, or a Ray Train worker, may share one GPU. Call after importing
+    TensorFlow, before it touches a GPU. Nothing happens without GPUs."""
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)
+
+
 use_legacy_keras()  # the one import-time effect in raysal, and the reason this module exists

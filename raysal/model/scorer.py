@@ -56,8 +56,7 @@ class Scorer:
         from raysal.model import models
         from raysal.selection import criteria
 
-        for gpu in tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.set_memory_growth(gpu, True)  # share the GPU, don't grab it all
+        keras_env.share_gpus()  # share the GPU, don't grab it all
         if mixed_precision:  # this actor's process only; float32 weights, float16 compute
             keras.mixed_precision.set_global_policy("mixed_float16")
         with storage.local_copy(model_dir) as local:  # a download is removed once the weights are loaded

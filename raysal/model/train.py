@@ -59,6 +59,8 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
     from raysal import storage
     from raysal.model import models
 
+    keras_env.share_gpus()  # a train worker may share its GPU with a fractional scoring actor
+
     model_cfg = ModelConfig(**loop_config["model"])
     train_cfg = TrainConfig(**loop_config["train"])
     classes = loop_config["classes"]

@@ -8,6 +8,7 @@ import uuid
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from raysal.errors import Unavailable
 from raysal.model import keras_env
 
 
@@ -16,8 +17,15 @@ def init_ray(num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS") or None
-    ray.init(address=address or "local", num_cpus=None if address else num_cpus,
-             runtime_env={"env_vars": keras_env.worker_env()}, log_to_driver=True)
+    try:
+        ray.init(address=address or "local", num_cpus=None if address else num_cpus,
+                 runtime_env={"env_vars": keras_env.worker_env()}, log_to_driver=True)
+    except ConnectionError as exc:  # a cluster that is down, or that wants a token this process lacks
+        cause = str(exc.__cause__ or "")
+        hint = ("; the cluster uses token authentication: give this process its token (RAY_AUTH_MODE=token with "
+                "RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN)" if "AuthToken" in cause or "Authentication" in cause
+                else "; is the cluster up, and RAY_ADDRESS its GCS address (host:6379)?")
+        raise Unavailable(f"RAY_ADDRESS = {address}: {exc}{hint}") from None
 
 
 def alive_nodes() -> list[dict]:

@@ -182,13 +182,15 @@ def _local_paths(cfg: Config, state_root: str) -> dict[str, str]:
 
 
 def check_cluster(cfg: Config, state_root: str) -> None:
-    """Checks that need Ray (call after ``init_ray``): raise ``Refused`` when another node of
-    the cluster cannot see a local path of the round, or a manifest repeats an image_id."""
+    """Checks that need Ray (call after ``init_ray``): raise ``Refused`` when no node of the
+    cluster could ever host a stage's workers (``resources.check``), another node cannot see a
+    local path of the round, or a manifest repeats an image_id."""
     import ray.data
 
-    from raysal.run import cluster
+    from raysal.run import cluster, resources
     from raysal.run.duplicates import duplicate_ids
 
+    resources.check(cfg)
     blind = cluster.paths_not_shared(_local_paths(cfg, state_root))
     if blind:
         raise Refused("; ".join(blind) + ". Every node reads the state and the images: put them on storage every "

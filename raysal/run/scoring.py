@@ -22,6 +22,7 @@ from raysal.config import Config
 from raysal.model import keras_env
 from raysal.model.embeddings import EMBEDDING, DenseHead, column_matrix
 from raysal.model.scorer import NON_FINITE, Scorer, score_rows
+from raysal.run import resources
 from raysal.run.cluster import cluster_cpus
 from raysal.selection.scan import column_numpy
 from raysal.selection.topk import is_in_sorted
@@ -41,8 +42,11 @@ def score(decoded: ray.data.Dataset, model_dir: str, cfg: Config, board: Any = N
     (float16 ``[d]``, NaN where not scored) with ``embeddings``.
 
     ``board``: a ``progress.Board`` that the actors tell how many images they scored.
+    Waits first, visibly and for at most ``score.resource_timeout_s``, until the cluster has the
+    actors' (and a decode task's) resources free (``resources.wait_for``).
     """
     s = cfg.score
+    resources.wait_for("score", resources.stage_asks(cfg, "score"), s.resource_timeout_s, "score.resource_timeout_s")
     return decoded.map_batches(
         Scorer,
         fn_constructor_kwargs={"model_dir": model_dir, "criterion": cfg.select.criterion, "seed": cfg.seed,

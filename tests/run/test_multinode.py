@@ -30,7 +30,7 @@ BUCKET = "raysal-test"
 def two_nodes(s3_env) -> Cluster:
     cluster = start_head(num_cpus=0, env=s3_env)
     try:
-        cluster.add_private_tmp_node(num_cpus=2)
+        cluster.add_private_tmp_node(num_cpus=2, num_gpus=1)  # a fake GPU slot: its work runs on the CPU
         cluster.wait_for_nodes(2)
         yield cluster
     finally:
@@ -95,6 +95,30 @@ def test_a_state_in_the_drivers_tmp_is_refused_at_once(two_nodes, shared_folder)
                      "of the cluster do not see it there", out), out[-3000:]
     assert not Path(state).exists()  # refused before anything was written
     assert "stage score" not in out
+
+
+@pytest.mark.timeout(300)
+def test_the_plan_names_the_gpu_node_and_what_the_cluster_can_never_host_is_refused(two_nodes, shared_folder):
+    """The head runs no work (0 CPUs) and the worker node has one (fake) GPU: the plan places
+    the GPU actors and the train worker there; two 1-GPU train workers are refused, in seconds."""
+    gpu = ["--set", "score.gpus_per_actor=0.5", "--set", "score.min_actors=2", "--set", "score.max_actors=2",
+           "--set", "train.gpus_per_worker=1"]
+    code, out = _round(two_nodes, f"plan-{uuid.uuid4().hex[:6]}", "--plan", *gpu)
+    assert code == 0, out[-3000:]
+    assert re.search(r"cluster: 2 nodes \(\S+ \(node [0-9a-f]{8}\): 0 CPUs, 0 GPUs; \S+ \(node ([0-9a-f]{8})\): "
+                     r"2 CPUs, 1 GPU\); no autoscaler", out), out[-3000:]
+    worker = re.search(r"(node [0-9a-f]{8})\): 2 CPUs, 1 GPU", out).group(1)
+    assert f"2 scoring actors, 0.5 CPU + 0.5 GPU each: can run on 127.0.0.1 ({worker}) (up to 2)\n" in out
+    assert f"1 Ray Train worker, 0.5 CPU + 1 GPU each: can run on 127.0.0.1 ({worker}) (up to 1)\n" in out
+    state = shared_folder / "state"
+    started = time.monotonic()
+    code, out = _round(two_nodes, f"two-gpus-{uuid.uuid4().hex[:6]}", "--state", str(state), *FAST, *gpu,
+                       *TWO_WORKERS)
+    assert code != 0 and "exit code 2" in out, out[-3000:]
+    assert ("error: stage train: train.num_workers = 2 Ray Train workers at 0.5 CPU + 1 GPU each need 2 GPUs at "
+            "once, but this cluster can host 1 (nodes: 0 CPUs, 0 GPUs, 2 CPUs, 1 GPU)") in out, out[-3000:]
+    assert not state.exists() and "Traceback" not in out
+    print(f"two 1-GPU workers on a 1-GPU cluster: refused through ray job submit in {time.monotonic() - started:.1f} s")
 
 
 def job_statuses(cluster: Cluster) -> dict[str, str]:

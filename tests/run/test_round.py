@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -19,7 +20,16 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "jobs"))
 import round as round_job  # noqa: E402  (jobs/round.py)
 
-from _jobs import FAST, copy_state, job, kill_processes, run_job, run_until_killed, snapshot  # noqa: E402
+from _jobs import (  # noqa: E402
+    FAST,
+    copy_state,
+    job,
+    kill_processes,
+    run_job,
+    run_until_killed,
+    run_until_signalled,
+    snapshot,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -169,6 +179,47 @@ def test_faults_at_every_stage_boundary_and_inside_every_stage_lose_nothing(refe
     ours, reference = (json.loads((s / "rounds" / "0001" / "round.json").read_text()) for s in (state, reference_round))
     assert abs(ours["test_accuracy_after"] - reference["test_accuracy_after"]) < 0.05
     assert not list((state / "models").glob("*.tmp-*"))
+
+
+def test_the_gpu_shape_on_a_fake_gpu_selects_what_the_cpu_shape_selects(reference_round, gpu_cluster, tmp_path):
+    """Two scoring actors at 0.5 GPU each, decoding in CPU tasks beside them, and one GPU Ray
+    Train worker, on a local Ray with one fake GPU slot: the round completes, and the same
+    round-0 model selects the same images as the CPU-shaped reference round."""
+    state = copy_state(reference_round, tmp_path / "state", keep_rounds=False)
+    shutil.rmtree(state / "models" / "0001")
+    proc = job("--state", str(state), *FAST, "--set", "score.gpus_per_actor=0.5", "--set", "score.min_actors=2",
+               "--set", "score.max_actors=2", "--set", "train.gpus_per_worker=1",
+               env={**gpu_cluster.env, "RAY_ADDRESS": gpu_cluster.gcs})
+    out, _ = proc.communicate(timeout=500)
+    assert proc.returncode == 0, out[-3000:]
+    assert "waiting for resources" not in out and "Traceback" not in out
+    (ours, labels), (reference, reference_labels) = outcome(state), outcome(reference_round)
+    assert [(r["image_id"], r["rank"]) for r in ours] == [(r["image_id"], r["rank"]) for r in reference]
+    # Two actors batch the pool differently from one: scores may differ in the last bits, no more.
+    assert max(abs(a["score"] - b["score"]) for a, b in zip(ours, reference, strict=True)) < 1e-5
+    assert labels == reference_labels
+    log = sorted((state / "logs").iterdir())[-1].read_text()  # this round's: Ray Data's executed plan
+    assert re.search(r"TaskPoolMapOperator\[MapBatches\(decode_batch\)\] -> "
+                     r"ActorPoolMapOperator\[MapBatches\(Scorer\)\]", log), log[-3000:]
+
+
+def test_ctrl_c_while_scoring_stops_the_round_within_seconds_and_releases_the_lease(reference_round, tmp_path):
+    """SIGINT once the actors are scoring (a progress line is out): the driver leaves Ray Data's
+    pass, releases the lease and exits 130; running the round again resumes it."""
+    from raysal.errors import Locked
+    from raysal.run.lease import Lease
+    from raysal.run.state import RunState
+
+    state = copy_state(reference_round, tmp_path / "state", keep_rounds=False)
+    shutil.rmtree(state / "models" / "0001")
+    out = run_until_signalled(["--state", str(state), *FAST], "raysal scoring: ", signal.SIGINT,
+                              env={"RAYSAL_PROGRESS_S": "1"})
+    assert "interrupted (SIGINT): the round stopped and released its lease" in out and "Traceback" not in out
+    assert "score" not in _stages(state)
+    try:
+        Lease(RunState(str(state))).observe()  # raises Locked while a live round holds the lease
+    except Locked:
+        pytest.fail("the interrupted round left its lease live")
 
 
 def test_a_relative_state_never_reaches_what_workers_read(waiting_state):

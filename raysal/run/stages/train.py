@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from raysal.data.decode import decode, labelled_images
 from raysal.report import progress
 from raysal.report.metrics import TEST_METRICS_FILE
+from raysal.run import resources
 from raysal.run.context import DONE, Round, timed_stage
 from raysal.run.state import TRAIN_DIR, train_cache_key
 
@@ -53,6 +54,9 @@ def train(r: Round, train_ds: ray.data.Dataset, max_rows: int, init_model: int |
             tempfile.TemporaryDirectory(prefix="raysal-model-") as tmp, \
             progress.watch(r.board, "training") as board:
         train_size = decoded.count  # decoded once, not once per epoch, and counted as it was kept
+        workers = train_lib.workers_for(r.cfg.train, train_size)  # Ray Train waits for them without a word
+        resources.wait_for("train", resources.stage_asks(r.cfg, "train", workers), r.cfg.train.resource_timeout_s,
+                           "train.resource_timeout_s")
         result = train_lib.train_model(
             r.cfg, decoded.dataset, val_ds.materialize(),
             output_dir=os.path.join(tmp, "model"), storage_path=r.state.uri(TRAIN_DIR),
