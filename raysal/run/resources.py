@@ -74,22 +74,26 @@ class Node:
     free_gpus: float = 0.0
     most: int = 0  # a node type: how many the autoscaler may have; 0: a live node
 
-    def hosts(self, cpus: float, gpus: float, free: bool = False) -> int:
-        """How many workers of (cpus, gpus) fit here at once (all of its resources, or its free ones)."""
-        have_cpus, have_gpus = (self.free_cpus, self.free_gpus) if free else (self.cpus, self.gpus)
-        fits = math.floor(min(have_cpus / cpus, 10**9) + EPS) if cpus > 0 else 10**9  # a type of unknown size: inf
+    def hosts(self, cpus: float, gpus: float) -> int:
+        """How many workers of (cpus, gpus) fit here at once, on all of its resources."""
+        fits = math.floor(min(self.cpus / cpus, 10**9) + EPS) if cpus > 0 else 10**9  # a type of unknown size: inf
         if gpus > 0:
-            fits = min(fits, math.floor(min(have_gpus / gpus, 10**9) + EPS))
+            fits = min(fits, math.floor(min(self.gpus / gpus, 10**9) + EPS))
         return max(0, fits)
 
     def shape(self) -> str:
         if math.isinf(self.cpus):
             return "CPUs and GPUs unknown"
-        return f"{_num(self.cpus)} CPUs, {_num(self.gpus)} GPU{'' if self.gpus == 1 else 's'}"
+        return f"{_amount(self.cpus, 'CPU')}, {_amount(self.gpus, 'GPU')}"
 
 
 def _num(value: float) -> str:
     return f"{value:g}"
+
+
+def _amount(value: float, unit: str) -> str:
+    """``0 GPUs``, ``0.5 GPU``, ``1 GPU``, ``2 GPUs``."""
+    return f"{_num(value)} {unit}{'s' if value > 1 or value == 0 else ''}"
 
 
 def decode_fused(cfg: Config) -> bool:
@@ -214,14 +218,13 @@ def _capacity(nodes: list[Node], cpus: float, gpus: float, wanted: int) -> int:
     return min(total, wanted)
 
 
-def _packs(asks: list[Ask], nodes: list[Node], free: bool = False) -> bool:
+def _packs(asks: list[Ask], nodes: list[Node]) -> bool:
     """Whether every ask's workers fit at once, first-fit by size over the nodes (node types
     counted as many times as the autoscaler may add them)."""
     room = []
     for node in nodes:
         copies = 1 if not node.most else (sum(a.count for a in asks) if node.most < 0 else node.most)
-        room += [[node.free_cpus if free else node.cpus, node.free_gpus if free else node.gpus]] * copies
-    room = [list(r) for r in room]
+        room += [[node.cpus, node.gpus] for _ in range(copies)]
     for ask in sorted(asks, key=lambda a: (a.gpus, a.cpus), reverse=True):
         for _ in range(ask.count):
             spot = next((r for r in room if r[0] + EPS >= ask.cpus and r[1] + EPS >= ask.gpus), None)
@@ -296,10 +299,12 @@ def describe_plan(cfg: Config) -> tuple[str, bool]:
     nodes = live_nodes()
     types = node_types()
     asks = plan(cfg)
-    lines = [f"cluster: {len(nodes)} node{'s' if len(nodes) != 1 else ''} "
-             f"({'; '.join(f'{n.name}: {n.shape()}' for n in nodes)})"
-             + (f"; autoscaler node types: {', '.join(f'{t.name} ({t.shape()}, up to {t.most})' for t in types)}"
-                if types else "; no autoscaler")]
+    lines = [f"cluster: {len(nodes)} node{'s' if len(nodes) != 1 else ''}"
+             + (f" and {len(types)} node type{'s' if len(types) != 1 else ''} its autoscaler can add" if types
+                else "; no autoscaler")]
+    lines += [f"  {n.name}: {n.shape()}; free now: {_amount(n.free_cpus, 'CPU')}, {_amount(n.free_gpus, 'GPU')}"
+              for n in nodes]
+    lines += [f"  {t.name}: {t.shape()}, up to {'any number' if t.most < 0 else t.most}" for t in types]
     for stage in STAGES:
         lines.append(f"stage {stage}:")
         for ask in (a for a in asks if a.stage == stage):
@@ -324,7 +329,7 @@ def describe_plan(cfg: Config) -> tuple[str, bool]:
 
 def _free_line() -> str:
     total, free = ray.cluster_resources(), ray.available_resources()
-    parts = [f"{_num(round(free.get(k, 0.0), 4))} of {_num(total.get(k, 0.0))} {k}s free" for k in ("GPU", "CPU")]
+    parts = [f"{_num(round(free.get(k, 0.0), 4))} of {_amount(total.get(k, 0.0), k)} free" for k in ("GPU", "CPU")]
     return f"cluster: {', '.join(parts)}; {autoscaler_line()}"
 
 

@@ -198,7 +198,7 @@ def test_a_busy_gpu_is_waited_for_visibly_then_the_round_stops_with_exit_3(gpu_c
     assert code == 3, out[-3000:]
     assert ("raysal stage train: waiting for resources: 1 Ray Train worker (0.5 CPU + 1 GPU each) not placed yet"
             in out), out[-3000:]
-    assert "cluster: 0 of 1 GPUs free" in out and "stops after train.resource_timeout_s = 8 s" in out
+    assert "cluster: 0 of 1 GPU free" in out and "stops after train.resource_timeout_s = 8 s" in out
     assert ("error: stage train: the cluster did not free 1 Ray Train worker (0.5 CPU + 1 GPU each) within "
             "train.resource_timeout_s = 8 s") in out
     assert "committed stages stay; running the round again resumes it" in out and "Traceback" not in out
@@ -325,7 +325,8 @@ def test_plan_on_a_cluster_with_no_gpu_yet_counts_the_gpu_nodes_its_autoscaler_c
                env=env)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out[-3000:]
-    assert "autoscaler node types: node type gpu_worker (8 CPUs, 1 GPU, up to 8)" in out
+    assert "cluster: 1 node and 1 node type its autoscaler can add" in out
+    assert "\n  node type gpu_worker: 8 CPUs, 1 GPU, up to 8\n" in out
     assert "1 scoring actor, 0.5 CPU + 1 GPU each: can run on node type gpu_worker (up to 1)" in out
     proc = job("--plan", "--set", "score.gpus_per_actor=2", "--num-cpus", "2", env=env)
     out, _ = proc.communicate(timeout=120)
