@@ -11,7 +11,6 @@ every stage of a round.
 from __future__ import annotations
 
 import io
-import warnings
 
 import cv2
 import numpy as np
@@ -26,6 +25,12 @@ _FULL_SCALE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 655
 _EXIF_ORIENTATION = 0x0112
 _JPEG_MAGIC = b"\xff\xd8\xff"  # start of image, then the first marker
 _JPEG_APP1, _JPEG_START_OF_SCAN, _JPEG_END = 0xE1, 0xDA, 0xD9
+# Images over this many pixels are refused as too large (decompression bombs): PIL's own default,
+# checked here from the header before any pixel is decoded. PIL's check warns below twice this
+# limit, and only a process-wide warnings filter turns that into an error, which threads that
+# decode at once (score.decode_threads) would race on: raysal checks itself, and turns PIL's off.
+MAX_PIXELS = 89_478_485
+Image.MAX_IMAGE_PIXELS = None
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -87,8 +92,7 @@ def _fast_jpeg(data: bytes, size: int) -> NDArray[np.uint8] | None:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError:
         return None
-    limit = Image.MAX_IMAGE_PIXELS
-    if (colorspace not in ("YCbCr", "Gray", "RGB") or (limit and height * width > limit)
+    if (colorspace not in ("YCbCr", "Gray", "RGB") or height * width > MAX_PIXELS
             or _jpeg_orientation(data) != 1):
         return None  # CMYK, too large (PIL gives the reason) or rotated
     shrink = _shrinks(height, width, size)  # a reduced-scale decode is only fast at 1/2 and below
@@ -117,20 +121,21 @@ def decode_image(data: bytes, size: int) -> NDArray[np.uint8]:
     if not data:
         raise UndecodableImage("empty file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            rgb = _fast_jpeg(data, size) if data.startswith(_JPEG_MAGIC) else None
-            if rgb is None:
-                img = Image.open(io.BytesIO(data))
-                img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale >= size, much faster
-                img.load()  # force the full decode here, so truncation is caught here
-                if not _upright(img):
-                    img = ImageOps.exif_transpose(img)
-                rgb = np.asarray(_to_rgb(img), dtype=np.uint8)  # [h, w, 3]
+        rgb = _fast_jpeg(data, size) if data.startswith(_JPEG_MAGIC) else None
+        if rgb is None:
+            img = Image.open(io.BytesIO(data))  # the header only
+            if img.width * img.height > MAX_PIXELS:
+                raise UndecodableImage(f"too large: {img.width}x{img.height} = {img.width * img.height} pixels, "
+                                       f"over the {MAX_PIXELS} of a possible decompression bomb")
+            img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale >= size, much faster
+            img.load()  # force the full decode here, so truncation is caught here
+            if not _upright(img):
+                img = ImageOps.exif_transpose(img)
+            rgb = np.asarray(_to_rgb(img), dtype=np.uint8)  # [h, w, 3]
+    except UndecodableImage:
+        raise
     except UnidentifiedImageError:
         raise UndecodableImage("not an image (format not recognised)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise UndecodableImage(f"too large: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise UndecodableImage(f"corrupt or truncated: {exc}") from None
     return _resize(rgb, size)  # [size, size, 3]

@@ -40,7 +40,8 @@ def read_label_file(path: str) -> pa.Table:
             table = pq.read_table(inner, filesystem=fs)
         else:
             with fs.open_input_stream(inner) as stream:
-                table = pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(
+                table = pacsv.read_csv(stream, parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                                       convert_options=pacsv.ConvertOptions(
                     column_types={"image_id": pa.int64(), "label": pa.string()}, strings_can_be_null=True,
                     null_values=[""]))  # only an empty field: "NA" or "null" may be class names
     except pa.ArrowInvalid as exc:  # e.g. an image_id that is not an integer, or not a Parquet file
@@ -55,22 +56,58 @@ def read_label_file(path: str) -> pa.Table:
     return table
 
 
-def _class_index(values: list, classes: Sequence[str]) -> tuple[list[int | None], list]:
-    """Class names or indices (as ints or digit strings) to indices; also the values that are neither."""
+def _as_index(value: object) -> int | None:
+    """A class index written as an int, an integral float (``3.0``, as pandas writes a column with
+    gaps) or a string of ASCII digits, possibly ``3.0``; None for anything else (``²``, ``3.5``, ``x``)."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.isascii():  # int() takes "²"-like digits of every script, and "١" too: not an index here
+            return None
+        if text.isdigit():
+            return int(text)
+        try:
+            value = float(text)
+        except ValueError:
+            return None
+    if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    return None
+
+
+def _class_index(values: list, classes: Sequence[str]) -> tuple[list[int | None], list[int]]:
+    """Class names or indices to indices, and the positions (in ``values``) of those that are neither."""
     index = {name: i for i, name in enumerate(classes)}
     out, bad = [], []
-    for value in values:
-        if value in index:
-            out.append(index[value])
-        elif isinstance(value, (int, np.integer)) or (isinstance(value, str) and value.strip().isdigit()):
-            i = int(value)
-            out.append(i if 0 <= i < len(classes) else None)
-            if not 0 <= i < len(classes):
-                bad.append(value)
-        else:
-            out.append(None)
-            bad.append(value)
+    for position, value in enumerate(values):
+        i = index[value] if isinstance(value, str) and value in index else _as_index(value)
+        ok = i is not None and 0 <= i < len(classes)
+        out.append(i if ok else None)
+        if not ok:
+            bad.append(position)
     return out, bad
+
+
+SPREADSHEET_FORMULA = ("=", "+", "-", "@", "\t", "\r")  # a cell starting so runs as a formula in a spreadsheet
+
+
+def people_csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A CSV for people: quoted as needed (commas, quotes and newlines in file names survive a
+    round trip through any CSV reader), and a text cell that a spreadsheet would run as a formula
+    prefixed with ``'`` (OWASP's CSV-injection advice). Numbers are written as they are."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([f"'{cell}" if isinstance(cell, str) and cell.startswith(SPREADSHEET_FORMULA) else cell
+                         for cell in row])
+    return out.getvalue()
 
 
 @dataclass(frozen=True)
@@ -114,7 +151,8 @@ def validate_labels(table: pa.Table, selected_ids: NDArray[np.int64], pool_ids: 
         pool_ids: every id the round scored, to tell unknown ids from ids not selected.
     """
     ids = table["image_id"].cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)
-    values = [None if v is None or (isinstance(v, str) and not v.strip()) else v for v in table["label"].to_pylist()]
+    values = [None if v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and math.isnan(v))
+              else v for v in table["label"].to_pylist()]  # empty, or NaN as pandas writes a gap: skipped
     problems = []
     if table["image_id"].null_count:
         problems.append(f"{table['image_id'].null_count} rows with an empty image_id")
@@ -128,9 +166,13 @@ def validate_labels(table: pa.Table, selected_ids: NDArray[np.int64], pool_ids: 
         other = np.setdiff1d(not_selected, unknown)
         if len(other):
             problems.append(f"image_ids not selected in round {round_number}: {other[:10].tolist()}")
-    indices, bad = _class_index([v for v in values if v is not None], classes)
+    rows = [row for row, v in enumerate(values) if v is not None]  # [rows with a label] in the file
+    indices, bad = _class_index([values[row] for row in rows], classes)
     if bad:
-        problems.append(f"unknown classes {sorted(set(map(str, bad)))[:10]} (classes: {list(classes)})")
+        lines = [rows[b] + 2 for b in bad]  # 1-based, after a header line: a CSV's line numbers
+        problems.append(f"unknown classes {sorted({str(values[rows[b]]) for b in bad})[:10]} on lines "
+                        f"{lines[:10]}{' ...' if len(lines) > 10 else ''} (a CSV's lines, the header being line 1; "
+                        f"classes: {list(classes)}, or their indices 0-{len(classes) - 1})")
     labelled_ids = ids[named]
     repeated, counts = np.unique(labelled_ids, return_counts=True)
     if multiple == "refuse" and (counts > 1).any():

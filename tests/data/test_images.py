@@ -180,22 +180,37 @@ def test_zeroed_middle_of_a_jpeg_is_not_detected() -> None:
     assert not np.array_equal(damaged, intact)
 
 
-@pytest.mark.parametrize(
-    "max_pixels",
-    [
-        pytest.param(300, id="over-limit-warning-is-refused"),  # 384 px: Pillow only warns above the limit
-        pytest.param(100, id="over-twice-limit-error"),  # and raises above twice the limit
-    ],
-)
+@pytest.mark.parametrize("max_pixels", [300, 100], ids=["over-limit", "over-twice-limit"])
 def test_decompression_bomb_is_refused(monkeypatch: pytest.MonkeyPatch, max_pixels: int) -> None:
+    """Refused from the header (PIL would only warn below twice its limit), with no warnings
+    filter changed: the check holds the same in every thread."""
+    import warnings
+
     data = encode(Image.new("RGB", (24, 16), (1, 2, 3)), "PNG")  # 384 pixels
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", max_pixels)
-    with pytest.raises(UndecodableImage, match=r"^too large: "):
+    monkeypatch.setattr(images, "MAX_PIXELS", max_pixels)
+    filters = list(warnings.filters)
+    with pytest.raises(UndecodableImage, match=r"^too large: 24x16 = 384 pixels"):
         decode_image(data, 8)
+    assert warnings.filters == filters
+
+
+def test_bombs_are_refused_while_threads_decode_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """decode_batch with threads: every large image refused, every small one decoded, whatever
+    the interleaving (a per-call warnings filter was process-wide, and threads raced on it)."""
+    from raysal.data.decode import decode_batch
+
+    monkeypatch.setattr(images, "MAX_PIXELS", 300)
+    small, large = (encode(Image.new("RGB", wh, (9, 8, 7)), "PNG") for wh in ((16, 16), (24, 16)))
+    data = [small if i % 2 else large for i in range(64)]
+    for _ in range(5):
+        out = decode_batch({"image_id": np.arange(64), "uri": np.array([""] * 64, dtype=object),
+                            "label": np.zeros(64), "image_bytes": np.array(data, dtype=object)}, 8, threads=4)
+        assert all(e.startswith("too large") for e in out["error"][::2]) and not any(out["error"][1::2])
+        assert (out["image"][1::2, 0, 0] == [9, 8, 7]).all()
 
 
 def test_image_under_the_pixel_limit_is_fine(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 24 * 16)
+    monkeypatch.setattr(images, "MAX_PIXELS", 24 * 16)
     pixels = decode_image(encode(Image.new("RGB", (24, 16), (1, 2, 3)), "PNG"), 8)
     assert pixels[0, 0].tolist() == [1, 2, 3]
 
@@ -247,7 +262,7 @@ def test_fast_path_takes_only_plain_intact_jpegs(make: Callable[[], bytes], take
 
 def test_fast_path_leaves_oversized_jpegs_to_pil(monkeypatch: pytest.MonkeyPatch) -> None:
     data = encode(_photo(40, 30), "JPEG")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40 * 30 - 1)
+    monkeypatch.setattr(images, "MAX_PIXELS", 40 * 30 - 1)
     assert images._fast_jpeg(data, 16) is None
     with pytest.raises(UndecodableImage, match=r"^too large: "):
         decode_image(data, 16)

@@ -88,8 +88,8 @@ def write_tasks(r: Round, chosen: pa.Table) -> None:
         r.state.write_bytes(r.files.file(labelstudio.TASKS_FILE), json.dumps(tasks, indent=1).encode())
         r.state.write_bytes(r.files.file(labelstudio.CONFIG_FILE),
                             labelstudio.labeling_config(r.cfg.data.classes).encode())
-    csv = "image_id,uri\n" + "".join(f"{i},{u}\n" for i, u in zip(chosen["image_id"].to_pylist(),
-                                                                   chosen["uri"].to_pylist(), strict=True))
+    csv = labels_lib.people_csv(("image_id", "uri"), list(zip(chosen["image_id"].to_pylist(),
+                                                              chosen["uri"].to_pylist(), strict=True)))
     r.state.write_bytes(r.files.to_label, csv.encode())
 
 
