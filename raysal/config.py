@@ -101,6 +101,9 @@ class ModelConfig:
     mean: tuple[float, ...] = ()  # preprocess = mean_std: per-channel (R, G, B) mean of pixels / 255
     std: tuple[float, ...] = ()  # preprocess = mean_std: per-channel (R, G, B) std of pixels / 255, each > 0
     dropout: float = 0.2  # before the Dense head (use = backbone)
+    # kind = keras: load a model whose layers run Python code stored in the file (Lambda layers):
+    # that code then runs on the driver and every Ray worker. Only for files whose author you trust.
+    trust_code: bool = False
 
     def __post_init__(self) -> None:
         _check(self.kind in MODEL_KINDS, "model.kind", f"{self.kind!r} is not one of {MODEL_KINDS}")
@@ -132,6 +135,8 @@ class ModelConfig:
                        f"is only read when model.preprocess = 'mean_std', got {list(values)}")
         _check(all(s > 0 for s in self.std), "model.std", f"every value must be > 0, got {list(self.std)}")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", f"{self.dropout} is outside [0, 1)")
+        _check(not self.trust_code or self.kind == "keras", "model.trust_code",
+               f"is only read when model.kind = 'keras', not {self.kind!r}")
 
     @classmethod
     def from_dict(cls, table: Mapping[str, Any]) -> ModelConfig:

@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 from raysal import storage
 from raysal.config import ModelConfig
 from raysal.errors import ModelRefused, ModelUnavailable  # noqa: F401  (raised here; importable from here too)
+from raysal.model import safety
 from raysal.model.embeddings import CONFIG_FILE, DIGEST, HEAD_FILE, DenseHead
 
 BACKBONE = "backbone"
@@ -88,8 +89,20 @@ def _load_keras(cfg: ModelConfig) -> keras.Model:
         raise ModelUnavailable(f"model.path: {problem}")
     with storage.local_copy(cfg.path) as local:  # weights are in memory once loaded: the download can go
         saved_model = os.path.isdir(local)
+        if not cfg.trust_code:
+            try:
+                code = safety.code_layers(local)
+            except Exception as exc:  # noqa: BLE001  (h5py, zip and protobuf readers each raise their own)
+                raise ModelRefused(f"model.path: {cfg.path} is not a saved Keras model whose config can be read "
+                                   f"(a SavedModel folder, .keras or .h5 file saved by Keras): {exc}") from None
+            if code:
+                raise ModelRefused(
+                    f"model.path: {cfg.path} has layers that run Python code stored in the file, {', '.join(code)}: "
+                    "loading it would run that code on the driver and on every Ray worker. Rebuild the model "
+                    "without them (a Rescaling layer in place of a Lambda that scales, say), or set "
+                    "model.trust_code = true if you trust whoever wrote the file")
         try:
-            net = keras.models.load_model(local, compile=False)
+            net = keras.models.load_model(local, compile=False, safe_mode=not cfg.trust_code)
         except Exception as exc:  # h5py, the SavedModel and the .keras readers each raise their own errors
             raise ModelRefused(f"model.path: {cfg.path} is not a saved Keras model (a SavedModel folder, .keras or "
                                f".h5 file saved by Keras, with no custom layers): {exc}") from None

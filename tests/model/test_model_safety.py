@@ -1,0 +1,90 @@
+"""A saved model whose Lambda layer would run code is refused before it is loaded, in every
+format Keras saves, unless ``model.trust_code``: the code never runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from raysal.config import ModelConfig
+from raysal.errors import ModelRefused
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.timeout(300)
+
+_MAKE = """
+import sys
+import raysal.model.keras_env
+import tf_keras as keras
+marker, out = sys.argv[1], sys.argv[2]
+
+def touch(x, marker=marker):  # what an attacker's Lambda would do, harmlessly: leave a file
+    open(marker, "a").close()
+    return x
+
+inputs = keras.Input((16, 16, 3))
+x = keras.layers.Lambda(touch, name="innocent_scaling")(keras.layers.Rescaling(1 / 255)(inputs))
+x = keras.layers.GlobalAveragePooling2D()(x)
+model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+model.save(out) if not out.endswith("saved") else model.save(out, save_format="tf")
+"""
+
+
+@pytest.fixture(scope="module")
+def lambda_models(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """The same Lambda model as .h5, .keras and a SavedModel folder; each with its own marker,
+    removed after saving (saving calls the layer)."""
+    folder = tmp_path_factory.mktemp("lambda")
+    made = {}
+    for kind, name in (("h5", "model.h5"), ("keras", "model.keras"), ("savedmodel", "saved")):
+        marker = folder / f"ran-{kind}"
+        done = subprocess.run([sys.executable, "-c", _MAKE, str(marker), str(folder / name)], capture_output=True,
+                              text=True, timeout=240, cwd=REPO)
+        assert done.returncode == 0, done.stderr[-3000:]
+        marker.unlink(missing_ok=True)
+        made[kind] = (folder / name, marker)
+    return made
+
+
+@pytest.mark.parametrize("kind", ["h5", "keras", "savedmodel"])
+def test_a_lambda_model_is_refused_and_its_code_never_runs(lambda_models, kind):
+    from raysal.model import models
+
+    path, marker = lambda_models[kind]
+    cfg = ModelConfig(kind="keras", path=str(path), input_size=16, use="classifier")
+    with pytest.raises(ModelRefused, match=r"has layers that run Python code stored in the file, "
+                                           r"'innocent_scaling' \(Lambda\).*model.trust_code = true"):
+        models.build_model(cfg, 3)
+    assert not marker.exists()
+
+
+def test_a_trusted_lambda_model_loads_and_its_code_runs(lambda_models):
+    from raysal.model import models
+
+    path, marker = lambda_models["h5"]
+    model = models.build_model(ModelConfig(kind="keras", path=str(path), input_size=16, use="classifier",
+                                           trust_code=True), 3)
+    assert model.output_shape == (None, 3) and marker.exists()  # trusted: Keras ran it, as it was told
+    marker.unlink()
+
+
+def test_a_round_with_a_lambda_model_exits_2_before_anything_runs(lambda_models, tmp_path):
+    from _jobs import run_job
+
+    path, marker = lambda_models["h5"]
+    code, out = run_job("--state", str(tmp_path / "state"), "--set", 'model.kind="keras"', "--set",
+                        f'model.path="{path}"', "--set", 'model.use="classifier"', "--set", "model.input_size=16",
+                        "--set", "train.head_epochs=0", timeout=120)
+    assert code == 2, out[-3000:]
+    assert "'innocent_scaling' (Lambda)" in out and "Traceback" not in out
+    assert not marker.exists() and not (tmp_path / "state").exists()
+
+
+def test_trust_code_is_only_for_keras_models():
+    from raysal.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.trust_code: is only read when model.kind = 'keras'"):
+        ModelConfig(kind="small_cnn", trust_code=True)
