@@ -295,10 +295,10 @@ def dense_head(model: keras.Model) -> DenseHead | None:
 
 def backbone_digest(model: keras.Model, cfg: ModelConfig) -> str:
     """A hash of everything that makes the embeddings: the backbone's weights and the model
-    config's input side (kind, size, preprocessing; not the head's dropout). Equal digests:
-    equal embeddings, so cached ones can be reused."""
+    config's input side (kind, size, preprocessing; not the head's dropout, nor whether its code
+    is trusted). Equal digests: equal embeddings, so cached ones can be reused."""
     digest = hashlib.sha256()
-    meta = {k: v for k, v in asdict(cfg).items() if k not in ("dropout", "outputs")}
+    meta = {k: v for k, v in asdict(cfg).items() if k not in ("dropout", "outputs", "trust_code")}
     digest.update(json.dumps(meta, sort_keys=True).encode())
     for weight in model.get_layer(BACKBONE).weights:
         digest.update(str(tuple(weight.shape)).encode())  # not the name: it numbers layers per process
