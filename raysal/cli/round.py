@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import traceback
 from typing import Any, Sequence
@@ -16,7 +17,6 @@ from raysal.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_LEASE_LOST,
-    EXIT_MISSING,
     EXIT_OK,
     EXIT_WAITING,
 )
@@ -37,17 +37,7 @@ copied to <state>/logs/ when the round ends; -v shows it on the console too.
 """
 EPILOG = exit_codes()
 
-
-_received: dict[str, int] = {}  # the SIGTERM that ``Interrupted`` was raised for
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM, raised where the main thread is, as SIGINT raises ``KeyboardInterrupt`` (a subclass
-    of it, so that Ray's waits, which let only that through, stop for it too)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
+_signal: dict[str, int] = {}  # the SIGTERM that raised the KeyboardInterrupt; empty: Ctrl-C
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,17 +129,18 @@ def run(args: argparse.Namespace, prog: str) -> int:
     if (code := refused(startable)) is not None:
         return code
 
+    _signal.clear()
     _exit_on_sigterm()
     with console.captured_output(args.verbose) as (_, log_path):
         log.info("round of %s, state %s; full log %s", cfg.name, state_root, log_path)
         code, result, started = EXIT_FAILED, None, True  # what an unforeseen exception leaves: a started round
         try:
             code, result, started = _run(args, cfg, state_root)
-        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM: the lease is released on the way here
-            signum = exc.signum if isinstance(exc, Interrupted) else _received.get("signum", 2)
-            code, result = EXIT_INTERRUPTED + signum - 2, (
-                f"interrupted ({'SIGINT' if signum == 2 else 'SIGTERM'}): the round stopped and released its "
-                "lease; committed stages stay, and running the round again resumes it")
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the lease is released on the way here
+            signum = _signal.get("signum", signal.SIGINT)
+            code, result = EXIT_INTERRUPTED - signal.SIGINT + signum, (
+                f"interrupted ({signal.Signals(signum).name}): the round stopped and released its lease; "
+                "committed stages stay, and running the round again resumes it")
         finally:
             if started:
                 log_path = console.keep_log(log_path, storage.join(state_root, LOGS_DIR, console.log_file_name()))
@@ -167,12 +158,13 @@ def _exit_on_sigterm() -> None:
     """SIGTERM (``ray job stop``, a pod shut down) ends the round as Ctrl-C does: the lease is
     released and the log kept. Only where nobody else handles it, or Ray does: ``ray.init``
     installs a handler that exits at once, without a word. Called again once Ray is up."""
-    import signal
     import threading
 
     def leave(signum: int, frame: Any) -> None:
-        _received["signum"] = signum  # Ray's waits re-raise a plain KeyboardInterrupt in its place
-        raise Interrupted(signum)
+        # As Ctrl-C: Ray's waits let a KeyboardInterrupt through (any other exception raised in a
+        # signal handler comes out of them as a SystemError), and re-raise a plain one.
+        _signal["signum"] = signum
+        raise KeyboardInterrupt
 
     current = signal.getsignal(signal.SIGTERM)
     rays = callable(current) and getattr(current, "__module__", "").startswith("ray.")
@@ -236,8 +228,8 @@ def _run(args: argparse.Namespace, cfg: Any, state_root: str) -> tuple[int, Any,
             return EXIT_LEASE_LOST, f"error: {exc}", True
         except (LabelFileError, Incompatible, NothingToLabel, Locked) as exc:
             return refusal_code(exc), f"error: {exc}", False  # decided before the lease: nothing was written
-        except ResourceTimeout as exc:
-            return EXIT_MISSING, f"error: {exc}\n  (committed stages stay; running the round again resumes it)", True
+        except ResourceTimeout as exc:  # the lease is released; what was committed stays
+            return exc.exit_code, f"error: {exc}\n  (committed stages stay; running the round again resumes it)", True
         except (StateError, SourceError, Unavailable) as exc:  # the round had started: it may resume
             return EXIT_FAILED, f"error: {exc}\n  (running the round again resumes it)", True
         except Exception as exc:  # noqa: BLE001  (the traceback goes to the log; the console gets one line)

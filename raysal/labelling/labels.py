@@ -8,6 +8,8 @@ file that fails: every problem is listed in one error.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -98,9 +100,6 @@ def people_csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A CSV for people: quoted as needed (commas, quotes and newlines in file names survive a
     round trip through any CSV reader), and a text cell that a spreadsheet would run as a formula
     prefixed with ``'`` (OWASP's CSV-injection advice). Numbers are written as they are."""
-    import csv
-    import io
-
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
