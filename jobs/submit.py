@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     number = rounds.current_round(state)
     if rounds.round_state(state, number) == rounds.WAITING:
         print(f"round {number} of {args.run}: waiting for labels, nothing submitted: label "
-              f"{state.uri(state.round_key(number), 'to_label.csv')} and import them with "
+              f"{state.uri(state.files(number).to_label)} and import them with "
               "jobs/round.py --import-labels FILE")
         return EXIT_WAITING
     client = JobSubmissionClient(args.address)

@@ -75,38 +75,75 @@ def run_until_killed(args: list[str], point: str | None = None, fire: Callable[[
     return out
 
 
+class Running:
+    """A round running in the background (``job``), its output collected as it comes."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = job(*args, env=env)
+        self.pid = self.proc.pid
+        self._lines: list[str] = []
+        self._changed = threading.Condition()
+        self._ended = False
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for text in self.proc.stdout:
+            with self._changed:
+                self._lines.append(text)
+                self._changed.notify_all()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    @property
+    def out(self) -> str:
+        with self._changed:
+            return "".join(self._lines)
+
+    def wait_for(self, line: str, timeout: float = 400) -> str:
+        """Wait until the output has ``line``; fails (with the output) if the round ends or the time
+        runs out first. Returns the output so far."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._ended or any(line in text for text in self._lines), timeout)
+        out = self.out
+        assert line in out, f"no {line!r} in the round's output:\n{out[-3000:]}"
+        return out
+
+    def finish(self, timeout: float = 400) -> int:
+        """Its exit code, once it ends by itself within ``timeout`` (else it is killed, failing)."""
+        try:
+            self.proc.wait(timeout=timeout)
+        finally:
+            self.kill()
+        self._reader.join(timeout=60)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """End it and its local Ray, if it still runs (or is stopped)."""
+        if self.proc.poll() is None:
+            os.killpg(self.pid, signal.SIGKILL)
+            self.proc.wait(timeout=60)
+
+
 def run_until_signalled(args: list[str], line: str, signum: int, env: dict[str, str] | None = None,
                         timeout: float = 400, before: Callable[[str], None] | None = None) -> str:
     """Run a round, send its driver ``signum`` (as Ctrl-C or ``ray job stop`` would) once its
     output has ``line``, and return the output; the driver must exit with 128 + signum within 60 s.
     ``before``: called with the output so far just before the signal (to check what it interrupts)."""
-    proc = job(*args, env=env)
-    seen: list[str] = []
-    reached = threading.Event()
-
-    def read() -> None:
-        for text in proc.stdout:
-            seen.append(text)
-            if line in text:
-                reached.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    running = Running(*args, env=env)
     try:
-        assert reached.wait(timeout=timeout), "".join(seen)[-3000:]
+        out = running.wait_for(line, timeout)
         if before is not None:
-            before("".join(seen))
+            before(out)
         sent = time.monotonic()
-        os.kill(proc.pid, signum)
-        proc.wait(timeout=60)  # a driver that does not stop fails here
+        os.kill(running.pid, signum)
+        code = running.finish(timeout=60)  # a driver that does not stop fails here
         print(f"signal {signum}: the driver exited {time.monotonic() - sent:.1f} s after it")  # for the notes
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    reader.join(timeout=60)
-    out = "".join(seen)
-    assert proc.returncode == 128 + signum, out[-3000:]
-    return out
+        running.kill()
+    assert code == 128 + signum, running.out[-3000:]
+    return running.out
 
 
 def kill_processes(session: int, title: str) -> list[int]:
@@ -141,3 +178,17 @@ def snapshot(state: Path, ignore: tuple[str, ...] = ("train",)) -> dict[str, str
     """Every file of the state and a hash of it, but those under the folders ``ignore``."""
     return {str(p.relative_to(state)): hashlib.sha1(p.read_bytes()).hexdigest()
             for p in sorted(state.rglob("*")) if p.is_file() and not set(ignore) & set(p.relative_to(state).parts)}
+
+
+def round_file(state: Path, number: int, name: str) -> Path:
+    """Round ``number``'s file ``name`` (``selection.parquet``, ``scores``, ...) where raysal reads
+    it: in the folder of the lease generation that committed its stage."""
+    from raysal.run.state import RunState
+
+    run = RunState(str(state))
+    return Path(run.uri(run.files(number).file(name)))
+
+
+def written_in_round(state: Path, number: int, name: str) -> bool:
+    """Whether any generation of round ``number`` wrote ``name``, committed or not."""
+    return any((state / "rounds" / f"{number:04d}").glob(f"g*/{name}"))

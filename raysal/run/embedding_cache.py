@@ -37,4 +37,6 @@ def lookup(state: RunState, digest: str | None, before_round: int) -> dict[str, 
     entry = state.read_json(embeddings_key(digest))
     if not entry or entry.get("digest") != digest or entry.get("round", before_round) >= before_round:
         return None  # a round's own folder is being rewritten by it
+    if entry["scores"] != state.files(entry["round"]).scores:
+        return None  # written by a round that lost the run: not the files its score stage committed
     return entry if state.exists(entry["scores"]) else None

@@ -15,10 +15,13 @@ and a slow process can never win with a number that someone else has reused; old
 are tombstones, pruned by each new holder. A claim that lands below the highest generation (its
 number was pruned while the claimer slept) is noticed and withdrawn.
 
-While held, a daemon thread renews the lease every ``ttl / 3``. A round calls ``check()``
-before each commit: it fails once a higher generation exists, or once the lease has gone
-unrenewed for longer than its TTL (the process was paused, or storage was unreachable), so a
-holder that was taken over stops before it writes anything more.
+While held, a daemon thread renews the lease every ``ttl / 3``, and looks for a higher
+generation each time: once it sees one it calls ``on_lost`` (a round interrupts its main
+thread), so a holder that was paused past its TTL stops within a third of a TTL of resuming,
+even in the middle of a long stage. A round also calls ``check()`` before each commit: it fails
+once a higher generation exists, or once the lease has gone unrenewed for longer than its TTL
+(the process was paused, or storage was unreachable). What a paused holder writes before it
+stops is fenced by the state (``raysal.run.state``: outputs by generation).
 
 Clocks: expiry is compared in wall-clock seconds across hosts, so the hosts' clocks must agree
 to well within the TTL. The holder's own view of its lease uses the monotonic clock.
@@ -39,7 +42,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import pyarrow.fs as pafs
 
@@ -172,16 +175,15 @@ class Lease:
     def __init__(self, store: LeaseStore, ttl: float = DEFAULT_TTL_S) -> None:
         if not ttl > 0:
             raise ValueError(f"lease ttl must be > 0 seconds, got {ttl!r}")
-        self.store = store
-        self.ttl = float(ttl)
-        self.holder = uuid.uuid4().hex
+        self.store, self.ttl, self.holder = store, float(ttl), uuid.uuid4().hex
         self.generation: int | None = None
         self._record: dict[str, Any] = {}
         self._last_renewal = 0.0  # time.monotonic() at the start of the last successful write
-        self._lost: str | None = None  # why the renewal thread gave up, if it did
+        self.lost: str | None = None  # why the renewal thread gave up, if it did
         self._stop = threading.Event()
         self._write_lock = threading.Lock()  # no renewal write after release() marks the lease released
         self._thread: threading.Thread | None = None
+        self.on_lost: Callable[[str], None] | None = None  # called from the renewal thread once the lease is lost
 
     # --- acquiring -------------------------------------------------------------------------
     def observe(self, break_lease: bool = False) -> int:
@@ -265,8 +267,10 @@ class Lease:
         """Push our expiry forward; False once a higher generation shows the lease is lost."""
         higher = self._higher()
         if higher is not None:
-            self._lost = self._taken_over(higher)
-            log.warning("state %s: lease lost: %s", self.store.root, self._lost)
+            self.lost = self._taken_over(higher)
+            log.warning("state %s: lease lost: %s", self.store.root, self.lost)
+            if self.on_lost is not None:
+                self.on_lost(self.lost)
             return False
         with self._write_lock:
             if self._stop.is_set():
@@ -282,7 +286,7 @@ class Lease:
         if self.generation is None or self._stop.is_set():
             raise LeaseError(f"state {self.store.root}: the round does not hold the lease (never acquired, or "
                              "released)")
-        reason = self._lost
+        reason = self.lost
         if reason is None:
             higher = self._higher()
             if higher is not None:

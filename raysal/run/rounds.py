@@ -9,6 +9,7 @@ assumes Ray is initialised (``raysal.run.cluster.init_ray``). The stages are
 
 from __future__ import annotations
 
+import _thread
 import importlib
 import logging
 import threading
@@ -120,14 +121,28 @@ def run_round(cfg: Config, state_root: str, label_file: str | None = None, break
     state = RunState(state_root)
     seconds: dict[str, float] = {}
     with lease_lib.hold(state, ttl=lease_ttl, break_lease=break_lock) as lease:
-        state.guard = lease.check
+        state.guard, state.generation = lease.check, lease.generation
+        if threading.current_thread() is threading.main_thread():
+            lease.on_lost = _interrupt_main  # stop a long stage at once, not at its commit
         board = progress.new_board() if show_progress else None
         try:
             return _run_held(state, cfg, label_file, seconds, board)
+        except KeyboardInterrupt:
+            if lease.lost is not None:  # our own interruption: the lease was taken over
+                lease.check()  # raises LeaseLost, saying by whom
+            raise
         finally:
-            state.guard = None
+            lease.on_lost = None
+            state.guard, state.generation = None, None
             if board is not None:
                 ray.kill(board)
+
+
+def _interrupt_main(reason: str) -> None:
+    """Raise ``KeyboardInterrupt`` in the main thread, as Ctrl-C would (Ray's waits let it
+    through); ``run_round`` turns it into ``LeaseLost``."""
+    log.warning("the lease was lost (%s): stopping the round", reason)
+    _thread.interrupt_main()
 
 
 def _run_held(state: RunState, cfg: Config, label_file: str | None, seconds: dict[str, float],
@@ -135,6 +150,8 @@ def _run_held(state: RunState, cfg: Config, label_file: str | None, seconds: dic
     if check_compatible(state, cfg):  # again, now that no other round can write run.json
         state.write_json(RUN_FILE, _identity(cfg))
     number = current_round(state)
+    for left in state.sweep(number):
+        log.info("round %d: removed %s, written by a round that did not commit it", number, state.uri(left))
     if label_file is not None:
         check_label_import(state, number)
     stored = state.read_json(state.files(number).config)

@@ -23,6 +23,8 @@ from raysal.data.listing import stable_id
 from raysal.data.prepare import BadInput, MissingInput, PrepareConfig
 from raysal.run import preflight
 
+from _jobs import round_file
+
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 
@@ -484,5 +486,5 @@ def test_readme_own_images_commands_end_to_end(tmp_path) -> None:
     assert all(len(b) > 0 for b in packed_rows["image_bytes"].to_pylist())
     run_cfg = json.loads((tmp_path / state / "run.json").read_text())
     assert run_cfg["pool"]["path"] == "pool-packed", run_cfg["pool"]
-    selection = pq.read_table(tmp_path / state / "rounds" / "0001" / "selection.parquet")
+    selection = pq.read_table(round_file(tmp_path / state, 1, "selection.parquet"))
     assert 0 < selection.num_rows and set(selection["uri"].to_pylist()) <= set(pool["uri"].to_pylist())

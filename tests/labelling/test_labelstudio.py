@@ -20,7 +20,7 @@ from raysal.labelling.labels import LabelFileError, read_label_file, validate_la
 from raysal.model import embeddings
 from raysal.run.state import RunState
 
-from _jobs import FAST, REPO, copy_state, run_job
+from _jobs import FAST, REPO, copy_state, round_file, run_job
 
 CLASSES = ["cat", "dog", 'fox & "wolf"']
 
@@ -178,7 +178,7 @@ def test_bad_label_settings_are_refused_naming_the_field():
 def test_a_waiting_round_writes_label_studio_tasks(waiting_state):
     state = RunState(str(waiting_state))
     tasks = json.loads((waiting_state / "rounds" / "0001" / labelstudio.TASKS_FILE).read_text())
-    selection = pq.read_table(waiting_state / "rounds" / "0001" / "selection.parquet").to_pylist()
+    selection = pq.read_table(round_file(waiting_state, 1, "selection.parquet")).to_pylist()
     assert [t["data"]["image_id"] for t in tasks] == [row["image_id"] for row in selection]
     assert [t["data"]["rank"] for t in tasks] == list(range(1, 41))
     scores = pq.read_table(waiting_state / "rounds" / "0001" / "scores", columns=["image_id", "top_probs"])
@@ -287,7 +287,7 @@ def test_a_round_goes_through_a_real_label_studio_server(waiting_state, tmp_path
     code, out = run_job("--state", str(state_dir), *FAST, "--import-labels", str(export))
     assert code == 0, out[-3000:]
     assert "3 selected images got no label (skipped, missing or tied): back to the pool for later rounds" in out
-    labels = pq.read_table(state_dir / "rounds" / "0001" / "labels.parquet").to_pydict()
+    labels = pq.read_table(round_file(state_dir, 1, "labels.parquet")).to_pydict()
     expected = {t["data"]["image_id"]: truth[t["data"]["image_id"]] for t in by_rank[3:]}  # the majority, for `voted`
     assert dict(zip(labels["image_id"], labels["label"], strict=True)) == expected
     excluded = set(RunState(str(state_dir)).excluded_ids(before=2).tolist())

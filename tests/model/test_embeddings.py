@@ -24,7 +24,7 @@ from raysal.run.state import RunState, embeddings_key
 from raysal.selection.diversity import k_center_greedy
 from raysal.selection.topk import top_k_indices
 
-from _jobs import copy_state
+from _jobs import copy_state, round_file
 
 # --- k-center greedy --------------------------------------------------------------------------
 
@@ -222,7 +222,7 @@ def test_a_round_rescores_from_the_embeddings_its_backbone_made_and_not_after_it
     assert entry == {"digest": digest, "scores": "rounds/0001/scores", "round": 1, "model": 0, "rows": 897,
                      "excluded": 0}
     assert select_stage.stage_select(round1, None) == rounds.DONE
-    selected = pq.read_table(state_dir / "rounds" / "0001" / "selection.parquet")["image_id"].to_numpy()
+    selected = pq.read_table(round_file(state_dir, 1, "selection.parquet"))["image_id"].to_numpy()
 
     _publish_model(state, 1, change_backbone=False)
     assert embedding_cache.read_checkpoint_digest(state, state.model_key(1)) == digest
@@ -281,7 +281,7 @@ def test_a_round_selects_diverse_images_among_the_most_uncertain(ray_session, wa
     assert select_stage.stage_select(r, None) == rounds.DONE
     scores = pq.read_table(state_dir / "rounds" / "0001" / "scores").to_pandas()
     expected = raysal.select(scores, cfg.select.budget, strategy="diversity", candidates=3)
-    selection = pq.read_table(state_dir / "rounds" / "0001" / "selection.parquet").to_pydict()
+    selection = pq.read_table(round_file(state_dir, 1, "selection.parquet")).to_pydict()
     assert selection["image_id"] == expected["image_id"].tolist()
     assert selection["rank"] == list(range(1, cfg.select.budget + 1))
     ids, values = scores["image_id"].to_numpy(), scores["score"].to_numpy()

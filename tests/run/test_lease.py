@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
-import queue
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
+from _children import REPO, Child
 
 from raysal.run.lease import Lease, LeaseLost, Locked, current, generations, hold, lease_key
 from raysal.run.state import RunState
 
-REPO = Path(__file__).resolve().parents[2]
-BUCKET = "raysal-test"  # created by the s3_env fixture (conftest.py)
 OTHER_HOST = "other-host.example"
 
 # Holds the lease through a "long stage" that ends when the go file appears, then checks and releases.
@@ -72,60 +68,6 @@ else:
     print(json.dumps({"event": "won", "holder": lease.holder, "generation": lease.generation}), flush=True)
     lease.release()
 """
-
-
-class Child:
-    """A Python subprocess whose stdout JSON lines can be awaited with a timeout."""
-
-    def __init__(self, script: str, args: list[str], stderr_path: Path) -> None:
-        self.stderr_path = stderr_path
-        with open(stderr_path, "w") as stderr:
-            self.proc = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=stderr,
-                                         text=True, cwd=REPO, env=dict(os.environ))
-        self.pid = self.proc.pid
-        self._lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        for line in self.proc.stdout:
-            self._lines.put(line)
-
-    def expect(self, timeout: float = 60) -> dict[str, Any]:
-        """The child's next JSON line; fails the test (with its stderr) if none comes in time."""
-        try:
-            return json.loads(self._lines.get(timeout=timeout))
-        except queue.Empty:
-            pytest.fail(f"child {self.pid} printed nothing for {timeout} s; stderr:\n"
-                        f"{self.stderr_path.read_text()[-3000:]}")
-
-    def finish(self, timeout: float = 60) -> int:
-        return self.proc.wait(timeout=timeout)
-
-
-@pytest.fixture()
-def spawn(tmp_path: Path) -> Iterator[Callable[..., Child]]:
-    """Start children; any still running at the end (even a stopped one) is killed."""
-    children: list[Child] = []
-
-    def start(script: str, *args: str) -> Child:
-        child = Child(script, list(args), tmp_path / f"child-{len(children)}.stderr")
-        children.append(child)
-        return child
-
-    yield start
-    for child in children:
-        if child.proc.poll() is None:
-            child.proc.kill()
-            child.proc.wait(timeout=30)
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> RunState:
-    """An empty state root: a local folder, or a fresh prefix in the moto bucket."""
-    if request.param == "local":
-        return RunState(str(tmp_path / "state"))
-    request.getfixturevalue("s3")
-    return RunState(f"s3://{BUCKET}/lease-{uuid.uuid4().hex[:12]}")
 
 
 def plant(store: RunState, generation: int, expires_in: float, released: bool = False) -> dict[str, Any]:

@@ -181,7 +181,7 @@ def test_bootstrap_and_two_rounds_on_two_nodes_with_the_state_on_s3(two_nodes, s
     # The stopping signal: round 2's scoring model (1) against round 1's (0), on the pool images both
     # scored (the stop set holds them all: the pool is smaller than it), as the scores themselves give it.
     assert state.round_record(1)["kappa"] is None
-    by_model = [dict(zip(*state.read_table(f"rounds/{n:04d}/scores", columns=["image_id", "predicted"])
+    by_model = [dict(zip(*state.read_table(state.files(n).scores, columns=["image_id", "predicted"])
                          .to_pydict().values(), strict=True)) for n in (1, 2)]
     common = sorted(set(by_model[0]) & set(by_model[1]))
     assert second["kappa_images"] == len(common) == 857  # 897 less the 40 selected in round 1
@@ -190,7 +190,7 @@ def test_bootstrap_and_two_rounds_on_two_nodes_with_the_state_on_s3(two_nodes, s
     assert second["kappa_mean"] is None and second["stop_labelling"] is False  # three rounds' kappas are needed
     assert second["strategy"] == "top_k" and second["beta"] == 1.0
     assert state.is_published("models/0001") and state.is_published("models/0002")
-    selected = [set(state.read_table(f"rounds/{n:04d}/selection.parquet")["image_id"].to_pylist()) for n in (1, 2)]
+    selected = [set(state.read_table(state.files(n).selection)["image_id"].to_pylist()) for n in (1, 2)]
     assert len(selected[0]) == len(selected[1]) == 40 and not selected[0] & selected[1]
     assert [h["round"] for h in json.loads(state.read_bytes("history.json"))] == [1, 2]
     assert state.read_bytes("learning_curve.png")[:8] == b"\x89PNG\r\n\x1a\n"

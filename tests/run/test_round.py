@@ -25,10 +25,12 @@ from _jobs import (  # noqa: E402
     copy_state,
     job,
     kill_processes,
+    round_file,
     run_job,
     run_until_killed,
     run_until_signalled,
     snapshot,
+    written_in_round,
 )
 
 pytestmark = pytest.mark.timeout(600)
@@ -36,9 +38,9 @@ pytestmark = pytest.mark.timeout(600)
 
 def outcome(state: Path, number: int = 1) -> tuple[list, list]:
     """The round's selection (id, score, rank) and labels (id, label)."""
-    key = state / "rounds" / f"{number:04d}"
-    selection = pq.read_table(key / "selection.parquet", columns=["image_id", "score", "rank"]).to_pylist()
-    labels = pq.read_table(key / "labels.parquet").to_pylist()
+    selection = pq.read_table(round_file(state, number, "selection.parquet"),
+                              columns=["image_id", "score", "rank"]).to_pylist()
+    labels = pq.read_table(round_file(state, number, "labels.parquet")).to_pylist()
     return selection, labels
 
 
@@ -143,14 +145,14 @@ def test_faults_at_every_stage_boundary_and_inside_every_stage_lose_nothing(refe
     assert actors, "no scoring actor was found scoring a batch while score files were being written"
     assert _stages(state) == {"score"}
 
-    for point, written, committed in [
+    for point, name, committed in [
         ("select:selection-written", "selection.parquet", {"score"}),
         ("select:ended", "selection.parquet", {"score", "select"}),
         ("label:labels-written", "labels.parquet", {"score", "select"}),
         ("label:ended", "labels.parquet", {"score", "select", "label"}),
     ]:
         run_until_killed(args, point=point)
-        assert (state / "rounds" / "0001" / written).exists() and _stages(state) == committed, point
+        assert written_in_round(state, 1, name) and _stages(state) == committed, point
 
     # train: the driver dies after an epoch is logged; then a worker is killed, and Ray Train restarts it.
     run_until_killed(args, fire=lambda out, group: "raysal train: finetune epoch 1/2" in out)
@@ -226,8 +228,8 @@ def test_a_relative_state_never_reaches_what_workers_read(waiting_state):
     """The fixture's round ran with ``--state state`` from its own folder: every path it wrote is
     absolute, so a round started from any other directory (as every other test is) finds the images."""
     manifest = pq.read_table(waiting_state / "data" / "digits" / "manifest.parquet")["uri"].to_pylist()
-    tasks = (waiting_state / "rounds" / "0001" / "to_label.csv").read_text().splitlines()[1:]
-    selection = pq.read_table(waiting_state / "rounds" / "0001" / "selection.parquet")["uri"].to_pylist()
+    tasks = round_file(waiting_state, 1, "to_label.csv").read_text().splitlines()[1:]
+    selection = pq.read_table(round_file(waiting_state, 1, "selection.parquet"))["uri"].to_pylist()
     config = json.loads((waiting_state / "rounds" / "0001" / "config.json").read_text())
     for uri in [*manifest, *(line.split(",", 1)[1] for line in tasks), *selection]:
         assert Path(uri).is_absolute() and Path(uri).is_file(), uri
@@ -239,7 +241,7 @@ def test_human_labels_are_validated_then_applied(ray_session, waiting_state, tmp
     """A bad file is refused whole; a good one finishes the round, here in this process, as a
     notebook would call jobs/round.py's main with Ray already started."""
     state = copy_state(waiting_state, tmp_path / "state", keep_rounds=True)
-    tasks = (state / "rounds" / "0001" / "to_label.csv").read_text().splitlines()
+    tasks = round_file(state, 1, "to_label.csv").read_text().splitlines()
     assert tasks[0] == "image_id,uri" and len(tasks) == 41
     selected = [int(line.split(",")[0]) for line in tasks[1:]]
     manifest = pq.read_table(state / "data" / "digits" / "manifest.parquet").to_pydict()
@@ -264,7 +266,7 @@ def test_human_labels_are_validated_then_applied(ray_session, waiting_state, tmp
     capsys.readouterr()
     assert round_job.main(["--state", str(state), *FAST, "--import-labels", str(good)]) == 0
     assert "round 1: selected 40 of 897 pool images" in capsys.readouterr().out
-    labels = pq.read_table(state / "rounds" / "0001" / "labels.parquet").to_pydict()
+    labels = pq.read_table(round_file(state, 1, "labels.parquet")).to_pydict()
     assert dict(zip(labels["image_id"], labels["label"], strict=True)) == {i: truth[i] for i in selected}
 
     report = status(state, capsys)

@@ -54,8 +54,8 @@ def test_round_on_s3_killed_while_publishing_a_model_publishes_it_again(s3, tmp_
     report = rounds.status(root)
     assert [(r["round"], r["state"], r["selected"], r["labelled_total"]) for r in report["rounds"]] == [
         (1, "done", 40, 340)]
-    selection = state.read_table("rounds/0001/selection.parquet")
-    labels = state.read_table("rounds/0001/labels.parquet")
+    selection = state.read_table(state.files(1).selection)
+    labels = state.read_table(state.files(1).labels)
     assert selection.num_rows == 40 and sorted(labels["image_id"].to_pylist()) == sorted(
         selection["image_id"].to_pylist())
     assert all(uri.startswith(f"s3://{BUCKET}/pool/images/") for uri in selection["uri"].to_pylist())

@@ -20,7 +20,7 @@ from raysal.run.state import RunState
 from raysal.selection.criteria import SelectionKeys, gumbel_noise
 from raysal.selection.topk import top_k_indices
 
-from _jobs import copy_state
+from _jobs import copy_state, round_file
 from _scores import random_pool, score_source, scores_table
 
 
@@ -111,7 +111,7 @@ def test_a_round_selects_with_its_strategy(ray_session, waiting_state, tmp_path,
         expected = class_balanced_indices(values, ids, scores["predicted"].to_numpy(), cfg.select.budget,
                                           len(cfg.data.classes))
         assert set(ids[expected]) != set(ids[top_k_indices(values, ids, cfg.select.budget)])  # the quotas mattered
-    selection = pq.read_table(state_dir / "rounds" / "0001" / "selection.parquet").to_pydict()
+    selection = pq.read_table(round_file(state_dir, 1, "selection.parquet")).to_pydict()
     assert selection["image_id"] == ids[expected].tolist()
     assert selection["rank"] == list(range(1, cfg.select.budget + 1))
     record = r.state.stage_done(1, "select")

@@ -1,6 +1,6 @@
 """The label stage: the selection's labels, from the pool source (oracle) or from a file people
-made; without one, the round writes the tasks to hand out (``to_label.csv``, Label Studio's) and
-waits."""
+made; without one, the round waits, its tasks for people (``to_label.csv``, Label Studio's)
+written by the select stage (``write_tasks``)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def selection(r: Round) -> pa.Table:
-    """The round's committed selection."""
+    """The round's selection (committed, or being committed by the select stage)."""
     table = r.state.read_table(r.files.selection)
     if table is None:
         raise StateError(f"round {r.number}: selection.parquet is missing though the select stage is committed")
@@ -48,7 +48,7 @@ def stage_label(r: Round, label_file: str | None) -> str:
                           "label": pa.array([int(by_id[int(i)]) for i in selected], pa.int64())})
         source = "oracle"
     elif label_file is None:
-        if not r.state.exists(r.files.to_label):
+        if not r.state.exists(r.files.to_label):  # a round selected before the select stage wrote them
             write_tasks(r, chosen)
         return WAITING
     else:
@@ -70,8 +70,8 @@ def stage_label(r: Round, label_file: str | None) -> str:
 
 
 def write_tasks(r: Round, chosen: pa.Table) -> None:
-    """A waiting round's tasks: Label Studio's (``labelstudio.TASKS_FILE``, its labeling config),
-    then ``to_label.csv``, written last: it marks the round as waiting."""
+    """The tasks for people: Label Studio's (``labelstudio.TASKS_FILE``, its labeling config),
+    then ``to_label.csv``."""
     found = r.state.read_table(r.files.scores, columns=["image_id", "top_probs"],
                                filters=pc.field("image_id").isin(chosen["image_id"]))
     top = dict(zip(found["image_id"].to_pylist(), column_matrix(found["top_probs"])[:, 0].tolist(), strict=True)

@@ -1,6 +1,7 @@
 """The select stage: the round's budget chosen from its scores by the configured strategy, with
-the exact distributed top-k; the images that could not be scored; and the stop set's
-predictions, compared with the previous round's (the stopping signal)."""
+the exact distributed top-k; the images that could not be scored; the stop set's predictions,
+compared with the previous round's (the stopping signal); and, for human labelling, the tasks
+to hand out."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from numpy.typing import NDArray
 from raysal import faults
 from raysal.model.embeddings import EMBEDDING
 from raysal.run.context import DONE, Round
+from raysal.run.stages.label import selection, write_tasks
 from raysal.run.topk import select_top_k
 from raysal.selection import stopping
 from raysal.selection.strategies import get_strategy
@@ -54,6 +56,8 @@ def stage_select(r: Round, label_file: str | None) -> str:
     r.state.write_table(r.files.stop_set, pa.table({
         "image_id": pa.array(stop_set["image_id"], pa.int64()),
         "predicted": pa.array(stop_set["predicted"], pa.int64())}))
+    if r.cfg.label.mode != "oracle":  # the tasks for people: part of the selection, committed with it
+        write_tasks(r, selection(r))
     r.state.commit_stage(r.number, "select", {
         "pool_size": int(pool_size), "skipped": int(len(skipped["image_id"])), "selected": int(len(best["image_id"])),
         "score_min": result.score_min, "score_max": result.score_max, **agreement(r, stop_set)})
