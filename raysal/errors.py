@@ -42,7 +42,8 @@ EXIT_CODES: tuple[ExitCode, ...] = (
              "has", "nothing"),
     ExitCode(EXIT_MISSING, "missing",
              "data or model missing, the message says how to provide it; or the cluster did not free (or its "
-             "autoscaler add) the CPUs and GPUs a stage asks for within score/train.resource_timeout_s",
+             "autoscaler add) the CPUs and GPUs a stage asks for within score/train.resource_timeout_s; or a "
+             "state store that ignores conditional writes (no safe lease there)",
              "nothing; after a resource timeout, the committed stages: running the round again resumes it"),
     ExitCode(EXIT_LOCKED, "locked", "another round holds the run's lease", "nothing"),
     ExitCode(EXIT_WAITING, "waiting",
@@ -147,6 +148,13 @@ class ModelUnavailable(RaysalError, RuntimeError):
 class ResourceTimeout(RaysalError, RuntimeError):
     """The cluster did not free (or its autoscaler add) what a stage asks for within the stage's
     ``resource_timeout_s``; the message says what was awaited and what the cluster had free."""
+
+    exit_code = EXIT_MISSING
+
+
+class UnsafeStorage(RaysalError, RuntimeError):
+    """A state store on which the run's lease cannot be safe: it ignores conditional writes
+    (``If-None-Match``); the message names the endpoint."""
 
     exit_code = EXIT_MISSING
 

@@ -203,12 +203,14 @@ def _run(args: argparse.Namespace, cfg: Any, state_root: str) -> tuple[int, Any,
         LabelFileError,
         LeaseLost,
         Locked,
+        ModelRefused,
         NothingToLabel,
         Refused,
         ResourceTimeout,
         SourceError,
         StateError,
         Unavailable,
+        UnsafeStorage,
     )
     from raysal.run import preflight, rounds
     from raysal.run.cluster import init_ray
@@ -226,8 +228,10 @@ def _run(args: argparse.Namespace, cfg: Any, state_root: str) -> tuple[int, Any,
                                        **({"lease_ttl": args.lease_ttl} if args.lease_ttl else {}))
         except LeaseLost as exc:
             return EXIT_LEASE_LOST, f"error: {exc}", True
-        except (LabelFileError, Incompatible, NothingToLabel, Locked) as exc:
+        except (LabelFileError, Incompatible, NothingToLabel, Locked, UnsafeStorage) as exc:
             return refusal_code(exc), f"error: {exc}", False  # decided before the lease: nothing was written
+        except ModelRefused as exc:  # a published model's file changed since: refused before it was loaded
+            return exc.exit_code, f"error: {exc}", True
         except ResourceTimeout as exc:  # the lease is released; what was committed stays
             return exc.exit_code, f"error: {exc}\n  (committed stages stay; running the round again resumes it)", True
         except (StateError, SourceError, Unavailable) as exc:  # the round had started: it may resume

@@ -3,8 +3,9 @@
 A round waiting for human labels writes, beside ``to_label.csv``, ``labelstudio/tasks.json`` in
 Label Studio's import format and ``labelstudio/labeling_config.xml`` (one ``Choices`` named
 ``label`` over ``data.classes``) to create the project with. Each task shows the image by a URL
-an annotator's browser can open (a local file through Label Studio's local-files serving, an
-``s3://`` image as a presigned URL), carries ``image_id``, the uncertainty score and the rank in
+an annotator's browser can open (a local file through Label Studio's local-files serving; an
+``s3://`` image by its URI, turned into a presigned URL only as ``push`` imports it, so that no
+signed URL is stored in the state), carries ``image_id``, the uncertainty score and the rank in
 ``data``, and the model's top class as a pre-annotation (``predictions``).
 
 Annotations come back as Label Studio's JSON, JSON-MIN or CSV export (``read_annotations``): one
@@ -23,7 +24,7 @@ import functools
 import json
 import os
 from typing import Any, Iterable, Sequence
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 from xml.sax.saxutils import quoteattr
 
 import pyarrow as pa
@@ -48,10 +49,11 @@ def labeling_config(classes: Sequence[str]) -> str:
             f"{choices}\n  </Choices>\n</View>\n")
 
 
-def image_url(uri: str, files_root: str, expiry_s: int) -> str:
-    """What a browser opens for ``uri``: a presigned URL for ``s3://``, Label Studio's local-files
-    URL (relative to ``files_root``, its LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT) for a local
-    path, and an ``http(s)://`` URL as it is.
+def image_url(uri: str, files_root: str) -> str:
+    """What a task shows for ``uri``: Label Studio's local-files URL (relative to ``files_root``,
+    its LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT) for a local path; an ``http(s)://`` URL, and an
+    ``s3://`` URI, as they are. An ``s3://`` image is signed only as it is pushed (``presign``),
+    so that no signed URL, a credential for its lifetime, is ever stored in the run's state.
 
     Raises:
         Refused: a local file outside ``files_root``, or a scheme a browser cannot open.
@@ -59,10 +61,8 @@ def image_url(uri: str, files_root: str, expiry_s: int) -> str:
     if PACKED_MARK in uri:
         raise Refused(f"{uri} is an image packed in a Parquet shard (raysal pack), which Label Studio cannot open: "
                          "label from the images' own files (a manifest with their uris)")
-    if uri.startswith(("http://", "https://")):
+    if uri.startswith(("http://", "https://", "s3://")):
         return uri
-    if uri.startswith("s3://"):
-        return presign(uri, expiry_s)
     if "://" in uri and not uri.startswith("file://"):
         raise Refused(f"{uri}: Label Studio cannot show a {uri.split('://')[0]}:// image; serve it over http(s)")
     path = os.path.abspath(uri.removeprefix("file://"))
@@ -89,6 +89,24 @@ def presign(uri: str, expiry_s: int) -> str:
         raise Refused(f"{uri}: cannot make a presigned URL: {exc}") from None
 
 
+_SIGNATURE_FIELDS = ("x-amz-signature", "x-amz-credential", "x-amz-security-token", "signature", "awsaccesskeyid",
+                     "x-goog-signature", "sig")  # what marks a query string as a signature (S3, GCS, Azure)
+
+
+def without_signatures(value: Any) -> Any:
+    """``value`` (a Label Studio export, say) with the query string cut from every signed URL in
+    it: a presigned URL is a credential for its lifetime, and the export is stored in the state."""
+    if isinstance(value, dict):
+        return {key: without_signatures(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_signatures(item) for item in value]
+    if isinstance(value, str) and value.startswith(("http://", "https://")) and "?" in value:
+        url = urlsplit(value)
+        if any(name.lower() in _SIGNATURE_FIELDS for name, _ in parse_qsl(url.query, keep_blank_values=True)):
+            return urlunsplit(url._replace(query=""))
+    return value
+
+
 @functools.cache
 def _s3_client(endpoint: str | None) -> Any:
     """One client per endpoint, not one per image."""
@@ -98,13 +116,12 @@ def _s3_client(endpoint: str | None) -> Any:
     return boto3.client("s3", endpoint_url=endpoint, config=BotoConfig(signature_version="s3v4"))  # SigV4: 7 days
 
 
-def tasks(selection: pa.Table, classes: Sequence[str], model_version: str, files_root: str,
-          expiry_s: int) -> list[dict[str, Any]]:
+def tasks(selection: pa.Table, classes: Sequence[str], model_version: str, files_root: str) -> list[dict[str, Any]]:
     """Label Studio tasks for a selection (``image_id``, ``uri``, ``score``, ``predicted``,
     ``rank``, and ``probability`` of the predicted class when known), in rank order."""
     made = []
     for row in selection.to_pylist():
-        task: dict[str, Any] = {"data": {TO_NAME: image_url(row["uri"], files_root, expiry_s),
+        task: dict[str, Any] = {"data": {TO_NAME: image_url(row["uri"], files_root),
                                          "image_id": int(row["image_id"]), "uri": row["uri"],
                                          "score": row["score"], "rank": int(row["rank"])}}
         predicted = row.get("predicted")

@@ -15,21 +15,68 @@ Numpy, scipy and pyarrow only: no Ray, no TensorFlow (the rescoring tasks import
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import posixpath
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 from numpy.typing import NDArray
 from scipy.special import softmax
+
+from raysal import storage
+from raysal.errors import ModelRefused
 
 EMBEDDING = "embedding"  # the score files' column
 HEAD_FILE = "head.npz"  # in a checkpoint: its head's kernel and bias (``models.save_checkpoint``)
 CONFIG_FILE = "model.json"  # a checkpoint's config, classes and backbone digest (``models.save_checkpoint``)
 DIGEST = "backbone_digest"  # its field
+FILE_DIGESTS = "sha256"  # its field: the sha256 of each file published beside it, checked on loading
+_CHECKED: set[tuple[Any, ...]] = set()  # checkpoints (and their files' sizes and times) found whole here
 
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def sha256_file(fs: pafs.FileSystem, path: str) -> str:
+    """The sha256 of a file, read in pieces (a model's weights can be hundreds of MB)."""
+    digest = hashlib.sha256()
+    with fs.open_input_stream(path) as stream:
+        while piece := stream.read(8 << 20):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def check_files(checkpoint: str, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Refuse a checkpoint (a local folder or a URI) whose files are not those its ``model.json``
+    recorded when it was published (``FILE_DIGESTS``): a file changed or swapped since, in a
+    shared bucket say, is never loaded (``ModelRefused``, exit 2). ``names``: only these files.
+    A checkpoint from before digests is taken as it is. Returns its ``model.json``."""
+    fs, base = storage.resolve(checkpoint)
+    with fs.open_input_stream(posixpath.join(base, CONFIG_FILE)) as stream:
+        meta = json.loads(stream.read())
+    recorded = {name: value for name, value in (meta.get(FILE_DIGESTS) or {}).items()
+                if names is None or name in names}
+    infos = fs.get_file_info([posixpath.join(base, name) for name in recorded])
+    missing = [name for name, info in zip(recorded, infos, strict=True) if info.type != pafs.FileType.File]
+    if missing:
+        raise ModelRefused(f"model {checkpoint}: {', '.join(missing)} missing, though its {CONFIG_FILE} records it")
+    # Hashed again only when a file's size or modification time changed since this process did.
+    key = (checkpoint, json.dumps(recorded, sort_keys=True), tuple((i.size, i.mtime_ns) for i in infos))
+    if key in _CHECKED:
+        return meta
+    for name, expected in recorded.items():
+        found = sha256_file(fs, posixpath.join(base, name))
+        if found != expected:
+            raise ModelRefused(f"model {checkpoint}: {name} is not the file that was published (sha256 "
+                               f"{found[:16]}..., {CONFIG_FILE} records {expected[:16]}...): it was changed since; it "
+                               "is not loaded. Restore it, or remove the model folder to train it again")
+    _CHECKED.add(key)
+    return meta
 
 
 def to_float16(values: NDArray[np.floating]) -> NDArray[np.float16]:

@@ -34,7 +34,7 @@ from raysal import storage
 from raysal.config import ModelConfig
 from raysal.errors import ModelRefused, ModelUnavailable  # noqa: F401  (raised here; importable from here too)
 from raysal.model import safety
-from raysal.model.embeddings import CONFIG_FILE, DIGEST, HEAD_FILE, DenseHead
+from raysal.model.embeddings import CONFIG_FILE, DIGEST, FILE_DIGESTS, HEAD_FILE, DenseHead, check_files, sha256_file
 
 BACKBONE = "backbone"
 WEIGHTS_FILE = "weights.h5"
@@ -242,7 +242,9 @@ def save_checkpoint(model: keras.Model, directory: str, cfg: ModelConfig, classe
     if head is not None:
         with open(os.path.join(directory, HEAD_FILE), "wb") as f:
             f.write(head.to_bytes())
-    meta = {"model": asdict(cfg), "classes": list(classes), DIGEST: backbone_digest(model, cfg)}
+    meta = {"model": asdict(cfg), "classes": list(classes), DIGEST: backbone_digest(model, cfg),
+            FILE_DIGESTS: {name: sha256_file(pafs.LocalFileSystem(), os.path.join(directory, name))
+                           for name in (WEIGHTS_FILE, HEAD_FILE) if os.path.exists(os.path.join(directory, name))}}
     with open(os.path.join(directory, CONFIG_FILE), "w") as f:
         json.dump(meta, f, indent=2)
 
@@ -256,8 +258,10 @@ def read_checkpoint_meta(directory: str) -> dict[str, Any]:
 
 
 def load_checkpoint(directory: str) -> tuple[keras.Model, ModelConfig, list[str]]:
-    """Rebuild the model from its stored config and load its weights."""
+    """Rebuild the model from its stored config and load its weights, once they are found to be
+    the files that were published (``check_files``)."""
     meta = read_checkpoint_meta(directory)
+    check_files(directory, [WEIGHTS_FILE])
     cfg = ModelConfig.from_dict(meta["model"])
     model = build_model(cfg, len(meta["classes"]))
     model.load_weights(os.path.join(directory, WEIGHTS_FILE))

@@ -58,6 +58,7 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
 
     from raysal import storage
     from raysal.model import models
+    from raysal.model.embeddings import check_files
 
     keras_env.share_gpus()  # a train worker may share its GPU with a fractional scoring actor
 
@@ -75,6 +76,7 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
         model = models.build_model(model_cfg, len(classes))
         if loop_config["init_uri"]:  # read on this worker's node: the driver's disk may be another machine's
             with storage.local_copy(loop_config["init_uri"]) as init_dir:
+                check_files(init_dir, [models.WEIGHTS_FILE])
                 model.load_weights(os.path.join(init_dir, models.WEIGHTS_FILE))
 
     options = tf.data.Options()

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from raysal.config import Config, SourceConfig
 from raysal.data import sources
+from raysal.model import embeddings
 from raysal.run import preflight
 from raysal.run.state import RoundFiles, RunState
 
@@ -54,7 +55,11 @@ class Round:
                                              block_rows=BATCHES_PER_BLOCK * self.cfg.score.batch_size)
 
     def model_uri(self, number: int) -> str:
-        return self.state.uri(self.state.model_key(number))
+        """Published model ``number``, its files found to be those it was published with
+        (``embeddings.check_files``: a changed file is refused here, on the driver, with exit 2)."""
+        uri = self.state.uri(self.state.model_key(number))
+        embeddings.check_files(uri)
+        return uri
 
 
 @contextmanager

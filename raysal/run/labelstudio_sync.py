@@ -17,6 +17,7 @@ from raysal.labelling.labelstudio import (
     annotation_rows,
     local_folders,
     presign,
+    without_signatures,
 )
 from raysal.run.state import RunState
 
@@ -77,8 +78,8 @@ def pull(state: RunState, url: str | None, token: str, project: int | None = Non
                          "give --url and --project")
     ours = {task["data"]["image_id"] for task in json.loads(state.read_bytes(files.file(TASKS_FILE)))}
     # A project that also holds other rounds' tasks: only this round's come back.
-    export = [task for task in Client(url, token).export(int(project))
-              if (task.get("data") or {}).get("image_id") in ours]
+    export = [without_signatures(task) for task in Client(url, token).export(int(project))
+              if (task.get("data") or {}).get("image_id") in ours]  # the presigned URLs push made: cut
     rows = annotation_rows(export)
     state.write_bytes(files.file(EXPORT_FILE), json.dumps(export).encode())
     return number, state.uri(files.file(EXPORT_FILE)), rows

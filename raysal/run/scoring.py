@@ -5,6 +5,7 @@ alone (plain tasks, no image decoded, no backbone run).
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from ray.data.extensions import ArrowTensorArray
 from raysal import storage
 from raysal.config import Config
 from raysal.model import keras_env
-from raysal.model.embeddings import EMBEDDING, DenseHead, column_matrix
+from raysal.model.embeddings import EMBEDDING, HEAD_FILE, DenseHead, check_files, column_matrix
 from raysal.model.scorer import NON_FINITE, Scorer, score_rows
 from raysal.run import resources
 from raysal.run.cluster import cluster_cpus
@@ -125,6 +126,7 @@ def rescore(embedded: str, out: str, head_uri: str, exclude_ids: NDArray[np.int6
     embeddings. No image is decoded and no backbone runs: plain numpy in one task per CPU.
     ``exclude_ids`` are left out; ``keep_embeddings`` copies the column. Returns the rows written.
     """
+    check_files(posixpath.dirname(head_uri), [HEAD_FILE])  # a local path or a URI: "/" either way
     head = DenseHead.from_bytes(storage.read_bytes(head_uri))
     fs, path = storage.resolve(embedded)
     files = sorted(pads.dataset(path, filesystem=fs, format="parquet").files)

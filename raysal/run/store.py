@@ -21,7 +21,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raysal import faults, storage
-from raysal.errors import StateError
+from raysal.errors import StateError, UnsafeStorage
 
 PUBLISHED = "_published.json"  # written last into a published folder: the files it holds and their sizes
 
@@ -168,14 +168,46 @@ def _create_local(path: str, data: bytes) -> bool:
     return True
 
 
+_REFUSED_CODES = ("PreconditionFailed", "ConditionalRequestConflict")  # S3's answers to a create that lost
+_HONOURED: set[str] = set()  # endpoints seen honouring If-None-Match, probed once per process
+
+
 def _create_s3(bucket: str, key: str, data: bytes) -> bool:
     import boto3  # pyarrow has no create-if-absent: S3's conditional PUT is the atomic authority
     from botocore.exceptions import ClientError
 
+    client = boto3.client("s3")
+    _check_conditional_writes(client, bucket, posixpath.dirname(key))
     try:
-        boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+        client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+        if exc.response.get("Error", {}).get("Code") in _REFUSED_CODES:
             return False
         raise
     return True
+
+
+def _check_conditional_writes(client: Any, bucket: str, folder: str) -> None:
+    """Refuse a store that ignores ``If-None-Match: *`` (some S3-compatible stores overwrite
+    silently): there, two rounds would both "create" the same lease generation and both run.
+    Probed once per endpoint: a probe object is created twice under ``folder``, then removed."""
+    from botocore.exceptions import ClientError
+
+    endpoint = client.meta.endpoint_url
+    if endpoint in _HONOURED:
+        return
+    key = posixpath.join(folder, f".probe-{uuid.uuid4().hex}")
+    client.put_object(Bucket=bucket, Key=key, Body=b"first", IfNoneMatch="*")
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=b"second", IfNoneMatch="*")
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in _REFUSED_CODES:
+            raise
+        _HONOURED.add(endpoint)
+    finally:
+        client.delete_object(Bucket=bucket, Key=key)
+    if endpoint not in _HONOURED:
+        raise UnsafeStorage(f"s3://{bucket}/{folder}: the object store at {endpoint} ignores conditional writes "
+                            "(If-None-Match: *): a second create of the same object succeeded, so two rounds could "
+                            "both take the run's lease there. Keep the state on a store that honours them (AWS S3 "
+                            "does, as do recent MinIO and Ceph releases) or on a local path")

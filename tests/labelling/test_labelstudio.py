@@ -35,30 +35,35 @@ def test_the_labeling_config_offers_every_class_once():
 
 def test_image_urls_an_annotator_can_open(tmp_path, monkeypatch):
     root = tmp_path / "served"
-    assert labelstudio.image_url(str(root / "a b" / "1.png"), str(root), 60) == "/data/local-files/?d=a%20b/1.png"
-    assert labelstudio.image_url(f"file://{root}/x.png", str(root), 60) == "/data/local-files/?d=x.png"
-    assert labelstudio.image_url("/data/x.png", "", 60) == "/data/local-files/?d=data/x.png"  # root "/"
-    assert labelstudio.image_url("https://cdn.example.com/x.jpg", "", 60) == "https://cdn.example.com/x.jpg"
+    assert labelstudio.image_url(str(root / "a b" / "1.png"), str(root)) == "/data/local-files/?d=a%20b/1.png"
+    assert labelstudio.image_url(f"file://{root}/x.png", str(root)) == "/data/local-files/?d=x.png"
+    assert labelstudio.image_url("/data/x.png", "") == "/data/local-files/?d=data/x.png"  # root "/"
+    assert labelstudio.image_url("https://cdn.example.com/x.jpg", "") == "https://cdn.example.com/x.jpg"
     with pytest.raises(ValueError, match=r"outside label.files_root .*LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"):
-        labelstudio.image_url(str(tmp_path / "elsewhere.png"), str(root), 60)
+        labelstudio.image_url(str(tmp_path / "elsewhere.png"), str(root))
     with pytest.raises(ValueError, match="cannot show a gs:// image"):
-        labelstudio.image_url("gs://bucket/x.png", "", 60)
-    assert labelstudio.image_url(str(root / "..cache" / "#1?.png"), str(root), 60) == \
+        labelstudio.image_url("gs://bucket/x.png", "")
+    assert labelstudio.image_url(str(root / "..cache" / "#1?.png"), str(root)) == \
         "/data/local-files/?d=..cache/%231%3F.png"  # a folder named "..", quoted characters
     with pytest.raises(ValueError, match=r"packed in a Parquet shard \(raysal pack\)"):
-        labelstudio.image_url("/data/shard-0.parquet#image_id=5", "", 60)
+        labelstudio.image_url("/data/shard-0.parquet#image_id=5", "")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    signed = labelstudio.image_url("s3://pool-bucket/images/7.jpg", "", 3600)
+    assert labelstudio.image_url("s3://pool-bucket/images/7.jpg", "") == "s3://pool-bucket/images/7.jpg"  # unsigned
+    signed = labelstudio.presign("s3://pool-bucket/images/7.jpg", 3600)  # as push signs it
     assert signed.startswith("http://127.0.0.1:9/pool-bucket/images/7.jpg?") and "X-Amz-Expires=3600" in signed
+    export = [{"id": 1, "data": {"image": signed, "cdn": "https://cdn.example.com/7.jpg?v=2", "uri": "s3://b/7.jpg"}}]
+    assert labelstudio.without_signatures(export) == [{"id": 1, "data": {
+        "image": "http://127.0.0.1:9/pool-bucket/images/7.jpg", "cdn": "https://cdn.example.com/7.jpg?v=2",
+        "uri": "s3://b/7.jpg"}}]
 
 
 def test_tasks_carry_the_image_id_score_rank_and_a_pre_annotation():
     selection = pa.table({"image_id": [7, 3], "uri": ["/p/7.png", "/p/3.png"], "score": [0.9, 0.8],
                           "predicted": [1, -1], "rank": [1, 2], "probability": [0.45, None]})
-    tasks = labelstudio.tasks(selection, CLASSES, "raysal models/0002", "/p", 60)
+    tasks = labelstudio.tasks(selection, CLASSES, "raysal models/0002", "/p")
     assert tasks[0] == {"data": {"image": "/data/local-files/?d=7.png", "image_id": 7, "uri": "/p/7.png", "score": 0.9,
                                  "rank": 1},
                         "predictions": [{"model_version": "raysal models/0002", "score": 0.45, "result": [
@@ -69,7 +74,7 @@ def test_tasks_carry_the_image_id_score_rank_and_a_pre_annotation():
 
 def test_local_images_get_a_storage_per_folder_below_the_served_root():
     def task(path: str, root: str) -> dict:
-        return {"data": {"image": labelstudio.image_url(path, root, 60), "uri": path}}
+        return {"data": {"image": labelstudio.image_url(path, root), "uri": path}}
 
     tasks = [task("/data/a/x/1.png", "/data"), task("/data/a/x/y/2.png", "/data"), task("/data/b/3.png", "/data"),
              task("https://cdn/4.png", "/data")]
@@ -177,11 +182,11 @@ def test_bad_label_settings_are_refused_naming_the_field():
 
 def test_a_waiting_round_writes_label_studio_tasks(waiting_state):
     state = RunState(str(waiting_state))
-    tasks = json.loads((waiting_state / "rounds" / "0001" / labelstudio.TASKS_FILE).read_text())
+    tasks = json.loads(round_file(waiting_state, 1, labelstudio.TASKS_FILE).read_text())
     selection = pq.read_table(round_file(waiting_state, 1, "selection.parquet")).to_pylist()
     assert [t["data"]["image_id"] for t in tasks] == [row["image_id"] for row in selection]
     assert [t["data"]["rank"] for t in tasks] == list(range(1, 41))
-    scores = pq.read_table(waiting_state / "rounds" / "0001" / "scores", columns=["image_id", "top_probs"])
+    scores = pq.read_table(round_file(waiting_state, 1, "scores"), columns=["image_id", "top_probs"])
     top = dict(zip(scores["image_id"].to_pylist(), embeddings.column_matrix(scores["top_probs"])[:, 0], strict=True))
     classes = load_config("demo").data.classes
     for task, row in zip(tasks, selection, strict=True):
@@ -191,7 +196,7 @@ def test_a_waiting_round_writes_label_studio_tasks(waiting_state):
         assert prediction["model_version"] == "raysal models/0000"
         assert prediction["result"][0]["value"]["choices"] == [classes[row["predicted"]]]
         assert prediction["score"] == pytest.approx(float(top[row["image_id"]]))
-    view = ElementTree.fromstring((waiting_state / "rounds" / "0001" / labelstudio.CONFIG_FILE).read_text())
+    view = ElementTree.fromstring(round_file(waiting_state, 1, labelstudio.CONFIG_FILE).read_text())
     assert [c.get("value") for c in view.iter("Choice")] == list(classes)
     assert state.stage_done(1, "label") is None
 
@@ -217,11 +222,29 @@ def test_labelstudio_refusals_exit_2_without_asking_a_server(tmp_path, monkeypat
     assert said in capsys.readouterr().err
 
 
+def _move_to_s3(state_dir: Path, count: int) -> dict[int, str]:
+    """The waiting round's last ``count`` tasks as if their images were on S3 (the moto bucket):
+    the images uploaded, and the tasks naming their ``s3://`` URIs, as a round whose pool is on S3
+    writes them."""
+    import boto3
+
+    path = round_file(state_dir, 1, labelstudio.TASKS_FILE)
+    tasks = json.loads(path.read_text())
+    moved = {}
+    for task in tasks[-count:]:
+        key = f"ls-images/{task['data']['image_id']}.png"
+        boto3.client("s3").upload_file(task["data"]["uri"], "raysal-test", key)
+        task["data"]["uri"] = task["data"]["image"] = moved[task["data"]["image_id"]] = f"s3://raysal-test/{key}"
+    path.write_text(json.dumps(tasks))
+    return moved
+
+
 @pytest.mark.timeout(900)
-def test_a_round_goes_through_a_real_label_studio_server(waiting_state, tmp_path):
+def test_a_round_goes_through_a_real_label_studio_server(waiting_state, tmp_path, s3):
     """Push a waiting round's tasks to a real Label Studio, annotate them through its API as
     annotators would (most once, one three times, two skipped, one never opened), pull the
-    annotations and finish the round with them: the skipped images go back to the pool."""
+    annotations and finish the round with them: the skipped images go back to the pool. Images
+    on S3 are signed as they are pushed, and no signed URL is left in the state."""
     import requests
 
     from _labelstudio import start
@@ -229,6 +252,7 @@ def test_a_round_goes_through_a_real_label_studio_server(waiting_state, tmp_path
     state_dir = copy_state(waiting_state, tmp_path / "state", keep_rounds=True)
     manifest = pq.read_table(state_dir / "data" / "digits" / "manifest.parquet").to_pydict()
     truth = dict(zip(manifest["image_id"], manifest["label"], strict=True))
+    on_s3 = _move_to_s3(state_dir, 2)
     server = start(tmp_path / "label-studio", files_root="/")
     try:
         env = {"LABEL_STUDIO_API_KEY": server.token}
@@ -242,7 +266,15 @@ def test_a_round_goes_through_a_real_label_studio_server(waiting_state, tmp_path
         headers = {"Authorization": f"Bearer {_access(server)}"}
         tasks = requests.get(f"{server.url}/api/tasks", params={"project": project["project"], "page_size": 100},
                              headers=headers, timeout=30).json()["tasks"]
-        assert len(tasks) == 40 and all(t["data"]["image"].startswith("/data/local-files/?d=") for t in tasks)
+        assert len(tasks) == 40
+        for task in tasks:  # an S3 image by a URL signed at push time, a local one through Label Studio
+            if task["data"]["image_id"] in on_s3:
+                assert task["data"]["image"].startswith(f"{s3['AWS_ENDPOINT_URL']}/raysal-test/ls-images/")
+                assert "X-Amz-Signature=" in task["data"]["image"]
+                signed = requests.get(task["data"]["image"], timeout=30)  # what a browser shows
+                assert signed.status_code == 200 and signed.content[:8] == b"\x89PNG\r\n\x1a\n"
+            else:
+                assert task["data"]["image"].startswith("/data/local-files/?d=")
         image = server.session.get(server.url + tasks[0]["data"]["image"], timeout=30)  # what a browser shows
         assert image.status_code == 200 and image.content[:8] == b"\x89PNG\r\n\x1a\n"
         classes = load_config("demo").data.classes
@@ -265,7 +297,7 @@ def test_a_round_goes_through_a_real_label_studio_server(waiting_state, tmp_path
         assert "annotations of 37 images saved" in pulled.stdout and "(3 skipped or not annotated)" in pulled.stdout
         export = state_dir / "rounds" / "0001" / labelstudio.EXPORT_FILE
         selected = np.array([t["data"]["image_id"] for t in tasks])
-        pool_ids = pq.read_table(state_dir / "rounds" / "0001" / "scores", columns=["image_id"])["image_id"].to_numpy()
+        pool_ids = pq.read_table(round_file(state_dir, 1, "scores"), columns=["image_id"])["image_id"].to_numpy()
         from_json = validate_labels(read_label_file(str(export)), selected, pool_ids, classes, 1)
         by_json = dict(zip(*from_json.table.to_pydict().values(), strict=True))
         assert by_json == {t["data"]["image_id"]: truth[t["data"]["image_id"]] for t in by_rank[3:]}
@@ -292,6 +324,8 @@ def test_a_round_goes_through_a_real_label_studio_server(waiting_state, tmp_path
     assert dict(zip(labels["image_id"], labels["label"], strict=True)) == expected
     excluded = set(RunState(str(state_dir)).excluded_ids(before=2).tolist())
     assert excluded == set(labels["image_id"]) and not excluded & {*skipped, unopened}
+    signed = [str(p) for p in state_dir.rglob("*") if p.is_file() and b"X-Amz-Signature" in p.read_bytes()]
+    assert signed == [] and on_s3  # the export held signed URLs; pulled, it holds the S3 URIs' addresses
 
 
 def _access(server) -> str:

@@ -202,6 +202,15 @@ def _publish_model(state: RunState, number: int, change_backbone: bool) -> None:
         state.publish_dir(tmp, state.model_key(number))
 
 
+def _redo_round_1(state_dir) -> None:
+    """Round 1 of a copied state as if never scored: its outputs and its markers removed. The
+    stages then run here with no lease, so they write into the round's own folder."""
+    for folder in (state_dir / "rounds" / "0001").glob("g*"):
+        shutil.rmtree(folder)
+    for stage in ("score", "select"):
+        (state_dir / "rounds" / "0001" / "stages" / f"{stage}.json").unlink()
+
+
 @pytest.mark.timeout(400)
 def test_a_round_rescores_from_the_embeddings_its_backbone_made_and_not_after_it_changed(
         ray_session, waiting_state, tmp_path):
@@ -212,9 +221,7 @@ def test_a_round_rescores_from_the_embeddings_its_backbone_made_and_not_after_it
     state_dir = copy_state(waiting_state, tmp_path / "state", keep_rounds=True)
     state = RunState(str(state_dir))
     cfg = _round_config(state_dir)
-    shutil.rmtree(state_dir / "rounds" / "0001" / "scores")
-    for stage in ("score", "select"):
-        (state_dir / "rounds" / "0001" / "stages" / f"{stage}.json").unlink()
+    _redo_round_1(state_dir)
     round1 = context.Round(state, cfg, 1, {})
     assert score_stage.stage_score(round1, None) == rounds.DONE
     digest = embedding_cache.read_checkpoint_digest(state, state.model_key(0))
@@ -273,9 +280,7 @@ def test_a_round_selects_diverse_images_among_the_most_uncertain(ray_session, wa
     state_dir = copy_state(waiting_state, tmp_path / "state", keep_rounds=True)
     state = RunState(str(state_dir))
     cfg = _round_config(state_dir, strategy="diversity", candidates=3)
-    shutil.rmtree(state_dir / "rounds" / "0001" / "scores")
-    for stage in ("score", "select"):
-        (state_dir / "rounds" / "0001" / "stages" / f"{stage}.json").unlink()
+    _redo_round_1(state_dir)
     r = context.Round(state, cfg, 1, {})
     score_stage.stage_score(r, None)
     assert select_stage.stage_select(r, None) == rounds.DONE

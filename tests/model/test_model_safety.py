@@ -88,3 +88,53 @@ def test_trust_code_is_only_for_keras_models():
 
     with pytest.raises(ConfigError, match="model.trust_code: is only read when model.kind = 'keras'"):
         ModelConfig(kind="small_cnn", trust_code=True)
+
+
+def test_a_published_model_whose_file_changed_is_refused(tiny_checkpoint, tmp_path, s3):
+    """model.json records the sha256 of the files published beside it; a file changed since (a
+    byte, or another model's weights) is refused before it is loaded, locally and on S3."""
+    import json
+    import shutil
+
+    import boto3
+
+    from raysal.model import embeddings, models
+
+    local = tmp_path / "model"
+    shutil.copytree(tiny_checkpoint, local)
+    recorded = json.loads((local / embeddings.CONFIG_FILE).read_text())[embeddings.FILE_DIGESTS]
+    assert set(recorded) == {path.name for path in local.iterdir()} - {embeddings.CONFIG_FILE}
+    assert models.WEIGHTS_FILE in recorded
+    models.load_checkpoint(str(local))
+    weights = local / models.WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:-1] + bytes([weights.read_bytes()[-1] ^ 1]))
+    with pytest.raises(ModelRefused, match=f"{models.WEIGHTS_FILE} is not the file that was published"):
+        models.load_checkpoint(str(local))
+
+    client = boto3.client("s3")
+    prefix = f"tampered-{tmp_path.name}"
+    for path in Path(tiny_checkpoint).iterdir():
+        client.upload_file(str(path), "raysal-test", f"{prefix}/{path.name}")
+    uri = f"s3://raysal-test/{prefix}"
+    embeddings.check_files(uri)
+    client.put_object(Bucket="raysal-test", Key=f"{prefix}/{models.WEIGHTS_FILE}", Body=b"other weights")
+    with pytest.raises(ModelRefused, match=f"{models.WEIGHTS_FILE} is not the file that was published"):
+        embeddings.check_files(f"{uri}/")  # another spelling of the folder: checked again, not from memory
+
+
+@pytest.mark.timeout(600)
+def test_a_round_whose_last_model_changed_exits_2_before_scoring(waiting_state, tmp_path):
+    from raysal.model import models
+
+    from _jobs import FAST, copy_state, run_job
+
+    state = copy_state(waiting_state, tmp_path / "state", keep_rounds=False)
+    weights = state / "models" / "0000" / models.WEIGHTS_FILE
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # the same size: a file of another size would make the model look half-published (retrained)
+    weights.write_bytes(bytes(data))
+    code, out = run_job("--state", str(state), *FAST)
+    assert code == 2, out[-3000:]
+    assert f"{models.WEIGHTS_FILE} is not the file that was published" in out and "stage score: started" in out
+    assert "scoring:" not in out  # no image was scored with it
+    assert not list((state / "rounds" / "0001").glob("g*/scores/*"))

@@ -18,6 +18,7 @@ from _children import REPO, Child
 from raysal.run.lease import Lease, LeaseLost, Locked, current, generations, hold, lease_key
 from raysal.run.state import RunState
 
+BUCKET = "raysal-test"  # created by the s3_env fixture (tests/conftest.py)
 OTHER_HOST = "other-host.example"
 
 # Holds the lease through a "long stage" that ends when the go file appears, then checks and releases.
@@ -251,3 +252,30 @@ def test_lease_module_imports_neither_the_state_nor_ray_nor_tensorflow() -> None
                             check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.timeout(120)
+def test_a_store_that_ignores_conditional_writes_is_refused_before_any_claim(s3, monkeypatch) -> None:
+    """Behind a proxy that drops If-None-Match, a second create of the same object succeeds: two
+    rounds could both hold the lease, so the claim is refused (exit 3), leaving nothing behind."""
+    from _s3proxy import ignoring_conditional_writes
+
+    from raysal import storage
+    from raysal.errors import EXIT_MISSING, UnsafeStorage
+    from raysal.run import store as store_lib
+
+    prefix = f"probe-{uuid.uuid4().hex[:12]}"
+    store_lib._HONOURED.clear()
+    with ignoring_conditional_writes(s3["AWS_ENDPOINT_URL"]) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy)
+        storage._filesystem.cache_clear()
+        unsafe = RunState(f"s3://{BUCKET}/{prefix}")
+        with pytest.raises(UnsafeStorage, match=f"the object store at {proxy} ignores conditional writes") as refused:
+            Lease(unsafe, ttl=30).acquire()
+        assert refused.value.exit_code == EXIT_MISSING
+        assert not unsafe.exists("lease")  # no lease file, and the probe object removed
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3["AWS_ENDPOINT_URL"])
+    storage._filesystem.cache_clear()
+    with hold(RunState(f"s3://{BUCKET}/{prefix}"), ttl=30) as lease:  # the store itself honours them
+        assert lease.generation == 1
+    assert store_lib._HONOURED == {s3["AWS_ENDPOINT_URL"]}

@@ -111,7 +111,7 @@ def _stages(state: Path) -> set[str]:
 
 
 def _score_files(state: Path) -> list[Path]:
-    return list((state / "rounds" / "0001" / "scores").glob("*.parquet"))
+    return list((state / "rounds" / "0001").glob("g*/scores/*.parquet"))
 
 
 @pytest.mark.timeout(900)  # eleven killed runs and a final one, each starting Ray

@@ -102,7 +102,7 @@ def test_a_round_selects_with_its_strategy(ray_session, waiting_state, tmp_path,
     r = context.Round(RunState(str(state_dir)), cfg, 1, {})
     assert select_stage.stage_select(r, None) == rounds.DONE
 
-    scores = pq.read_table(state_dir / "rounds" / "0001" / "scores", columns=["image_id", "score", "predicted"])
+    scores = pq.read_table(round_file(state_dir, 1, "scores"), columns=["image_id", "score", "predicted"])
     ids, values = scores["image_id"].to_numpy(), scores["score"].to_numpy(zero_copy_only=False)
     if strategy == "power":
         keys = SelectionKeys("power", 2.0, seed=cfg.seed, round_number=1)(values, ids)

@@ -81,7 +81,7 @@ def write_tasks(r: Round, chosen: pa.Table) -> None:
     label = r.cfg.label
     try:
         tasks = labelstudio.tasks(chosen, r.cfg.data.classes, f"raysal {r.state.model_key(r.number - 1)}",
-                                  label.files_root, label.presign_expiry_s)
+                                  label.files_root)
     except ValueError as exc:  # an image Label Studio cannot show: the CSV still serves
         log.warning("round %d: no Label Studio tasks written: %s", r.number, exc)
     else:
