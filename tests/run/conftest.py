@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-from _children import Child
 
 from raysal.run.state import RunState
+
+from _children import Child
 
 BUCKET = "raysal-test"  # created by the s3_env fixture (tests/conftest.py)
 

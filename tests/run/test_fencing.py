@@ -18,13 +18,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from _children import Child
 
 from raysal import storage
 from raysal.errors import EXIT_LEASE_LOST, LeaseLost
 from raysal.run.lease import Lease
 from raysal.run.state import RunState, generation_dir
 
+from _children import Child
 from _jobs import FAST, Running, copy_state, round_file, run_job
 
 # Holds the lease and writes score files as a scoring pass would: part 0, then (once the go file

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from _children import REPO, Child
 
 from raysal.run.lease import Lease, LeaseLost, Locked, current, generations, hold, lease_key
 from raysal.run.state import RunState
+
+from _children import REPO, Child
 
 BUCKET = "raysal-test"  # created by the s3_env fixture (tests/conftest.py)
 OTHER_HOST = "other-host.example"
@@ -258,11 +259,11 @@ def test_lease_module_imports_neither_the_state_nor_ray_nor_tensorflow() -> None
 def test_a_store_that_ignores_conditional_writes_is_refused_before_any_claim(s3, monkeypatch) -> None:
     """Behind a proxy that drops If-None-Match, a second create of the same object succeeds: two
     rounds could both hold the lease, so the claim is refused (exit 3), leaving nothing behind."""
-    from _s3proxy import ignoring_conditional_writes
-
     from raysal import storage
     from raysal.errors import EXIT_MISSING, UnsafeStorage
     from raysal.run import store as store_lib
+
+    from _s3proxy import ignoring_conditional_writes
 
     prefix = f"probe-{uuid.uuid4().hex[:12]}"
     store_lib._HONOURED.clear()
