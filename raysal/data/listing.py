@@ -11,8 +11,10 @@ Only names are read: no image is opened.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import posixpath
+import re
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
@@ -32,6 +34,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
 PARQUET_SUFFIXES = (".parquet", ".pq")  # the shards of a manifest folder or glob
 LISTED_COLUMNS = ("image_id", "uri", "label")  # what a listing reads of a manifest: never its image_bytes
+# A folder ``raysal pack`` wrote: each pack's shards in a folder of its own, and the pointer that
+# names the shards of the current one, written last (see ``folder_shards``).
+PACK_POINTER = "_pack.json"
+PACK_FOLDER = re.compile(r"pack-\d{8}T\d{6}-[0-9a-f]{6}")  # pack-<UTC time>-<random>
 
 
 def stable_id(key: str) -> int:
@@ -71,6 +77,50 @@ def class_names(labels: pa.Array | pa.ChunkedArray) -> list[str | None]:
 def is_shard(rel_path: str) -> bool:
     """A data file of a Parquet folder: not hidden, not a marker (``_SUCCESS``, ``_metadata``)."""
     return rel_path.lower().endswith(PARQUET_SUFFIXES) and not any(p[:1] in "._" for p in rel_path.split("/"))
+
+
+def in_pack_folder(rel_path: str) -> bool:
+    """A file inside the folder of one pack's shards (``PACK_FOLDER``), directly under the folder listed."""
+    return "/" in rel_path and PACK_FOLDER.fullmatch(rel_path.split("/", 1)[0]) is not None
+
+
+def pack_pointer(fs: pafs.FileSystem, inner: str) -> list[str] | None:
+    """The shards that the pack pointer of the folder ``inner`` names, as paths relative to it;
+    None when the folder has no pointer. ``BadInput`` for a pointer that is not one pack wrote."""
+    path = posixpath.join(inner, PACK_POINTER)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as stream:
+        text = stream.read()
+    try:
+        shards = json.loads(text)["shards"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadInput(f"{path} is not the pointer raysal pack writes (a JSON object with \"shards\"): "
+                       f"{exc!r}") from None
+    if (not isinstance(shards, list) or not shards
+            or not all(isinstance(r, str) and in_pack_folder(r) and ".." not in r.split("/") for r in shards)):
+        raise BadInput(f"{path} names no shards of a pack folder inside it ({PACK_FOLDER.pattern}/...), got "
+                       f"{examples(shards if isinstance(shards, list) else [shards])}")
+    return shards
+
+
+def folder_shards(fs: pafs.FileSystem, inner: str) -> list[str]:
+    """The data files of the Parquet folder ``inner``, as paths relative to it, in name order.
+
+    A folder ``raysal pack`` wrote holds each pack's shards in a folder of its own and a pointer,
+    ``PACK_POINTER``, that names the shards of the current one: it is written last, whole (a
+    rename on a local disk, one PUT on an object store), once they are all written, so a reader
+    that follows it reads every shard of one pack, never some of an earlier one (``--force``)
+    or of one still being written. Without a pointer, every shard (``is_shard``) except those
+    in a pack's folder: a folder of shards written by other tools, or by raysal pack before it
+    wrote pointers (part-NNNNN.parquet directly in the folder).
+    """
+    named = pack_pointer(fs, inner)
+    if named is not None:
+        return named
+    infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
+    rel_paths = sorted(posixpath.relpath(i.path, inner) for i in infos if i.type == pafs.FileType.File)
+    return [r for r in rel_paths if is_shard(r) and not in_pack_folder(r)]
 
 
 def examples(values: Sequence[Any], limit: int = 3) -> str:
