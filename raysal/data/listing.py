@@ -40,8 +40,11 @@ PACK_POINTER = "_pack.json"
 PACK_FOLDER = re.compile(r"pack-\d{8}T\d{6}-[0-9a-f]{6}")  # pack-<UTC time>-<random>
 
 
-def stable_id(key: str) -> int:
-    """A non-negative int64 id from a string key (a relative path, a TFDS example id)."""
+def stable_id(key: str, namespace: str = "") -> int:
+    """A non-negative int64 id from a string key (a relative path, a TFDS example id); with a
+    ``namespace``, from both: the same key in two namespaces gets two ids (a NUL byte, which no
+    path holds, parts them, so no key of one namespace is a key of another)."""
+    key = f"{namespace}\0{key}" if namespace else key
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") >> 1
 
 
@@ -183,8 +186,9 @@ def folder_files(path: str) -> tuple[list[str], list[str]]:
     return rel_paths, uris
 
 
-def list_folder_images(path: str) -> Listing:
-    """The files of the folder ``path`` named as images; a note on the others."""
+def list_folder_images(path: str, id_namespace: str = "") -> Listing:
+    """The files of the folder ``path`` named as images, with ids from their paths inside it
+    (in ``id_namespace``, see ``stable_id``); a note on the others."""
     rel_paths, all_uris = folder_files(path)
     keep = [i for i, r in enumerate(rel_paths) if r.lower().endswith(IMAGE_SUFFIXES)]
     others = [r for r in rel_paths if not r.lower().endswith(IMAGE_SUFFIXES)]
@@ -199,7 +203,7 @@ def list_folder_images(path: str) -> Listing:
     notes = (f"left out {counted(len(others), 'file')} of {path} not named as images ({', '.join(IMAGE_SUFFIXES)}), "
              f"e.g. {examples(others)}",) if others else ()
     names = [rel_paths[i] for i in keep]
-    return Listing(path, "folder", np.array([stable_id(r) for r in names], np.int64),
+    return Listing(path, "folder", np.array([stable_id(r, id_namespace) for r in names], np.int64),
                    np.array([all_uris[i] for i in keep], object), np.array(names, object),
                    pa.array([r.split("/")[0] if "/" in r else None for r in names], pa.string()), notes)
 
@@ -230,10 +234,11 @@ def read_manifest_file(path: str, required: Sequence[str], needs: str) -> pa.Tab
         raise BadInput(f"{path} cannot be read as a Parquet manifest: {exc}") from None
 
 
-def manifest_images(path: str, table: pa.Table) -> tuple[list[str], list[str], list[int]]:
+def manifest_images(path: str, table: pa.Table, id_namespace: str = "") -> tuple[list[str], list[str], list[int]]:
     """A manifest's rows: each ``uri`` as written, as a path or URI to read (relative to the
     manifest's folder; ``a/../a.jpg`` is ``a.jpg``), and its ``image_id`` (a stable hash of the
-    uri as written where the manifest has none). ``BadInput`` for a row without a uri or an id."""
+    uri as written, in ``id_namespace``, where the manifest has none). ``BadInput`` for a row
+    without a uri or an id."""
     written = table["uri"].cast(pa.string()).to_pylist()
     empty = [i + 1 for i, u in enumerate(written) if u is None or not u.strip()]
     if empty:
@@ -242,7 +247,7 @@ def manifest_images(path: str, table: pa.Table) -> tuple[list[str], list[str], l
     uris = [os.path.normpath(u) if not storage.is_uri(u) else u
             for u in (resolve_path(w.strip(), base) for w in written)]
     if "image_id" not in table.column_names:
-        return written, uris, [stable_id(w.strip()) for w in written]
+        return written, uris, [stable_id(w.strip(), id_namespace) for w in written]
     ids = table["image_id"]
     if ids.null_count or not pa.types.is_integer(ids.type):
         raise BadInput(f"{path}: image_id must be a whole number in every row, got type {ids.type} with "
@@ -250,24 +255,28 @@ def manifest_images(path: str, table: pa.Table) -> tuple[list[str], list[str], l
     return written, uris, ids.cast(pa.int64()).to_pylist()
 
 
-def list_manifest_images(path: str, required: Sequence[str], needs: str) -> Listing:
-    """The rows of the manifest at ``path``, as written; see ``read_manifest_file``."""
+def list_manifest_images(path: str, required: Sequence[str], needs: str, id_namespace: str = "") -> Listing:
+    """The rows of the manifest at ``path``, as written; see ``read_manifest_file`` and ``manifest_images``."""
     table = read_manifest_file(path, required, needs)
     if not table.num_rows:
         raise BadInput(f"{path} holds no images: the manifest has no rows")
-    written, uris, image_ids = manifest_images(path, table)
+    written, uris, image_ids = manifest_images(path, table, id_namespace)
     labels = table["label"].combine_chunks() if "label" in table.column_names else None
     return Listing(path, "csv" if path.lower().endswith(".csv") else "parquet", np.array(image_ids, np.int64),
                    np.array(uris, object), np.array(written, object), labels)
 
 
 def list_images(path: str, required: Sequence[str] = ("uri",),
-                needs: str = "a manifest lists its images in uri, and may have image_id and label") -> Listing:
+                needs: str = "a manifest lists its images in uri, and may have image_id and label",
+                id_namespace: str = "") -> Listing:
     """The images of a folder or a CSV/Parquet manifest, in its order, each listed once.
 
     Args:
         required: the columns a manifest must have (``uri``, and ``label`` for labelled images).
         needs: what a manifest without them is told it needs.
+        id_namespace: hash the ids that are hashed (a folder's, a manifest's without image_id)
+            in this namespace (``stable_id``): "" gives the ids a round's folder source and
+            ``raysal pack`` give.
     Raises:
         MissingInput: ``path`` does not exist or cannot be read.
         BadInput: it holds no images, an image twice, or an id twice.
@@ -280,9 +289,9 @@ def list_images(path: str, required: Sequence[str] = ("uri",),
     if kind == pafs.FileType.NotFound:
         raise MissingInput(f"{path} does not exist")
     if kind == pafs.FileType.Directory:
-        listing = list_folder_images(path)
+        listing = list_folder_images(path, id_namespace)
     elif path.lower().endswith(MANIFEST_SUFFIXES):
-        listing = list_manifest_images(path, required, needs)
+        listing = list_manifest_images(path, required, needs, id_namespace)
     else:
         raise BadInput(f"{path} is neither a folder of images nor a manifest ({', '.join(MANIFEST_SUFFIXES)})")
     check_listing(listing)
