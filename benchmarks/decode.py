@@ -1,4 +1,5 @@
-"""decode: raysal's JPEG decoder against plain PIL, on one core and on every core.
+"""decode: raysal's JPEG decoder against plain PIL, on one core and on every core; and the peak
+memory of decoding one large 16-bit image, against the image's own size.
 
 Needs neither Ray nor TensorFlow: it runs where only ``raysal.data.images``' packages are.
 """
@@ -7,12 +8,14 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+import os
+import tempfile
 from functools import partial
 
 import numpy as np
 import psutil
 
-from benchmarks.common import Row, jpeg_photos, median_seconds
+from benchmarks.common import Row, jpeg_photos, median_seconds, mib
 
 _IMAGES: list[bytes] = []  # the images a decode benchmark process works on
 
@@ -24,6 +27,90 @@ def pil_decode(data: bytes, size: int) -> np.ndarray:
     img = Image.open(io.BytesIO(data))
     img.draft("RGB", (size, size))
     return np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
+
+
+def float64_decode(data: bytes, size: int) -> np.ndarray:
+    """raysal's own 16-bit conversion before it went band by band: the whole image as float64,
+    scaled, clipped and rounded, made RGB, then resized."""
+    from PIL import Image
+
+    from raysal.data.images import _resize
+
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    values = np.asarray(img, dtype=np.float64)  # [h, w]
+    img = Image.fromarray(np.clip(values * (255.0 / 65535.0), 0, 255).round().astype(np.uint8))
+    return _resize(np.asarray(img.convert("RGB"), dtype=np.uint8), size)
+
+
+def grey16_png(width: int, height: int) -> bytes:
+    """A 16-bit grey PNG of ``width`` x ``height``: a diagonal ramp over the whole range, which
+    compresses well (the encoded file adds little to the memory measured)."""
+    from PIL import Image
+
+    ramp = (np.arange(width, dtype=np.uint32)[None, :] * 7 + np.arange(height, dtype=np.uint32)[:, None] * 3)
+    buffer = io.BytesIO()
+    Image.fromarray((ramp % 65536).astype(np.uint16)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _peak_rss() -> int:
+    """This process's peak resident memory since the last ``_reset_peak_rss`` (Linux: VmHWM)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+
+
+def _reset_peak_rss() -> None:
+    """Set the peak to the resident memory now. ru_maxrss cannot be reset, and a spawned process
+    starts with its parent's, kept across exec; VmHWM can be."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+
+
+def _peak_bytes_of_one_decode(path: str, decoder: str, size: int) -> int:
+    """In a fresh process: the peak resident memory of decoding the file at ``path`` once, above
+    what the process held just before (the file's bytes read, the decoder warmed up on a small image)."""
+    from raysal.data.images import decode_image
+
+    decode_one = decode_image if decoder == "raysal" else float64_decode
+    decode_one(grey16_png(16, 16), size)  # imports and first-call set-up, outside the figure
+    with open(path, "rb") as f:
+        data = f.read()
+    _reset_peak_rss()
+    before = psutil.Process().memory_info().rss
+    decode_one(data, size)
+    return _peak_rss() - before
+
+
+def decode_peak_bytes(data: bytes, decoder: str, size: int) -> int:
+    """Peak memory of decoding ``data`` to ``size`` once with raysal's decoder (``"raysal"``) or the
+    float64 conversion (``"float64"``), above what the process held before: each in a process of
+    its own, so that no earlier peak hides this one."""
+    with tempfile.TemporaryDirectory(prefix="raysal-bench-") as tmp:
+        path = os.path.join(tmp, "image.png")
+        with open(path, "wb") as f:
+            f.write(data)
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            return pool.apply(_peak_bytes_of_one_decode, (path, decoder, size))
+
+
+def grey16_memory_rows(side: int, size: int = 299) -> list[Row]:
+    """Peak memory of decoding one ``side`` x ``side`` 16-bit grey PNG: raysal against the image's
+    own size (``side * side * 2`` bytes) and against the float64 conversion it replaced."""
+    data = grey16_png(side, side)
+    own = side * side * 2
+    peak = {decoder: decode_peak_bytes(data, decoder, size) for decoder in ("raysal", "float64")}
+    case = f"decode {side}x{side} 16-bit PNG to {size}x{size}: peak memory above the process's before"
+    note = f"one image of {mib(own)} MiB decoded ({mib(len(data))} MiB as PNG), in a fresh process; peak RSS (VmHWM)"
+    return [
+        {"group": "decode", "name": f"{case}, raysal vs the image's own size", "unit": "MiB",
+         "raysal": mib(peak["raysal"]), "baseline": mib(own), "ratio": round(peak["raysal"] / own, 3),
+         "notes": f"{note}; target <= 2"},
+        {"group": "decode", "name": f"{case}, raysal vs the whole image as float64 (raysal before)", "unit": "MiB",
+         "raysal": mib(peak["raysal"]), "baseline": mib(peak["float64"]),
+         "ratio": round(peak["raysal"] / peak["float64"], 3),
+         "notes": f"{note}; float64: {peak['float64'] / own:.2f}x the image's own size"},
+    ]
 
 
 def set_images(images: list[bytes]) -> None:
@@ -43,10 +130,11 @@ def decode_all(decoder: str, size: int) -> int:
 
 
 def run(quick: bool, repeats: int) -> list[Row]:
-    """raysal's decoder against PIL on one core, and on every core (one process each).
+    """raysal's decoder against PIL on one core, and on every core (one process each); then the
+    peak memory of one large 16-bit image (8000x8000, 4000x4000 when ``quick``).
 
     Scoring on a GPU is bounded by decoding: images/s per core here says how many CPU cores a
-    GPU's scoring actor needs to be fed.
+    GPU's scoring actor needs to be fed. A pool's largest image bounds a decoding worker's memory.
     """
     cores = psutil.cpu_count() or 1
     rows = []
@@ -72,4 +160,4 @@ def run(quick: bool, repeats: int) -> list[Row]:
              "raysal": round(every, 1), "baseline": round(one["raysal"], 1), "ratio": round(every / one["raysal"], 3),
              "notes": f"{cores} processes"},
         ]
-    return rows
+    return rows + grey16_memory_rows(4000 if quick else 8000)

@@ -14,8 +14,8 @@ from raysal.errors import EXIT_CONFIG, EXIT_MISSING, EXIT_OK, BadInput, MissingI
 DESCRIPTION = "Pack a folder or manifest of image files into Parquet shards that carry the images' bytes."
 EPILOG = exit_codes({EXIT_OK: "the shards are written",
                      EXIT_CONFIG: "bad arguments or input (no images, an image listed twice, --out already holds "
-                                  "shards of an earlier pack without --force, or Parquet files pack did not write); "
-                                  "nothing was written",
+                                  "an earlier pack without --force, or Parquet files or a _pack.json pack did not "
+                                  "write); nothing was written",
                      EXIT_MISSING: "the input does not exist or cannot be read; nothing was written"})
 
 
@@ -29,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-labels", action="store_true",
                         help="write no label column: the subfolders (or the manifest's labels) are not classes")
     parser.add_argument("--force", action="store_true",
-                        help="replace the shards of an earlier pack in --out (its part-NNNNN.parquet files, and "
-                             "nothing else), once the new ones are written")
+                        help="replace an earlier pack in --out (its shards, and nothing else) once the new one is "
+                             "written whole: a reader finds one pack or the other, never a mix")
     parser.set_defaults(run=run)
 
 

@@ -21,7 +21,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from raysal.errors import UndecodableImage  # noqa: F401  (raised here; importable from here too)
 
 # Full-scale value of the integer modes Pillow opens 16-bit images as ("I" holds 16-bit PGM/TIFF).
-_FULL_SCALE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0}
+_FULL_SCALE = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535}
+GREY_BAND_PIXELS = 1 << 18  # pixels of a 16-bit or float image converted to 8 bits at once: 2 MiB as float64
 _EXIF_ORIENTATION = 0x0112
 _JPEG_MAGIC = b"\xff\xd8\xff"  # start of image, then the first marker
 _JPEG_APP1, _JPEG_START_OF_SCAN, _JPEG_END = 0xE1, 0xDA, 0xD9
@@ -33,12 +34,42 @@ MAX_PIXELS = 89_478_485
 Image.MAX_IMAGE_PIXELS = None
 
 
+def _grey8(img: Image.Image) -> NDArray[np.uint8]:
+    """A one-channel image of 16- or 32-bit values (modes in ``_FULL_SCALE``, and "F") as 8-bit
+    grey ``[h, w]``, converted a band of ``GREY_BAND_PIXELS`` at a time.
+
+    The whole image as float64 would take 4x (an "F" image 2x) its own size, and the arithmetic
+    on it as much again: an image at ``MAX_PIXELS`` would take gigabytes. Band by band, the
+    conversion holds the image, its 8-bit copy (half a 16-bit image's size) and one band.
+    Integer values are scaled by integer arithmetic: round(v * 255 / 65535) is (v + 128) // 257
+    exactly (no v lies halfway), values outside [0, 65535] ("I" holds 32 bits) clip to black or white.
+    Float images are taken as [0, 1] when they fit in it, else as [0, 255].
+    """
+    width, height = img.size
+    rows = max(1, GREY_BAND_PIXELS // max(width, 1))
+    bands = [(top, min(height, top + rows)) for top in range(0, height, rows)]
+
+    def band(top: int, bottom: int) -> NDArray[np.generic]:
+        return np.asarray(img.crop((0, top, width, bottom)))  # [rows, w]: a copy of these rows alone
+
+    grey = np.empty((height, width), np.uint8)
+    if img.mode in _FULL_SCALE:
+        for top, bottom in bands:
+            values = band(top, bottom).astype(np.int32)  # [rows, w]; worked on in place
+            np.clip(values, 0, _FULL_SCALE[img.mode], out=values)
+            values += 128
+            values //= 257
+            grey[top:bottom] = values
+        return grey
+    # NaN is not <= 1: an image with NaNs is taken as [0, 255], as a whole-image max would take it.
+    fits = all(bool(band(top, bottom).max(initial=0) <= 1.0) for top, bottom in bands)
+    scale = 255.0 if fits else 1.0
+    for top, bottom in bands:
+        grey[top:bottom] = np.clip(band(top, bottom).astype(np.float64) * scale, 0, 255).round().astype(np.uint8)
+    return grey
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode in _FULL_SCALE or img.mode == "F":
-        values = np.asarray(img, dtype=np.float64)
-        # Float images are taken as [0, 1] when they fit in it, else as [0, 255].
-        top = _FULL_SCALE.get(img.mode) or (1.0 if values.max(initial=0) <= 1.0 else 255.0)
-        img = Image.fromarray(np.clip(values * (255.0 / top), 0, 255).round().astype(np.uint8))
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")  # palette transparency must go through RGBA to convert cleanly
     return img if img.mode == "RGB" else img.convert("RGB")
@@ -104,7 +135,9 @@ def _fast_jpeg(data: bytes, size: int) -> NDArray[np.uint8] | None:
 
 
 def _resize(rgb: NDArray[np.uint8], size: int) -> NDArray[np.uint8]:
-    """``[h, w, 3]`` to ``[size, size, 3]``: area averaging when shrinking 2x or more, else bilinear."""
+    """``[h, w, 3]`` to ``[size, size, 3]`` (``[h, w]`` to ``[size, size]``: OpenCV resizes each
+    channel alone, so grey resized then copied to three channels is grey copied then resized):
+    area averaging when shrinking 2x or more, else bilinear."""
     height, width = rgb.shape[:2]
     if (height, width) == (size, size):
         return np.ascontiguousarray(rgb)
@@ -131,11 +164,15 @@ def decode_image(data: bytes, size: int) -> NDArray[np.uint8]:
             img.load()  # force the full decode here, so truncation is caught here
             if not _upright(img):
                 img = ImageOps.exif_transpose(img)
-            rgb = np.asarray(_to_rgb(img), dtype=np.uint8)  # [h, w, 3]
+            if img.mode in _FULL_SCALE or img.mode == "F":  # grey of 16 or 32 bits: kept one channel
+                rgb = _grey8(img)  # [h, w], to three channels once resized
+            else:
+                rgb = np.asarray(_to_rgb(img), dtype=np.uint8)  # [h, w, 3]
     except UndecodableImage:
         raise
     except UnidentifiedImageError:
         raise UndecodableImage("not an image (format not recognised)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise UndecodableImage(f"corrupt or truncated: {exc}") from None
-    return _resize(rgb, size)  # [size, size, 3]
+    resized = _resize(rgb, size)  # [size, size, 3], or [size, size] for grey
+    return resized if resized.ndim == 3 else np.repeat(resized[:, :, None], 3, axis=2)  # [size, size, 3]

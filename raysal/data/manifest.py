@@ -23,8 +23,15 @@ import pyarrow.parquet as pq
 
 from raysal import storage
 from raysal.config import SourceConfig, row_slice
-from raysal.data.listing import PARQUET_SUFFIXES, is_shard, resolve_path, whole_numbers
-from raysal.errors import SourceError
+from raysal.data.listing import (
+    PARQUET_SUFFIXES,
+    folder_shards,
+    in_pack_folder,
+    is_shard,
+    resolve_path,
+    whole_numbers,
+)
+from raysal.errors import BadInput, SourceError
 
 MANIFEST_COLUMNS = ("image_id", "uri", "label", "image_bytes")  # what a manifest's reader keeps
 MANIFEST_NEEDS = "a manifest needs image_id (integer), and uri (string) or image_bytes (binary), [label]"
@@ -158,9 +165,19 @@ def _glob_root(pattern: str) -> str:
     return "/".join(parts[:fixed]) or "/"
 
 
+def _unfinished_pack(fs: pafs.FileSystem, inner: str) -> str:
+    """What to add to "holds no Parquet file" when the folder holds a pack that never finished."""
+    infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
+    started = sorted({posixpath.relpath(i.path, inner).split("/")[0] for i in infos
+                      if i.type == pafs.FileType.File and in_pack_folder(posixpath.relpath(i.path, inner))})
+    return (f", only the shards of a raysal pack that did not finish ({', '.join(started)}): run raysal pack "
+            "again" if started else "")
+
+
 def open_manifest(path: str, where: str) -> Manifest:
     """The shards of the manifest at ``path`` (a file, a folder of shards, or a glob), listed
-    without reading them; ``SourceError`` when there are none."""
+    without reading them; ``SourceError`` when there are none. A folder's shards are those
+    ``listing.folder_shards`` gives: of a folder raysal pack wrote, the ones its pointer names."""
     fs, inner = storage.resolve(path)
     if any(c in inner for c in "*?["):
         root = _glob_root(inner)
@@ -178,12 +195,13 @@ def open_manifest(path: str, where: str) -> Manifest:
         if kind == pafs.FileType.NotFound:
             raise SourceError(f"{where}: manifest file {path} does not exist")
         if kind == pafs.FileType.Directory:
-            infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
-            files = sorted(i.path for i in infos if i.type == pafs.FileType.File
-                           and is_shard(posixpath.relpath(i.path, inner)))
+            try:
+                files = [posixpath.join(inner, rel) for rel in folder_shards(fs, inner)]
+            except BadInput as exc:
+                raise SourceError(f"{where}: manifest folder {path}: {exc}") from None
             if not files:
                 raise SourceError(f"{where}: manifest folder {path} holds no Parquet file "
-                                  f"({', '.join(PARQUET_SUFFIXES)})")
+                                  f"({', '.join(PARQUET_SUFFIXES)}){_unfinished_pack(fs, inner)}")
             base = inner
         else:
             files, base = [inner], posixpath.dirname(inner)

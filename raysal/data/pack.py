@@ -21,18 +21,33 @@ the manifests `raysal prepare` writes from that CSV. A Parquet manifest's labels
 round reads that manifest itself: integers (or whole-number floats, as pandas writes an integer
 column with gaps) are class indices, strings are class names.
 
-The shards are written into a hidden folder inside --out (.pack-staging, which a pool's reader
-skips) and take their names, part-NNNNN.parquet, only once every one is written: a pack that
-dies leaves no shard a round could read as a whole pool, and the next pack removes what it left.
+A pack writes its shards into a folder of its own inside --out, and names them in a pointer
+written last, once every one is written::
+
+    pool-packed/_pack.json                                   {"shards": ["pack-.../part-00000.parquet", ...]}
+    pool-packed/pack-20261203T171310-3f9a1c/part-00000.parquet
+
+A pool's reader follows the pointer (``listing.folder_shards``), so it reads all the shards of
+one pack: never a pack still being written, nor a mix of an earlier pack's shards and a new
+one's. ``--force`` swaps the pointer (a rename on a local disk, one PUT on an object store, both
+whole or not at all) and only then removes the earlier pack's shards: a pack killed at any
+point leaves the earlier pack whole and readable, or the new one whole and read, and the next
+pack removes what it left. A reader that listed the earlier pack's shards before the swap and
+reads them after it finds them gone: it fails, naming the shard, rather than mix two packs.
+A folder packed before the pointer (part-NNNNN.parquet directly in it) is read as it was, and
+``--force`` replaces it the same way.
 
 """
 
 from __future__ import annotations
 
+import json
+import os
 import posixpath
 import re
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -42,15 +57,27 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raysal import faults, storage
-from raysal.data.listing import Listing, class_names, counted, examples, is_shard, list_images, whole_numbers
+from raysal.data.listing import (
+    PACK_FOLDER,
+    PACK_POINTER,
+    Listing,
+    class_names,
+    counted,
+    examples,
+    in_pack_folder,
+    is_shard,
+    list_images,
+    pack_pointer,
+    whole_numbers,
+)
 from raysal.errors import BadInput, MissingInput  # noqa: F401  (raised here; importable from here too)
 
 ROWS_PER_SHARD = 10_000  # as LAION-style shards: ~100 MB of 10 KB images, read by one task
 ROW_GROUP_ROWS = 1_024  # images held in memory at once; also the unit a row slice is read in
 READ_THREADS = 16  # files read at once: reads wait on the disk or the network, not the CPU
 PROGRESS_SECONDS = 5.0
-STAGING = ".pack-staging"  # inside --out; hidden, so no reader takes what is in it for shards
-SHARD_NAME = re.compile(r"part-\d{5,}\.parquet")  # what pack writes, directly in --out; all --force replaces
+STAGING = ".pack-staging"  # where raysal pack staged its shards before it wrote pointers; removed
+SHARD_NAME = re.compile(r"part-\d{5,}\.parquet")  # a shard's name in its pack's folder (directly in --out before)
 
 
 def shard_schema(label_type: pa.DataType | None) -> pa.Schema:
@@ -97,17 +124,21 @@ def _read(uri: str) -> tuple[bytes | None, str]:
 
 def _out_files(fs: pafs.FileSystem, inner: str) -> tuple[list[str], list[str]]:
     """The files under ``inner`` that a manifest read from it would take for shards, as paths
-    relative to it: (those pack writes, the others)."""
+    relative to it: (those of earlier packs, the others). An earlier pack's are in its folder, or
+    named part-NNNNN.parquet directly in ``inner`` (as pack wrote them before its pointer)."""
     if fs.get_file_info(inner).type != pafs.FileType.Directory:
         return [], []
     infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
     rel_paths = sorted(posixpath.relpath(i.path, inner) for i in infos if i.type == pafs.FileType.File)
     shards = [r for r in rel_paths if is_shard(r)]
-    return [r for r in shards if SHARD_NAME.fullmatch(r)], [r for r in shards if not SHARD_NAME.fullmatch(r)]
+    own = [r for r in shards if in_pack_folder(r) or SHARD_NAME.fullmatch(r)]
+    return own, sorted(set(shards) - set(own))
 
 
-def _check_out(fs: pafs.FileSystem, inner: str, out: str, force: bool) -> None:
-    """Refuse an --out where the new shards would be read together with other Parquet files."""
+def _check_out(fs: pafs.FileSystem, inner: str, out: str, force: bool) -> list[str] | None:
+    """Refuse an --out where the new shards would be read together with other Parquet files, or
+    that holds an earlier pack, without ``force``. Returns the earlier pack's shards (relative
+    to ``inner``) when it has a pointer, else None."""
     if fs.get_file_info(inner).type == pafs.FileType.File:
         raise BadInput(f"--out: {out} is a file, not a folder")
     own, others = _out_files(fs, inner)
@@ -115,34 +146,59 @@ def _check_out(fs: pafs.FileSystem, inner: str, out: str, force: bool) -> None:
         raise BadInput(f"--out: {out} holds {counted(len(others), 'Parquet file')} that pack did not write, e.g. "
                        f"{examples(others)}: a pool read from it would take them for shards too. Give the shards "
                        f"a folder of their own (e.g. --out {storage.join(out, 'pool-packed')})")
-    if own and not force:
-        raise BadInput(f"--out: {out} already holds {counted(len(own), 'shard')} of an earlier pack, e.g. "
-                       f"{examples(own)}: a pool read from it would mix old and new. Choose another --out, or "
-                       "pass --force to replace them")
+    current = pack_pointer(fs, inner)
+    earlier = current if current is not None else [r for r in own if SHARD_NAME.fullmatch(r)]
+    if earlier and not force:
+        raise BadInput(f"--out: {out} already holds a pack of {counted(len(earlier), 'shard')}, e.g. "
+                       f"{examples(earlier)}. Choose another --out, or pass --force to replace it (once the new "
+                       "one is written whole)")
+    return current
 
 
-def _remove_staging(fs: pafs.FileSystem, staging: str) -> None:
-    if fs.get_file_info(staging).type == pafs.FileType.Directory:
-        fs.delete_dir(staging)
+def _remove_unread(fs: pafs.FileSystem, inner: str, current: list[str] | None) -> None:
+    """Remove what no reader of ``inner`` reads: the folders of packs that the pointer does not
+    name (``current``: the shards it names; None: no pointer, so none is named), the shards that
+    pack wrote directly in ``inner`` before pointers once a pointer names others, and the
+    staging folder those packs left."""
+    keep = {r.split("/", 1)[0] for r in current or []}
+    for info in fs.get_file_info(pafs.FileSelector(inner, allow_not_found=True)):
+        name = posixpath.basename(info.path)
+        if info.type == pafs.FileType.Directory and (name == STAGING or (PACK_FOLDER.fullmatch(name)
+                                                                         and name not in keep)):
+            fs.delete_dir(info.path)
+        elif info.type == pafs.FileType.File and current is not None and SHARD_NAME.fullmatch(name):
+            fs.delete_file(info.path)
 
 
 def _write_shard(fs: pafs.FileSystem, target: str, schema: pa.Schema, groups: Iterator[pa.Table]) -> None:
-    """Write one shard, in the staging folder: a file cut short by a crash stays there, unread."""
+    """Write one shard into its pack's folder: a file cut short by a crash is named by no pointer."""
     with fs.open_output_stream(target) as sink, pq.ParquetWriter(sink, schema) as writer:
         for group in groups:
             writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
+    if isinstance(fs, pafs.LocalFileSystem):  # on disk before the pointer names it, should the machine stop
+        _fsync(target)
 
 
-def _publish(fs: pafs.FileSystem, inner: str, staging: str, names: list[str]) -> None:
-    """Give the staged shards their names in ``inner``, once all are written: first remove the
-    shards of an earlier pack (--force) that the new ones do not replace, then move each (a
-    rename on a local disk, copy and delete on an object store), then the staging folder."""
-    old, _ = _out_files(fs, inner)
-    for name in sorted(set(old) - set(names)):
-        fs.delete_file(posixpath.join(inner, name))
-    for name in names:
-        fs.move(posixpath.join(staging, name), posixpath.join(inner, name))
-    _remove_staging(fs, staging)
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_pointer(fs: pafs.FileSystem, inner: str, shards: list[str], images: int) -> None:
+    """Name ``shards`` (relative to ``inner``) as the pack ``inner`` holds: the one write that
+    swaps an earlier pack for this one, whole or not at all."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        _fsync(posixpath.join(inner, shards[0].split("/", 1)[0]))  # the folder's entries, before the pointer
+    pointer = {"shards": shards, "images": images, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    storage.write_whole(fs, posixpath.join(inner, PACK_POINTER), json.dumps(pointer, indent=1).encode())
+
+
+def _pack_folder() -> str:
+    """A new pack's folder name (``PACK_FOLDER``): its UTC start time, then a random part."""
+    return f"pack-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
 
 
 @dataclass
@@ -177,14 +233,14 @@ def _row_groups(images: Listing, labels: pa.Array | None, first: int, stop: int,
 def pack(source: str, out: str, rows_per_shard: int = ROWS_PER_SHARD, with_labels: bool = True,
          force: bool = False, report: Callable[[str], None] | None = None) -> Packed:
     """Pack the images of ``source`` (see ``listing.list_images``: a folder's files by path, a
-    manifest's rows as written) into ``out/part-NNNNN.parquet``: staged
-    in ``out/.pack-staging``, named only once every shard is written.
+    manifest's rows as written) into ``out/pack-<time>-<random>/part-NNNNN.parquet``, and name
+    them in ``out/_pack.json`` once every shard is written (see the module docstring).
 
     Args:
         rows_per_shard: images per shard; a shard is written in row groups of ``ROW_GROUP_ROWS``.
         with_labels: False when a folder's subfolders, or a manifest's label column, are not classes.
-        force: replace the shards of an earlier pack in ``out`` (only its part-NNNNN.parquet files),
-            once the new ones are written.
+        force: replace an earlier pack in ``out``, once the new one is written: its shards are
+            removed once the pointer names the new ones.
         report: called with a progress line every ``PROGRESS_SECONDS``.
 
     Raises:
@@ -196,14 +252,15 @@ def pack(source: str, out: str, rows_per_shard: int = ROWS_PER_SHARD, with_label
                                        "and label")
     labels = pack_labels(images, source) if with_labels else None
     fs, inner = storage.resolve(out)
-    _check_out(fs, inner, out, force)
-    staging = posixpath.join(inner, STAGING)
-    _remove_staging(fs, staging)  # what a pack that died before naming its shards left
-    fs.create_dir(staging, recursive=True)
+    current = _check_out(fs, inner, out, force)
+    _remove_unread(fs, inner, current)  # what a pack that died before its pointer left
+    folder = _pack_folder()
+    fs.create_dir(posixpath.join(inner, folder), recursive=True)
     schema = shard_schema(labels.type if labels is not None else None)
     n, start, tally, names = len(images), time.monotonic(), _Tally(), []
     if report is not None:
         report(f"pack: {n:,} images in {source}, into shards of {rows_per_shard:,} in {out}")
+    named = False
     try:
         with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
             progress = threading.Event()
@@ -211,8 +268,8 @@ def pack(source: str, out: str, rows_per_shard: int = ROWS_PER_SHARD, with_label
             ticker.start()
             try:
                 for first in range(0, n, rows_per_shard):
-                    name = f"part-{len(names):05d}.parquet"
-                    _write_shard(fs, posixpath.join(staging, name), schema,
+                    name = f"{folder}/part-{len(names):05d}.parquet"
+                    _write_shard(fs, posixpath.join(inner, name), schema,
                                  _row_groups(images, labels, first, min(n, first + rows_per_shard), schema, pool,
                                              tally))
                     names.append(name)
@@ -220,13 +277,21 @@ def pack(source: str, out: str, rows_per_shard: int = ROWS_PER_SHARD, with_label
             finally:
                 progress.set()
                 ticker.join()
-        _publish(fs, inner, staging, names)
+        _write_pointer(fs, inner, names, n)
+        named = True
+        faults.point("pack:named")
     except BaseException:
-        try:  # an interrupted pack leaves nothing; a killed one leaves the hidden staging folder
-            _remove_staging(fs, staging)
-        except OSError:
-            pass  # removed by the next pack
+        if not named:
+            try:  # an interrupted pack leaves nothing; a killed one leaves its folder, named by no pointer
+                fs.delete_dir(posixpath.join(inner, folder))
+            except OSError:
+                pass  # removed by the next pack
         raise
+    try:  # the earlier pack (--force), now that no reader is sent to it
+        _remove_unread(fs, inner, names)
+    except OSError as exc:  # the new pack is whole and named all the same
+        if report is not None:
+            report(f"pack: the earlier pack in {out} could not all be removed ({exc}); the next pack removes it")
     return Packed(out, [storage.join(out, name) for name in names], n, tally.image_bytes, tally.examples,
                   tally.unreadable, time.monotonic() - start)
 

@@ -10,7 +10,16 @@ are split by class, with a seeded shuffle, into the seed set (data.labelled), va
 class in every split, in proportion to its share of the images. Without --pool the rest of them
 is the pool, labelled from the data when selected (label.mode = "oracle"); with --pool the seed
 set takes the rest and people label what a round selects (label.mode = "human"). Only file names
-are read: no image is opened.
+are read, and no image is decoded; beside --pool, the files of the two inputs whose sizes match
+are read to compare their bytes (``duplicates.same_files``).
+
+Ids are those ``listing.list_images`` gives (a manifest's image_id column, else a hash of a
+folder's path inside it or of a manifest's uri as written), so that a pool's ids are those a
+round's folder source and ``raysal pack`` give it. Beside --pool, the labelled images' hashed
+ids are hashed in the namespace "labelled" (``LABELLED_IDS``): the labelled folder and the pool
+may then both hold cat/0001.jpg, two images with two ids. The pool's ids are as they always
+were; only the seed, val and test images of a human run get other ids than a run prepared
+before this rule gave them (no selection or label of a round names those).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from numpy.typing import NDArray
 from raysal import storage
 from raysal.config import MODEL_KINDS as MODELS
 from raysal.config import ConfigError, config_from_dict
+from raysal.data.duplicates import same_files
 from raysal.data.listing import Listing, class_names, counted, examples, list_images
 from raysal.data.splits import MAX_BUDGET as MAX_BUDGET  # moved to splits; raysal.cli.prepare imports it from here
 from raysal.data.splits import SPLITS, Size, assign_splits, default_budget, split_counts
@@ -43,6 +53,7 @@ CONFIG_FILE = "config.toml"
 DEFAULT_INPUT_SIZE = {"small_cnn": 32, "hub": 299, "inception_v3": 299}  # keras: the model file's own
 SEED_SHARE = 0.2  # the seed set beside an oracle pool: as large as the test split
 SUMMARY_CLASSES = 20  # rows of the summary's table before "... and N more classes"
+LABELLED_IDS = "labelled"  # beside --pool, the namespace of the labelled images' hashed ids (listing.stable_id)
 
 # A small CNN learns everything from the seed set, as in presets/demo.toml: no frozen phase.
 FROM_SCRATCH = {"batch_size": 16, "head_epochs": 0, "finetune_epochs": 10, "finetune_learning_rate": 0.003}
@@ -53,16 +64,17 @@ PRETRAINED = {"batch_size": 32, "head_epochs": 3, "finetune_epochs": 2, "head_le
 
 # --- the inputs ------------------------------------------------------------------------------
 
-def read_images(path: str, labelled: bool) -> Listing:
+def read_images(path: str, labelled: bool, id_namespace: str = "") -> Listing:
     """The images of a folder (a subfolder per class when ``labelled``) or a CSV/Parquet manifest,
     sorted by image_id, with their class names as ``labels`` (None for an unlabelled pool).
 
     Ids as ``listing.list_images`` gives them: a manifest's ``image_id`` column, else a stable hash
-    of its uri as written; in a folder, a stable hash of the path relative to it.
+    of its uri as written; in a folder, a stable hash of the path relative to it; those hashes in
+    ``id_namespace`` (``LABELLED_IDS`` for the labelled images beside a separate pool).
     """
     needs = "labelled images needs uri,label" if labelled else "pool images needs uri"
     listing = list_images(path, ("uri", "label") if labelled else ("uri",),
-                          f"a manifest of {needs} and may have image_id")
+                          f"a manifest of {needs} and may have image_id", id_namespace)
     if not labelled:
         notes = listing.notes
         if listing.kind != "folder" and listing.labels is not None:
@@ -82,7 +94,8 @@ def read_images(path: str, labelled: bool) -> Listing:
 
 
 def check_disjoint(labelled: Listing, pool: Listing) -> None:
-    """Refuse a pool that holds a labelled image, or shares an id with one."""
+    """Refuse a pool that holds a labelled image (the same file, or a file with the same bytes),
+    or shares an id with one (ids given in manifests' image_id columns)."""
     shared = sorted(set(labelled.uris.tolist()) & set(pool.uris.tolist()))
     if shared:
         raise BadInput(f"the pool {pool.source} holds {len(shared)} of the labelled images of {labelled.source}, e.g. "
@@ -93,7 +106,13 @@ def check_disjoint(labelled: Listing, pool: Listing) -> None:
                    for i, a, b in zip(common, at_labelled, at_pool, strict=True)]
         raise BadInput(f"the pool {pool.source} and the labelled images {labelled.source} share "
                        f"{counted(len(common), 'image_id')}, e.g. {examples(clashes, 2)}: give the pool's images "
-                       "ids of their own (an image_id column, or other paths relative to the pool folder)")
+                       "ids of their own in its image_id column")
+    same = same_files(labelled.uris.tolist(), pool.uris.tolist())
+    if same:
+        pairs = [f"{pool_uri} (the bytes of {labelled_uri})" for labelled_uri, pool_uri in same]
+        raise BadInput(f"the pool {pool.source} holds {counted(len({p for _, p in same}), 'image')} with the same "
+                       f"bytes as labelled images of {labelled.source}, e.g. {examples(pairs, 2)}: an image is "
+                       "either labelled or in the pool; remove the copy from one of them")
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -246,7 +265,7 @@ def plan_run(cfg: PrepareConfig) -> Plan:
         MissingInput: an input that does not exist or cannot be read.
         BadInput: anything that must not become a run, with the file or option and examples.
     """
-    labelled = read_images(cfg.labelled, labelled=True)
+    labelled = read_images(cfg.labelled, labelled=True, id_namespace=LABELLED_IDS if cfg.pool else "")
     pool = read_images(cfg.pool, labelled=False) if cfg.pool else None
     if pool is not None:
         check_disjoint(labelled, pool)

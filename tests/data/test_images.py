@@ -91,6 +91,45 @@ def test_dark_uint16_decodes_the_same_from_pgm_as_from_png() -> None:
     np.testing.assert_array_equal(decode_image(pgm, 8), decode_image(png, 8))
 
 
+def _grey_as_rgb(grey: np.ndarray) -> np.ndarray:
+    return np.repeat(grey.astype(np.uint8)[:, :, None], 3, axis=2)
+
+
+@pytest.mark.parametrize("kind", ["I;16 png", "I;16B tiff", "I pgm", "I tiff out of range", "F tiff [0, 1]",
+                                  "F tiff [0, 255]"])
+def test_16_bit_and_float_grey_convert_band_by_band_exactly(kind: str, monkeypatch) -> None:
+    """Every 16-bit value, in bands of a few rows, gives round(v * 255 / 65535), as the whole image
+    converted in float64 did; "I" values outside 16 bits clip; float images scale from [0, 1] or [0, 255]."""
+    monkeypatch.setattr(images, "GREY_BAND_PIXELS", 1000)  # 3 rows of 256: many bands, the last one short
+    every = np.arange(65536, dtype=np.int64).reshape(256, 256)  # [256, 256]: each 16-bit value once
+    expected = np.round(every * 255 / 65535)
+    if kind == "I;16 png":
+        data = encode(Image.fromarray(every.astype(np.uint16)), "PNG")
+    elif kind == "I;16B tiff":
+        data = encode(Image.frombytes("I;16B", (256, 256), every.astype(">u2").tobytes()), "TIFF")
+    elif kind == "I pgm":
+        data = b"P5\n256 256\n65535\n" + every.astype(">u2").tobytes()
+    elif kind == "I tiff out of range":
+        every = every * 3 - 65536  # [-65536, 131069]
+        expected = np.round(np.clip(every, 0, 65535) * 255 / 65535)
+        data = encode(Image.fromarray(every.astype(np.int32), "I"), "TIFF")
+    else:
+        top = 1.0 if kind == "F tiff [0, 1]" else 255.0
+        values = (every / 65535 * top).astype(np.float32)
+        expected = np.round(values.astype(np.float64) * (255.0 / top))
+        data = encode(Image.fromarray(values, "F"), "TIFF")
+    np.testing.assert_array_equal(decode_image(data, 256), _grey_as_rgb(expected))
+
+
+def test_large_grey_is_resized_as_one_channel_the_same_as_rgb() -> None:
+    """16-bit grey is resized as one channel, then copied to three: as resizing its RGB copy."""
+    grey = np.random.default_rng(1).integers(0, 65536, (300, 451), dtype=np.uint16)
+    data = encode(Image.fromarray(grey), "PNG")
+    as_8_bit = np.round(grey * (255 / 65535)).astype(np.uint8)
+    for size in (64, 299, 512):  # area averaging, bilinear shrinking, bilinear enlarging
+        np.testing.assert_array_equal(decode_image(data, size), images._resize(_grey_as_rgb(as_8_bit), size))
+
+
 @pytest.mark.parametrize(
     ("fmt", "tolerance", "width", "height"),
     [

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +24,7 @@ from raysal.config import load_config
 from raysal.data import decode as decoding
 from raysal.data import pack, prepare, sources
 from raysal.data.images import decode_image
+from raysal.data.listing import PACK_POINTER
 from raysal.data.manifest import open_manifest, read_manifest_table
 from raysal.errors import EXIT_CONFIG, EXIT_MISSING, EXIT_OK
 from raysal.model import models
@@ -39,8 +43,17 @@ def _png(value: int) -> bytes:
     return buffer.getvalue()
 
 
+def _shards(folder: str | Path) -> list[str]:
+    """The shards a folder's pack pointer names, as paths; asserting the folder holds that pack alone."""
+    named = json.loads((Path(folder) / PACK_POINTER).read_text())["shards"]
+    pack_folder = named[0].split("/")[0]
+    assert sorted(os.listdir(folder)) == sorted([PACK_POINTER, pack_folder])  # nothing else: no earlier pack
+    assert sorted(os.listdir(Path(folder) / pack_folder)) == [name.split("/")[1] for name in named]
+    return [os.path.join(folder, name) for name in named]
+
+
 def _shard_rows(folder: str) -> list[pa.Table]:
-    return [pq.read_table(os.path.join(folder, name)) for name in sorted(os.listdir(folder))]
+    return [pq.read_table(path) for path in _shards(folder)]
 
 
 def test_pack_a_folder_into_shards_keeps_ids_labels_and_bytes(image_folder, tmp_path, capsys):
@@ -51,7 +64,7 @@ def test_pack_a_folder_into_shards_keeps_ids_labels_and_bytes(image_folder, tmp_
     assert f'path = "{out}"' in printed and "packed 9 images" in printed  # notes.txt is not named as an image
 
     shards = _shard_rows(out)
-    assert sorted(os.listdir(out)) == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert [os.path.basename(path) for path in _shards(out)] == [f"part-{i:05d}.parquet" for i in range(3)]
     assert [t.num_rows for t in shards] == [4, 4, 1]
     packed = pa.concat_tables(shards)
     assert packed.schema == pack.shard_schema(pa.string())
@@ -64,11 +77,11 @@ def test_pack_a_folder_into_shards_keeps_ids_labels_and_bytes(image_folder, tmp_
         with open(row["uri"], "rb") as f:
             assert row["image_bytes"] == f.read()  # as it is: not decoded, not re-encoded
 
-    assert cli.main(["pack", root, "--out", out]) == EXIT_CONFIG  # would mix old and new shards
-    assert "already holds 3 shards of an earlier pack" in capsys.readouterr().err
+    assert cli.main(["pack", root, "--out", out]) == EXIT_CONFIG  # would replace a pack without being asked to
+    assert "already holds a pack of 3 shards, e.g. pack-" in capsys.readouterr().err
     assert cli.main(["pack", root, "--out", out, "--force", "--no-labels"]) == EXIT_OK
-    assert os.listdir(out) == ["part-00000.parquet"]  # the staging folder is gone too
-    assert pq.read_schema(os.path.join(out, "part-00000.parquet")) == pack.shard_schema(None)
+    (shard,) = _shards(out)  # the earlier pack's folder is gone
+    assert pq.read_schema(shard) == pack.shard_schema(None)
     assert cli.main(["pack", str(tmp_path / "nowhere"), "--out", out]) == EXIT_MISSING
 
 
@@ -104,37 +117,115 @@ def test_a_uri_no_filesystem_reads_is_packed_without_bytes_and_reported(image_fo
     assert [b is None for b in table["image_bytes"].to_pylist()] == [True, True, False]
 
 
-def _pack_killed_at_first_shard(*args: str) -> subprocess.CompletedProcess:
-    """``raysal pack ARGS`` in a process group of its own, killed (SIGKILL, no clean-up) once its
-    first shard is written."""
+def _pack_killed_at(point: str, *args: str) -> subprocess.CompletedProcess:
+    """``raysal pack ARGS`` in a process group of its own, killed (SIGKILL, no clean-up) at the
+    failpoint ``point`` (``pack:shard-staged``: once a shard is written; ``pack:named``: once the
+    pointer names the new pack, before the earlier one is removed)."""
     main = "import sys; from raysal.cli import pack; sys.exit(pack.main(sys.argv[1:]))"
-    env = {**os.environ, faults.KILL_AT_ENV: "pack:shard-staged"}
-    return subprocess.run([sys.executable, "-c", main, *args], env=env, cwd=REPO, start_new_session=True,
-                          capture_output=True, text=True, timeout=90)
+    env = {**os.environ, faults.KILL_AT_ENV: point}
+    killed = subprocess.run([sys.executable, "-c", main, *args], env=env, cwd=REPO, start_new_session=True,
+                            capture_output=True, text=True, timeout=90)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    return killed
 
 
-def test_a_killed_pack_leaves_no_shard_and_the_next_pack_starts_clean(image_folder, tmp_path):
+def _files(out: str) -> dict[str, bytes]:
+    """Every file under the folder or prefix ``out``, by its path inside it, with its bytes."""
+    fs, inner = storage.resolve(out)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(inner, recursive=True, allow_not_found=True))
+    return {os.path.relpath(i.path, inner): storage.read_bytes(storage.join(out, os.path.relpath(i.path, inner)))
+            for i in infos if i.type == pyarrow.fs.FileType.File}
+
+
+def _pool(out: str) -> tuple[list[str], dict[int, tuple]]:
+    """What a round reads of the pool in ``out``: its shards (paths inside ``out``), and each image
+    (id: uri, label, bytes)."""
+    fs, inner = storage.resolve(out)
+    shards = [os.path.relpath(f, inner) for f in open_manifest(out, "data.pool").files]
+    table = read_manifest_table(out, CLASSES, "data.pool")
+    rows = zip(*(table[c].to_pylist() for c in ("image_id", "uri", "label", "image_bytes")), strict=True)
+    return shards, {image_id: (uri, label, data) for image_id, uri, label, data in rows}
+
+
+def test_a_killed_pack_leaves_no_pool_and_the_next_pack_starts_clean(image_folder, tmp_path):
     root, _ = image_folder
     out = tmp_path / "packed"
-    killed = _pack_killed_at_first_shard(root, "--out", str(out), "--rows-per-shard", "4")
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert os.listdir(out / pack.STAGING) == ["part-00000.parquet"]  # written, hidden, never named
-    with pytest.raises(sources.SourceError, match="holds no Parquet file"):  # no pool of 4 of the 9 images
-        open_manifest(str(out), "data.pool")
+    _pack_killed_at("pack:shard-staged", root, "--out", str(out), "--rows-per-shard", "4")
+    (started,) = os.listdir(out)  # its folder, with its first shard, and no pointer
+    assert pack.PACK_FOLDER.fullmatch(started) and os.listdir(out / started) == ["part-00000.parquet"]
+    with pytest.raises(sources.SourceError, match=r"holds no Parquet file \(.*\), only the shards of a raysal pack "
+                                                  rf"that did not finish \({started}\): run raysal pack again"):
+        open_manifest(str(out), "data.pool")  # no pool of 4 of the 9 images
 
     assert cli.main(["pack", root, "--out", str(out), "--rows-per-shard", "4"]) == EXIT_OK  # not refused
-    names = ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
-    assert sorted(os.listdir(out)) == names  # what the killed pack left is gone
-    before = {name: (out / name).read_bytes() for name in names}
+    assert len(_shards(out)) == 3 and started not in os.listdir(out)  # what the killed pack left is gone
 
-    # --force: the earlier pool is replaced only once the new one is whole
-    killed = _pack_killed_at_first_shard(root, "--out", str(out), "--rows-per-shard", "2", "--force", "--no-labels")
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert {name: (out / name).read_bytes() for name in sorted(os.listdir(out)) if name != pack.STAGING} == before
-    again = ["pack", root, "--out", str(out), "--rows-per-shard", "2", "--force", "--no-labels"]
-    assert cli.main(again) == EXIT_OK
-    assert sorted(os.listdir(out)) == [f"part-{i:05d}.parquet" for i in range(5)]
-    assert "label" not in pq.read_schema(out / "part-00004.parquet").names
+
+def _write_as_before_pointers(out: Path) -> None:
+    """Turn the pack in ``out`` into the layout raysal pack wrote before its pointer:
+    part-NNNNN.parquet directly in ``out``."""
+    for path in _shards(out):
+        shutil.move(path, out / os.path.basename(path))
+    shutil.rmtree(Path(_shards_folder(out)))
+    (out / PACK_POINTER).unlink()
+
+
+def _shards_folder(out: Path) -> str:
+    return str(out / json.loads((out / PACK_POINTER).read_text())["shards"][0].split("/")[0])
+
+
+@pytest.mark.parametrize("where", ["local", "local, packed before pointers", "s3"])
+def test_a_forced_pack_killed_at_any_point_leaves_one_whole_pack_to_read(image_folder, tmp_path, request, where):
+    """Killed while its shards are written, ``pack --force`` leaves the earlier pack whole and read,
+    file for file; killed once its pointer is written, the new pack whole and read, the earlier
+    one's files not yet removed; never a mix. The next ``pack --force`` leaves its own alone."""
+    root, _ = image_folder
+    if where == "s3":
+        request.getfixturevalue("s3")
+        out = "s3://raysal-test/forced"  # conftest's s3 fixture makes the bucket
+    else:
+        out = str(tmp_path / "packed")
+    pack.pack(root, out, rows_per_shard=4)
+    if where == "local, packed before pointers":
+        _write_as_before_pointers(Path(out))
+    earlier_files = _files(out)
+    earlier_shards, earlier = _pool(out)
+    assert len(earlier_shards) == 3 and len(earlier) == 9
+
+    force = [root, "--out", out, "--rows-per-shard", "2", "--force", "--no-labels"]  # 5 shards, no label
+    _pack_killed_at("pack:shard-staged", *force)
+    begun = {name: data for name, data in _files(out).items() if name not in earlier_files}
+    assert [name.split("/")[1] for name in begun] == ["part-00000.parquet"]  # the new pack's first shard, written
+    assert _pool(out) == (earlier_shards, earlier)  # the earlier pack, whole: the same shards, ids, labels, bytes
+    assert {name: data for name, data in _files(out).items() if name in earlier_files} == earlier_files  # untouched
+
+    _pack_killed_at("pack:named", *force)
+    shards, images = _pool(out)
+    assert len(shards) == 5 and len({s.split("/")[0] for s in shards}) == 1 and not set(shards) & set(earlier_shards)
+    assert images == {i: (uri, None, data) for i, (uri, _, data) in earlier.items()}  # the new pack, whole
+    assert set(earlier_shards) <= set(_files(out))  # the earlier pack's files are still there: only the pointer moved
+
+    assert cli.main(["pack", *force]) == EXIT_OK
+    pointer = json.loads(storage.read_bytes(storage.join(out, PACK_POINTER)))
+    folder = pointer["shards"][0].split("/")[0]
+    assert sorted(_files(out)) == [PACK_POINTER, *pointer["shards"]]  # its own pack alone: the others removed
+    assert [s.split("/") for s in pointer["shards"]] == [[folder, f"part-{i:05d}.parquet"] for i in range(5)]
+    assert _pool(out) == (pointer["shards"], images)
+    assert "label" not in pq.read_table(storage.join(out, pointer["shards"][4])).column_names
+
+
+def test_a_pointer_that_pack_did_not_write_is_refused_naming_it(image_folder, tmp_path, capsys):
+    root, _ = image_folder
+    out = tmp_path / "packed"
+    pack.pack(root, str(out))
+    pointer = out / PACK_POINTER
+    for text, message in [("{not json", "is not the pointer raysal pack writes"),
+                          ('{"shards": ["../elsewhere/part-00000.parquet"]}', "names no shards of a pack folder")]:
+        pointer.write_text(text)
+        with pytest.raises(sources.SourceError, match=rf"^data.pool: manifest folder {out}: {pointer} {message}"):
+            open_manifest(str(out), "data.pool")
+        assert cli.main(["pack", root, "--out", str(out), "--force"]) == EXIT_CONFIG  # not overwritten unread
+        assert f"error: {pointer} {message}" in capsys.readouterr().err and pointer.read_text() == text
 
 
 def test_force_replaces_only_the_shards_pack_wrote(image_folder, tmp_path, capsys):
@@ -198,7 +289,8 @@ def test_a_source_without_images_is_refused(image_folder, tmp_path, capsys):
     assert cli.main(["pack", root, "--out", str(out)]) == EXIT_OK
     assert cli.main(["pack", str(out), "--out", str(tmp_path / "again")]) == EXIT_CONFIG
     err = capsys.readouterr().err
-    assert "holds no images" in err and "but 1 Parquet file, e.g. part-00000.parquet: it looks packed already" in err
+    assert re.search(r"holds no images .* but 1 Parquet file, e.g. pack-[^/]+/part-00000.parquet: it looks packed "
+                     "already", err), err
     assert not (tmp_path / "again").exists()
 
 
@@ -279,15 +371,18 @@ def test_preflight_refuses_repeated_ids_across_shards(ray_session, tmp_path):
         preflight.check_cluster(cfg, str(tmp_path / "state"))
 
 
-def test_pack_onto_object_storage_and_read_the_shards_by_glob(s3, image_folder):
+def test_pack_onto_object_storage_and_read_the_shards_by_folder_and_glob(s3, image_folder):
     root, _ = image_folder
     out = "s3://raysal-test/packed"  # conftest's s3 fixture makes the bucket
     packed = pack.pack(root, out, rows_per_shard=4)
-    assert packed.shards == [f"{out}/part-{i:05d}.parquet" for i in range(3)]
+    folder = packed.shards[0].rsplit("/", 2)[1]
+    assert packed.shards == [f"{out}/{folder}/part-{i:05d}.parquet" for i in range(3)]
     fs, inner = storage.resolve(out)
-    listed = sorted(i.path for i in fs.get_file_info(pyarrow.fs.FileSelector(inner, recursive=True)))
-    assert listed == [f"{inner}/part-{i:05d}.parquet" for i in range(3)]  # moved out of the staging folder, now gone
-    table = read_manifest_table(f"{out}/part-*.parquet", CLASSES, "data.pool")
+    listed = sorted(i.path for i in fs.get_file_info(pyarrow.fs.FileSelector(inner, recursive=True))
+                    if i.type == pyarrow.fs.FileType.File)
+    assert listed == [f"{inner}/{PACK_POINTER}", *(f"{inner}/{folder}/part-{i:05d}.parquet" for i in range(3))]
+    table = read_manifest_table(out, CLASSES, "data.pool")
+    assert read_manifest_table(f"{out}/pack-*/part-*.parquet", CLASSES, "data.pool").equals(table)
     folder = sources.list_folder(root, CLASSES, "data.pool")
     files = {u: i for u, i in zip(folder["uri"].to_pylist(), folder["image_id"].to_pylist(), strict=True)
              if not u.endswith(".txt")}

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from raysal.cli.prepare import main
 from raysal.config import config_from_dict, load_config
-from raysal.data import prepare, splits
+from raysal.data import prepare, sources, splits
 from raysal.data.listing import stable_id
 from raysal.data.prepare import BadInput, MissingInput, PrepareConfig
 from raysal.run import preflight
@@ -30,10 +31,11 @@ VENV_BIN = REPO / ".venv" / "bin"
 
 
 def _touch(root: Path, rel: str) -> Path:
-    """An image file by name only: prepare never opens one."""
+    """An image file by name only: prepare decodes none (beside a pool it compares the bytes of files
+    of the same size, so each file's bytes are its own)."""
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"not decoded")
+    path.write_bytes(f"not decoded: {path}".encode())
     return path
 
 
@@ -271,12 +273,56 @@ def test_refuses_a_pool_that_holds_labelled_images(tmp_path, capsys) -> None:
 
 
 def test_refuses_a_pool_sharing_ids_with_the_labelled_images(tmp_path, capsys) -> None:
-    images = _folder(tmp_path / "images", {"cat": 5, "dog": 5})
-    pool = _folder(tmp_path / "pool", {"cat": 1})  # cat/000.png again, another file
-    code, out = _main(tmp_path, str(images), "--pool", str(pool), "--out", str(tmp_path / "run"), capsys=capsys)
+    """Ids a manifest gives in its image_id column are its own: a clash is refused."""
+    labelled = tmp_path / "labels.csv"
+    labelled.write_text("image_id,uri,label\n" + "".join(f"{i},l{i}.png,{'ab'[i % 2]}\n" for i in range(10)))
+    pool = tmp_path / "pool.csv"
+    pool.write_text("image_id,uri\n7,p7.png\n11,p11.png\n")
+    code, out = _main(tmp_path, str(labelled), "--pool", str(pool), "--out", str(tmp_path / "run"), capsys=capsys)
     assert code == 2
-    assert (f"share 1 image_id, e.g. {stable_id('cat/000.png')} ({images}/cat/000.png and "
-            f"{pool}/cat/000.png)") in out
+    assert (f"error: the pool {pool} and the labelled images {labelled} share 1 image_id, e.g. 7 ({tmp_path}/l7.png "
+            f"and {tmp_path}/p7.png): give the pool's images ids of their own in its image_id column") in out
+
+
+def test_labelled_and_pool_folders_may_both_hold_cat_0001(tmp_path) -> None:
+    """The same path in both folders is two images with two ids: the labelled ones are hashed in
+    their own namespace; the pool's stay those a round's folder source and raysal pack give."""
+    images = _folder(tmp_path / "images", {"cat": 10, "dog": 10})
+    pool = _folder(tmp_path / "pool", {"cat": 3, "dog": 3})  # cat/000.png ... again: other images
+    assert main([str(images), "--pool", str(pool), "--out", str(tmp_path / "run")]) == 0
+    run = tmp_path / "run"
+    labelled = pa.concat_tables(_read(run, s) for s in ("labelled", "val", "test"))
+    for uri, image_id in zip(labelled["uri"].to_pylist(), labelled["image_id"].to_pylist(), strict=True):
+        assert image_id == stable_id(os.path.relpath(uri, images), prepare.LABELLED_IDS) != stable_id(
+            os.path.relpath(uri, images))
+    pooled = _read(run, "pool")
+    assert sorted(pooled["image_id"].to_pylist()) == sorted(
+        sources.list_folder(str(pool), ["cat", "dog"], "data.pool")["image_id"].to_pylist())
+    assert set(labelled["image_id"].to_pylist()).isdisjoint(pooled["image_id"].to_pylist())
+    assert len(set(labelled["uri"].to_pylist()) | set(pooled["uri"].to_pylist())) == 26
+    cfg = load_config(str(run / "config.toml"))
+    assert cfg.label.mode == "human"
+    preflight.check(cfg, str(run / "state"))  # a round may start on it
+
+
+def test_refuses_a_pool_holding_the_bytes_of_a_labelled_image_naming_both(tmp_path, capsys) -> None:
+    """A copy of a labelled image in the pool, under any name, is refused; a file of the same size
+    and the same first 64 KiB that differs after them is another image."""
+    images = _folder(tmp_path / "images", {"cat": 10, "dog": 10})
+    pool = _folder(tmp_path / "pool", {"new": 4})
+    big = np.random.default_rng(0).integers(0, 256, 100_000, dtype=np.uint8).tobytes()  # past the hashed head
+    (images / "cat" / "big.png").write_bytes(big)
+    (pool / "new" / "same-head.png").write_bytes(big[:-1] + bytes([big[-1] ^ 1]))
+    assert main([str(images), "--pool", str(pool), "--out", str(tmp_path / "run")]) == 0
+
+    shutil.copy(images / "dog" / "003.png", pool / "new" / "renamed.png")
+    (pool / "new" / "big-copy.png").write_bytes(big)
+    code, out = _main(tmp_path, str(images), "--pool", str(pool), "--out", str(tmp_path / "run2"), capsys=capsys)
+    assert code == 2
+    assert (f"error: the pool {pool} holds 2 images with the same bytes as labelled images of {images}, e.g. "
+            f"{pool}/new/big-copy.png (the bytes of {images}/cat/big.png), {pool}/new/renamed.png (the bytes of "
+            f"{images}/dog/003.png): an image is either labelled or in the pool") in out
+    assert not (tmp_path / "run2").exists()
 
 
 def test_refuses_a_class_too_small_naming_it(tmp_path, capsys) -> None:
