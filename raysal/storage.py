@@ -6,8 +6,11 @@ import os
 import posixpath
 import shutil
 import tempfile
+import threading
+import time
 import uuid
 from contextlib import contextmanager
+from datetime import timedelta
 from functools import lru_cache
 from typing import Iterator
 
@@ -28,8 +31,30 @@ def join(root: str, *parts: str) -> str:
     return posixpath.join(root, *parts) if is_uri(root) else os.path.join(root, *parts)
 
 
+# Object stores answer within these or are retried a bounded number of times: a store that is
+# down or unreachable fails a request in about a minute, never retries for ever.
+CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S, ATTEMPTS, GCS_RETRY_S = 10.0, 60.0, 4, 60
+
+
 @lru_cache(maxsize=16)
 def _filesystem(scheme_and_host: str) -> pafs.FileSystem:
+    return _bounded(scheme_and_host, CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S, ATTEMPTS, GCS_RETRY_S)
+
+
+def _bounded(scheme_and_host: str, connect_s: float, request_s: float, attempts: int,
+             gcs_retry_s: float) -> pafs.FileSystem:
+    """The filesystem of an ``s3://`` or ``gs://`` bucket with bounded timeouts and retries; any
+    other scheme as ``FileSystem.from_uri`` makes it."""
+    scheme, bucket = scheme_and_host.split("://", 1)
+    if scheme == "s3":
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or \
+            pafs.resolve_s3_region(bucket)  # as FileSystem.from_uri finds it
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None  # as from_uri
+        return pafs.S3FileSystem(region=region, endpoint_override=endpoint, connect_timeout=connect_s,
+                                 request_timeout=request_s,
+                                 retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=attempts))
+    if scheme in ("gs", "gcs"):
+        return pafs.GcsFileSystem(retry_time_limit=timedelta(seconds=gcs_retry_s))
     return pafs.FileSystem.from_uri(scheme_and_host)[0]
 
 
@@ -44,6 +69,61 @@ def resolve(path: str) -> tuple[pafs.FileSystem, str]:
     if scheme in ("s3", "gs", "gcs"):
         return _filesystem(f"{scheme}://{host}"), rest  # bucket/key: no per-call filesystem set-up
     return pafs.FileSystem.from_uri(path)
+
+
+SCHEMES = ("s3", "gs", "gcs", "file", "hdfs", "viewfs", "abfs", "abfss")  # what pyarrow.fs reads
+PROBE_TIMEOUT_S = 30.0  # how long storage may take to answer its first request
+PROBE_TIMEOUT_ENV = "RAYSAL_STORAGE_TIMEOUT_S"
+
+
+def probe(uris: dict[str, str], timeout_s: float | None = None) -> None:
+    """Refuse, before any work, storage a command could not use: a URI of a scheme no filesystem
+    reads (``Refused``, exit 2), and storage that does not answer one request within
+    ``timeout_s`` (``Unavailable``, exit 3: a bucket behind a firewall, a GCS client retrying
+    for minutes without credentials), naming the field and the URI. ``uris``: field -> URI;
+    local paths are left to the callers' own checks. The requests run at once, in threads,
+    so that the wait is bounded and Ctrl-C ends it."""
+    from raysal.errors import Refused, Unavailable
+
+    if timeout_s is None:
+        timeout_s = float(os.environ.get(PROBE_TIMEOUT_ENV, PROBE_TIMEOUT_S))
+    remote = {field: uri for field, uri in uris.items() if is_uri(uri)}
+    for field, uri in remote.items():
+        scheme = uri.split("://", 1)[0].lower()
+        if scheme not in SCHEMES:
+            raise Refused(f"{field}: {uri}: no filesystem reads {scheme}:// URIs; use one of "
+                          f"{', '.join(f'{s}://' for s in SCHEMES)} or a local path")
+    answers: dict[str, BaseException | None] = {}
+
+    def ask(field: str, uri: str) -> None:
+        try:
+            # Its own filesystem, whose one request gives up a second after the wait: a request
+            # still in flight would hold the process at exit (pyarrow's S3 finalizer waits for it).
+            scheme, rest = uri.split("://", 1)
+            if scheme in ("s3", "gs", "gcs"):
+                limit = timeout_s + 1
+                fs, path = _bounded(f"{scheme}://{rest.split('/', 1)[0]}", limit, limit, 1, limit), rest
+            else:
+                fs, path = resolve(uri)
+            fs.get_file_info(path)  # a missing path is an answer too: the state of a new run
+            answers[field] = None
+        except BaseException as exc:  # noqa: BLE001  (reported on the caller's thread)
+            answers[field] = exc
+
+    threads = [threading.Thread(target=ask, args=item, name=f"raysal-probe-{item[0]}", daemon=True)
+               for item in remote.items()]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout_s
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    for field, uri in remote.items():
+        if field not in answers:
+            raise Unavailable(f"{field}: {uri} did not answer within {timeout_s:g} s: is the storage reachable "
+                              f"from here (its endpoint, a proxy, a firewall), and are its credentials set? "
+                              f"({PROBE_TIMEOUT_ENV} sets the wait)")
+        if answers[field] is not None:
+            raise Unavailable(f"{field}: {uri} cannot be read: {answers[field]}")
 
 
 def write_whole(fs: pafs.FileSystem, path: str, data: bytes) -> None:

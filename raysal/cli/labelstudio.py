@@ -42,6 +42,7 @@ def run(args: argparse.Namespace, prog: str) -> int:
     state = RunState(storage.absolute(args.state))
     token = os.environ.get(TOKEN_ENV, "")  # not an option: a command line shows in ps and the shell's history
     try:
+        storage.probe({"--state": state.root})
         if args.action == "push":
             if not args.url:
                 raise Refused("--url (or $LABEL_STUDIO_URL) is needed to push")

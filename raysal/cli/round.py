@@ -115,6 +115,8 @@ def run(args: argparse.Namespace, prog: str) -> int:
     if args.status:
         from raysal.cli.status import print_status
 
+        if (code := refused(lambda: storage.probe({"--state": state_root}))) is not None:
+            return code
         print_status(rounds.status(state_root), args.json)
         return EXIT_OK
 

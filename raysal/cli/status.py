@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any, Sequence
 
-from raysal.cli.common import exit_codes, parser_for
+from raysal.cli.common import exit_codes, parser_for, refused
 from raysal.errors import EXIT_CONFIG, EXIT_OK
 
 DESCRIPTION = """Print a run's state: each round (done, waiting for labels, or where it stopped), who holds
@@ -58,7 +58,10 @@ def run(args: argparse.Namespace, prog: str) -> int:
         except ConfigError as exc:
             print(f"error: bad config: {exc}", file=sys.stderr)
             return exc.exit_code
-    print_status(status(storage.absolute(args.state)), args.json)
+    state_root = storage.absolute(args.state)
+    if (code := refused(lambda: storage.probe({"--state": state_root}))) is not None:
+        return code
+    print_status(status(state_root), args.json)
     return EXIT_OK
 
 

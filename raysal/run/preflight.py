@@ -135,9 +135,24 @@ def _check_model(cfg: Config) -> None:
         raise Unavailable(f"{field}: {problem}")
 
 
+def storage_roots(cfg: Config, state_root: str) -> dict[str, str]:
+    """Every storage location a round reads or writes, by the field (or option) that names it."""
+    roots = {"--state": state_root, "data.root": data_root(cfg, state_root)}
+    for source in _sources(cfg):
+        if source.kind != "tfds" and source.path:
+            roots[f"{source.where}.path"] = resolve_path(source.path, roots["data.root"])
+    model = cfg.model
+    roots.update({field: value for field, value in (("model.path", model.path), ("model.weights", model.weights),
+                                                    ("model.handle", model.handle))
+                   if value and not value.startswith(("http://", "https://"))})  # a hub URL is no storage
+    return roots
+
+
 def check(cfg: Config, state_root: str) -> None:
     """Raise ``Unavailable`` naming the first missing input of the round, ``Refused`` for a model
-    that does not fit it; writes nothing."""
+    that does not fit it; writes nothing. Storage is probed first, each location once, with a
+    bounded wait (``storage.probe``)."""
+    storage.probe(storage_roots(cfg, state_root))
     root = data_root(cfg, state_root)
     for source in _sources(cfg):
         _check_source(source, root)
