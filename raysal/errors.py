@@ -132,6 +132,13 @@ class SourceError(RaysalError, RuntimeError):
     exit_code = EXIT_MISSING
 
 
+class BadSource(SourceError):
+    """A source whose content must not be used (a manifest's duplicate ids, labels that are not
+    classes, columns of the wrong kind); the message names the field and the problem."""
+
+    exit_code = EXIT_CONFIG
+
+
 class MissingInput(RaysalError, RuntimeError):
     """An input of ``raysal prepare`` or ``raysal pack`` that does not exist or cannot be read;
     the message names it."""

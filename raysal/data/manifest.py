@@ -31,7 +31,7 @@ from raysal.data.listing import (
     resolve_path,
     whole_numbers,
 )
-from raysal.errors import BadInput, SourceError
+from raysal.errors import BadInput, BadSource, SourceError
 
 MANIFEST_COLUMNS = ("image_id", "uri", "label", "image_bytes")  # what a manifest's reader keeps
 MANIFEST_NEEDS = "a manifest needs image_id (integer), and uri (string) or image_bytes (binary), [label]"
@@ -42,17 +42,17 @@ Piece = tuple[int, int, int, int]  # rows of a manifest: (shard, row group, firs
 def labels_to_index(labels: pa.Array, classes: Sequence[str], where: str) -> pa.Array:
     labels = whole_numbers(labels)
     if labels is None:
-        raise SourceError(f"{where}: labels must be class indices or class names, got fractional numbers")
+        raise BadSource(f"{where}: labels must be class indices or class names, got fractional numbers")
     if pa.types.is_integer(labels.type):
         bad = pc.or_(pc.less(labels, 0), pc.greater_equal(labels, len(classes)))
         if pc.any(bad).as_py():
-            raise SourceError(f"{where}: label indices outside [0, {len(classes)}) in the manifest")
+            raise BadSource(f"{where}: label indices outside [0, {len(classes)}) in the manifest")
         return labels.cast(pa.int64())
     index = {name: i for i, name in enumerate(classes)}
     names = labels.to_pylist()
     unknown = sorted({n for n in names if n is not None and n not in index})
     if unknown:
-        raise SourceError(f"{where}: labels {unknown[:10]} are not in data.classes {list(classes)}")
+        raise BadSource(f"{where}: labels {unknown[:10]} are not in data.classes {list(classes)}")
     return pa.array([None if n is None else index[n] for n in names], pa.int64())
 
 
@@ -60,7 +60,7 @@ def check_unique_ids(table: pa.Table, where: str) -> pa.Table:
     counts = pc.value_counts(table["image_id"])
     dupes = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
     if len(dupes):
-        raise SourceError(f"{where}: duplicate image_id values, e.g. {dupes[:5].to_pylist()}")
+        raise BadSource(f"{where}: duplicate image_id values, e.g. {dupes[:5].to_pylist()}")
     return table
 
 
@@ -108,10 +108,10 @@ def _row_names(table: pa.Table, ids: pa.Array, base: str) -> pa.Array:
 def _conform(table: pa.Table, classes: Sequence[str], where: str, base: str) -> pa.Table:
     problems = manifest_problems(table.schema)
     if problems:
-        raise SourceError(f"{where}: manifest has {'; '.join(problems)}; {MANIFEST_NEEDS}")
+        raise BadSource(f"{where}: manifest has {'; '.join(problems)}; {MANIFEST_NEEDS}")
     ids = table["image_id"].combine_chunks()
     if ids.null_count:
-        raise SourceError(f"{where}: manifest has {ids.null_count} rows without an image_id")
+        raise BadSource(f"{where}: manifest has {ids.null_count} rows without an image_id")
     ids = ids.cast(pa.int64())
     labels = (labels_to_index(table["label"].combine_chunks(), classes, where) if "label" in table.column_names
               else pa.nulls(len(table), pa.int64()))
@@ -220,14 +220,14 @@ def check_manifest(manifest: Manifest, where: str) -> list[pq.FileMetaData]:
         problems = manifest_problems(schema)
         if problems:
             shard = "" if len(manifest.files) == 1 else f" (shard {path})"
-            raise SourceError(f"{where}: manifest {manifest.path}{shard} has {'; '.join(problems)}; {MANIFEST_NEEDS}")
+            raise BadSource(f"{where}: manifest {manifest.path}{shard} has {'; '.join(problems)}; {MANIFEST_NEEDS}")
         kept = {c: _kind(schema.field(c).type) for c in MANIFEST_COLUMNS if c in schema.names}
         differ = first is not None and (
             kept.keys() != first.keys()
             or any("any" not in (kind, first[c]) and kind != first[c] for c, kind in kept.items()))
         if differ:
             described = lambda cols: ", ".join(f"{c} ({k})" for c, k in cols.items())  # noqa: E731
-            raise SourceError(f"{where}: manifest {manifest.path}: shard {path} has the columns {described(kept)}, "
+            raise BadSource(f"{where}: manifest {manifest.path}: shard {path} has the columns {described(kept)}, "
                               f"{manifest.paths[0]} {described(first)}: every shard needs the same ones, of the "
                               "same kinds")
         first = kept
