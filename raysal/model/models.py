@@ -92,9 +92,17 @@ def _load_keras(cfg: ModelConfig) -> keras.Model:
         if not cfg.trust_code:
             try:
                 code = safety.code_layers(local)
+                custom = safety.custom_layers(local, {name for name, value in vars(keras.layers).items()
+                                                      if isinstance(value, type)})
             except Exception as exc:  # noqa: BLE001  (h5py, zip and protobuf readers each raise their own)
                 raise ModelRefused(f"model.path: {cfg.path} is not a saved Keras model whose config can be read "
                                    f"(a SavedModel folder, .keras or .h5 file saved by Keras): {exc}") from None
+            if custom and not code:
+                raise ModelRefused(
+                    f"model.path: {cfg.path} has layers that are no Keras built-in (custom objects), "
+                    f"{', '.join(custom)}: loading them would import and run code the file names. Rebuild the "
+                    "model from built-in layers, or set model.trust_code = true if you trust whoever wrote the file "
+                    "(its classes must then be importable and registered with Keras)")
             if code:
                 raise ModelRefused(
                     f"model.path: {cfg.path} has layers that run Python code stored in the file, {', '.join(code)}: "

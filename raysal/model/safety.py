@@ -17,6 +17,10 @@ import zipfile
 from typing import Any, Iterator
 
 CODE_LAYERS = ("Lambda",)  # layer classes whose config holds Python code
+KERAS_MODULES = ("keras", "tf_keras")  # where a built-in layer's class comes from (a .keras config's "module")
+# Built-in classes a layer config may name beside the layers of ``tf_keras.layers``: models, and
+# the layers that the functional API makes of TensorFlow ops (they name a TF function, not code).
+MODEL_CLASSES = ("Functional", "Sequential", "Model", "TFOpLambda", "SlicingOpLambda")
 
 
 def _walk(node: Any) -> Iterator[dict[str, Any]]:
@@ -42,7 +46,8 @@ def _configs(path: str) -> list[Any]:
         saved = saved_metadata_pb2.SavedMetadata()
         with open(metadata, "rb") as f:
             saved.ParseFromString(f.read())
-        return [json.loads(node.metadata) for node in saved.nodes if node.metadata]
+        return [json.loads(node.metadata) for node in saved.nodes  # a layer or model each; metrics are no code
+                if node.metadata and node.identifier != "_tf_keras_metric"]
     if zipfile.is_zipfile(path):  # .keras
         with zipfile.ZipFile(path) as archive:
             return [json.loads(archive.read("config.json"))] if "config.json" in archive.namelist() else []
@@ -53,6 +58,40 @@ def _configs(path: str) -> list[Any]:
     if config is None:
         return []
     return [json.loads(config.decode() if isinstance(config, bytes) else config)]
+
+
+def _layers(node: Any, top: bool = True) -> Iterator[dict[str, Any]]:
+    """The model config ``node`` and every layer config in it (the items of its ``layers``
+    lists), nested models included; not the initializers, regularizers and the like."""
+    if isinstance(node, dict):
+        if top and "class_name" in node:
+            yield node
+        for key, value in node.items():
+            if key == "layers" and isinstance(value, list):
+                for item in value:
+                    if isinstance(item, dict) and "class_name" in item:
+                        yield item
+            yield from _layers(value, top=False)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _layers(value, top=False)
+
+
+def custom_layers(path: str, built_in: set[str]) -> list[str]:
+    """The layers of the saved model at ``path`` (local) whose class is no Keras built-in
+    (``built_in``: the classes of ``tf_keras.layers``; ``MODEL_CLASSES``): a custom object,
+    which loading would import from the module its config names, or fail on. ``"name (Class)"``."""
+    found = []
+    known = built_in | set(MODEL_CLASSES)
+    for config in _configs(path):
+        for layer in _layers(config):
+            cls, module = layer.get("class_name"), layer.get("module")
+            registered = layer.get("registered_name")
+            if cls not in known or (module and module.split(".")[0] not in KERAS_MODULES) or \
+                    (registered and registered != cls):
+                name = (layer.get("config") or {}).get("name") or layer.get("name") or "?"
+                found.append(f"{name!r} ({registered or cls}{f' from {module}' if module else ''})")
+    return sorted(set(found))
 
 
 def code_layers(path: str) -> list[str]:

@@ -83,6 +83,51 @@ def test_a_round_with_a_lambda_model_exits_2_before_anything_runs(lambda_models,
     assert not marker.exists() and not (tmp_path / "state").exists()
 
 
+_MAKE_CUSTOM = """
+import sys
+import raysal.model.keras_env
+import tf_keras as keras
+out = sys.argv[1]
+
+@keras.saving.register_keras_serializable(package="elsewhere")
+class Scale(keras.layers.Layer):  # a custom object: loading it imports the class its config names
+    def call(self, x):
+        return x / 255.0
+
+inputs = keras.Input((16, 16, 3))
+x = Scale(name="custom_scaling")(inputs) * 1.0  # and a TensorFlow op: a built-in TFOpLambda layer
+x = keras.layers.GlobalAveragePooling2D()(x)
+model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+model.save(out) if not out.endswith("saved") else model.save(out, save_format="tf")
+"""
+
+
+@pytest.mark.parametrize("kind", ["h5", "keras", "savedmodel"])
+def test_a_model_with_a_custom_layer_is_refused_naming_it(tmp_path, kind):
+    from raysal.model import models
+
+    path = tmp_path / {"h5": "model.h5", "keras": "model.keras", "savedmodel": "saved"}[kind]
+    done = subprocess.run([sys.executable, "-c", _MAKE_CUSTOM, str(path)], capture_output=True, text=True,
+                          timeout=240, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cfg = ModelConfig(kind="keras", path=str(path), input_size=16, use="classifier")
+    with pytest.raises(ModelRefused, match=r"no Keras built-in \(custom objects\), 'custom_scaling' \("):
+        models.build_model(cfg, 3)
+
+
+def test_a_model_of_built_in_layers_and_tensorflow_ops_is_not_refused(tmp_path):
+    """The functional API turns TensorFlow ops into TFOpLambda layers: built-in, no code stored."""
+    import tf_keras as keras
+
+    from raysal.model import models
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.GlobalAveragePooling2D()(inputs / 255.0)
+    keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x[:, :3])).save(tmp_path / "model.keras")
+    cfg = ModelConfig(kind="keras", path=str(tmp_path / "model.keras"), input_size=16, use="classifier")
+    assert models.build_model(cfg, 3).output_shape == (None, 3)
+
+
 def test_trust_code_is_only_for_keras_models():
     from raysal.config import ConfigError
 

@@ -204,7 +204,9 @@ def test_small_cnn_checkpoint_round_trip(tmp_path):
     assert meta == {"model": {"kind": "small_cnn", "input_size": 16, "handle": "", "path": "", "use": "backbone",
                               "outputs": "", "weights": "", "preprocess": "", "mean": [], "std": [],
                               "dropout": 0.3, "trust_code": False}, "classes": CLASSES,
-                    "backbone_digest": models.backbone_digest(model, cfg)}
+                    "backbone_digest": models.backbone_digest(model, cfg),
+                    "sha256": {name: hashlib.sha256((tmp_path / "ckpt" / name).read_bytes()).hexdigest()
+                               for name in (models.WEIGHTS_FILE, "head.npz")}}
     assert loaded_cfg == cfg and classes == CLASSES
     np.testing.assert_array_equal(models.predict_probs(loaded, images), expected)
     fresh = models.build_model(cfg, num_classes=3)  # without the weights, predictions differ
