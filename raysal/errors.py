@@ -39,19 +39,23 @@ EXIT_CODES: tuple[ExitCode, ...] = (
              "classes or model, a manifest that repeats an image_id, a local path that other nodes of the "
              "cluster do not see, a seed set of one class, a Keras model that does not fit the classes or the "
              "input size, CPUs or GPUs that no node of the cluster (nor any node type its autoscaler can add) "
-             "has", "nothing"),
+             "has, a manifest whose content is not usable (missing or repeated ids, labels that are not classes), a "
+             "Keras model with a Lambda or custom layer (unless model.trust_code), a published model whose files "
+             "changed since (sha256 in model.json), a URI scheme no filesystem reads", "nothing"),
     ExitCode(EXIT_MISSING, "missing",
              "data or model missing, the message says how to provide it; or the cluster did not free (or its "
              "autoscaler add) the CPUs and GPUs a stage asks for within score/train.resource_timeout_s; or a "
-             "state store that ignores conditional writes (no safe lease there)",
+             "state store that ignores conditional writes (no safe lease there); or a storage location that did not "
+             "answer within RAYSAL_STORAGE_TIMEOUT_S (30 s)",
              "nothing; after a resource timeout, the committed stages: running the round again resumes it"),
     ExitCode(EXIT_LOCKED, "locked", "another round holds the run's lease", "nothing"),
     ExitCode(EXIT_WAITING, "waiting",
              "the round is waiting for human labels: run it again with --import-labels FILE once they are done",
              "the selection and to_label.csv, and Label Studio tasks where it can show every image"),
     ExitCode(EXIT_LEASE_LOST, "lease lost",
-             "the round lost its lease (paused past its TTL, or --break-lock from elsewhere) and stopped before "
-             "its next commit", "committed stages stay; running it again resumes it"),
+             "the round lost its lease (paused past its TTL, or --break-lock from elsewhere) and stopped, mid-stage "
+             "if need be; its commit is refused and what it wrote is never read",
+             "committed stages stay; running it again resumes it"),
     ExitCode(EXIT_INTERRUPTED, "interrupted",
              "Ctrl-C stopped the round (SIGTERM, as from ray job stop: 143) within seconds, waits included; its "
              "lease is released", "committed stages stay; running it again resumes it"),

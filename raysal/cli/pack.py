@@ -23,7 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="FOLDER|MANIFEST",
                         help="a folder of images (a subfolder per class gives labels), or a CSV/Parquet manifest "
                              "with uri[,image_id][,label] (local or s3://)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder (or URI) for the shards")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder (or URI) for the pack: its shards in a "
+                        "pack-<time>-<random>/ folder, then _pack.json naming them; give this folder, not a glob, "
+                        "as the pool's path")
     parser.add_argument("--rows-per-shard", type=int, default=ROWS_PER_SHARD, metavar="N",
                         help=f"images per shard (default {ROWS_PER_SHARD:,})")
     parser.add_argument("--no-labels", action="store_true",

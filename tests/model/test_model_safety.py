@@ -178,7 +178,7 @@ def test_a_round_whose_last_model_changed_exits_2_before_scoring(waiting_state, 
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1  # the same size: a file of another size would make the model look half-published (retrained)
     weights.write_bytes(bytes(data))
-    code, out = run_job("--state", str(state), *FAST)
+    code, out = run_job("--state", str(state), *FAST, env={"RAYSAL_PROGRESS_S": "1"})  # a scored batch would show
     assert code == 2, out[-3000:]
     assert f"{models.WEIGHTS_FILE} is not the file that was published" in out and "stage score: started" in out
     assert "scoring:" not in out  # no image was scored with it

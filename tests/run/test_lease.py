@@ -266,17 +266,19 @@ def test_a_store_that_ignores_conditional_writes_is_refused_before_any_claim(s3,
     from _s3proxy import ignoring_conditional_writes
 
     prefix = f"probe-{uuid.uuid4().hex[:12]}"
-    store_lib._HONOURED.clear()
-    with ignoring_conditional_writes(s3["AWS_ENDPOINT_URL"]) as proxy:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy)
+    monkeypatch.setattr(store_lib, "_HONOURED", set())
+    try:
+        with ignoring_conditional_writes(s3["AWS_ENDPOINT_URL"]) as proxy:
+            monkeypatch.setenv("AWS_ENDPOINT_URL", proxy)
+            storage._filesystem.cache_clear()
+            unsafe = RunState(f"s3://{BUCKET}/{prefix}")
+            with pytest.raises(UnsafeStorage, match=f"the object store at {proxy} ignores conditional writes") as no:
+                Lease(unsafe, ttl=30).acquire()
+            assert no.value.exit_code == EXIT_MISSING
+            assert not unsafe.exists("lease")  # no lease file, and the probe object removed
+    finally:  # later tests' filesystems point at the S3 server again, not at the closed proxy
+        monkeypatch.setenv("AWS_ENDPOINT_URL", s3["AWS_ENDPOINT_URL"])
         storage._filesystem.cache_clear()
-        unsafe = RunState(f"s3://{BUCKET}/{prefix}")
-        with pytest.raises(UnsafeStorage, match=f"the object store at {proxy} ignores conditional writes") as refused:
-            Lease(unsafe, ttl=30).acquire()
-        assert refused.value.exit_code == EXIT_MISSING
-        assert not unsafe.exists("lease")  # no lease file, and the probe object removed
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3["AWS_ENDPOINT_URL"])
-    storage._filesystem.cache_clear()
     with hold(RunState(f"s3://{BUCKET}/{prefix}"), ttl=30) as lease:  # the store itself honours them
         assert lease.generation == 1
     assert store_lib._HONOURED == {s3["AWS_ENDPOINT_URL"]}
