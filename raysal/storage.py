@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -81,8 +82,12 @@ def probe(uris: dict[str, str], timeout_s: float | None = None) -> None:
     reads (``Refused``, exit 2), and storage that does not answer one request within
     ``timeout_s`` (``Unavailable``, exit 3: a bucket behind a firewall, a GCS client retrying
     for minutes without credentials), naming the field and the URI. ``uris``: field -> URI;
-    local paths are left to the callers' own checks. The requests run at once, in threads,
-    so that the wait is bounded and Ctrl-C ends it."""
+    local paths are left to the callers' own checks.
+
+    Each request runs at once in a child process (``python -m raysal.storage URI``), killed at
+    the wait's end: a request left in flight in this process would be cut by pyarrow's S3
+    finalizer at exit, which aborts the process (SIGABRT) instead of exiting 3. Ctrl-C ends the
+    wait and the children."""
     from raysal.errors import Refused, Unavailable
 
     if timeout_s is None:
@@ -93,37 +98,51 @@ def probe(uris: dict[str, str], timeout_s: float | None = None) -> None:
         if scheme not in SCHEMES:
             raise Refused(f"{field}: {uri}: no filesystem reads {scheme}:// URIs; use one of "
                           f"{', '.join(f'{s}://' for s in SCHEMES)} or a local path")
-    answers: dict[str, BaseException | None] = {}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # raysal's parent: importable there
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    children = {field: subprocess.Popen([sys.executable, "-m", "raysal.storage", uri, str(timeout_s + 1)],
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        text=True, env=env)
+                for field, uri in remote.items()}
+    try:
+        deadline = time.monotonic() + timeout_s
+        for child in children.values():
+            try:
+                child.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for field, uri in remote.items():
+            child = children[field]
+            if child.returncode is None:
+                raise Unavailable(f"{field}: {uri} did not answer within {timeout_s:g} s: is the storage reachable "
+                                  f"from here (its endpoint, a proxy, a firewall), and are its credentials set? "
+                                  f"({PROBE_TIMEOUT_ENV} sets the wait)")
+            if child.returncode != 0:
+                said = child.stderr.read().strip().splitlines() or [f"the probe exited {child.returncode}"]
+                raise Unavailable(f"{field}: {uri} cannot be read: {said[-1]}")
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.kill()
+            child.wait()
+            child.stderr.close()
 
-    def ask(field: str, uri: str) -> None:
-        try:
-            # Its own filesystem, whose one request gives up a second after the wait: a request
-            # still in flight would hold the process at exit (pyarrow's S3 finalizer waits for it).
-            scheme, rest = uri.split("://", 1)
-            if scheme in ("s3", "gs", "gcs"):
-                limit = timeout_s + 1
-                fs, path = _bounded(f"{scheme}://{rest.split('/', 1)[0]}", limit, limit, 1, limit), rest
-            else:
-                fs, path = resolve(uri)
-            fs.get_file_info(path)  # a missing path is an answer too: the state of a new run
-            answers[field] = None
-        except BaseException as exc:  # noqa: BLE001  (reported on the caller's thread)
-            answers[field] = exc
 
-    threads = [threading.Thread(target=ask, args=item, name=f"raysal-probe-{item[0]}", daemon=True)
-               for item in remote.items()]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + timeout_s
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    for field, uri in remote.items():
-        if field not in answers:
-            raise Unavailable(f"{field}: {uri} did not answer within {timeout_s:g} s: is the storage reachable "
-                              f"from here (its endpoint, a proxy, a firewall), and are its credentials set? "
-                              f"({PROBE_TIMEOUT_ENV} sets the wait)")
-        if answers[field] is not None:
-            raise Unavailable(f"{field}: {uri} cannot be read: {answers[field]}")
+def _answer(uri: str, limit_s: float) -> int:
+    """One request to ``uri`` on a filesystem of its own that gives up after ``limit_s`` (the
+    child of ``probe``): 0 when the storage answered (a missing path is an answer too: the state
+    of a new run), 1 with the reason on stderr when it refused."""
+    scheme, rest = uri.split("://", 1)
+    try:
+        if scheme in ("s3", "gs", "gcs"):
+            fs, path = _bounded(f"{scheme}://{rest.split('/', 1)[0]}", limit_s, limit_s, 1, limit_s), rest
+        else:
+            fs, path = resolve(uri)
+        fs.get_file_info(path)
+    except Exception as exc:  # noqa: BLE001  (the reason is the parent's message)
+        print(f"{type(exc).__name__}: {exc}".replace("\n", " "), file=sys.stderr)
+        return 1
+    return 0
 
 
 def write_whole(fs: pafs.FileSystem, path: str, data: bytes) -> None:
@@ -170,3 +189,7 @@ def local_copy(uri: str) -> Iterator[str]:
         yield local
     finally:
         shutil.rmtree(target, ignore_errors=True)
+
+
+if __name__ == "__main__":  # probe's child: python -m raysal.storage URI LIMIT_S
+    sys.exit(_answer(sys.argv[1], float(sys.argv[2])))

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from raysal.config import ConfigError, load_config, parse_override
@@ -62,6 +62,10 @@ def test_any_label_csv_is_read_or_refused_with_2(text: str) -> None:
         st.sampled_from(["data", "image_id", "annotations", "result", "value", "choices", "was_cancelled", "id",
                          "label", "from_name"]), inner, max_size=4)), max_leaves=12).map(
     lambda value: json.dumps(value).encode())))
+@example(data=b'[{"data": true}]')  # found in CI: a task's data not an object
+@example(data=b'[{"annotations": [{"result": [{"value": {"choices": 5}}]}]}]')
+@example(data=b'[{"image_id": 1e400}]')
+@example(data=b'[null]')
 def test_any_label_studio_export_is_read_or_refused_with_2(data: bytes) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "export.json"

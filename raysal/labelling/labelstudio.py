@@ -27,6 +27,7 @@ from typing import Any, Iterable, Sequence
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 from xml.sax.saxutils import quoteattr
 
+import jsonschema
 import pyarrow as pa
 
 from raysal.errors import AnnotationError, Refused, ServerError  # noqa: F401  (raised here; importable from here too)
@@ -134,6 +135,42 @@ def tasks(selection: pa.Table, classes: Sequence[str], model_version: str, files
     return made
 
 
+# The shape of an export, as far as raysal reads it (Label Studio's JSON and JSON-MIN formats):
+# a file of any other shape is refused naming where it differs, never read half-way.
+_IMAGE_ID = {"type": ["integer", "string", "null"]}
+_CHOICES = {"type": "array", "items": {"type": "string"}}
+_RESULT = {"type": ["array", "null"], "items": {"type": "object", "properties": {
+    "type": {"type": "string"}, "from_name": {"type": "string"},
+    "value": {"type": ["object", "null"], "properties": {"choices": _CHOICES}}}}}
+_JSON_TASK = {"properties": {
+    "data": {"type": ["object", "null"], "properties": {"image_id": _IMAGE_ID}},
+    "annotations": {"type": ["array", "null"], "items": {"type": "object", "properties": {"result": _RESULT}}}}}
+_MIN_TASK = {"properties": {"image_id": _IMAGE_ID, FROM_NAME: {"anyOf": [
+    {"type": ["string", "null"]}, _CHOICES, {"type": "object", "properties": {"choices": _CHOICES}}]}}}
+EXPORT_SCHEMA = {"type": "array", "items": {
+    "type": "object", "if": {"anyOf": [{"required": ["data"]}, {"required": ["annotations"]}]},
+    "then": _JSON_TASK, "else": _MIN_TASK}}
+
+
+def check_export(export: Any) -> None:
+    """Refuse an export whose shape raysal does not read, naming the first place it differs
+    (``task 3: annotations[0].result: 5 is not of type 'array', 'null'``).
+
+    Raises:
+        AnnotationError: the export is not a list of tasks of the JSON or JSON-MIN format.
+    """
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(EXPORT_SCHEMA).iter_errors(export))
+    if error is None:
+        return
+    where = list(error.absolute_path)
+    if not where:
+        raise AnnotationError("expected a list of tasks (Label Studio's JSON or JSON-MIN export)")
+    task = export[where[0]]
+    name = task.get("id", where[0]) if isinstance(task, dict) else where[0]
+    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in where[1:]).lstrip(".")
+    raise AnnotationError(f"task {name}: {path or 'the task'}: {error.message[:200]}")
+
+
 def _choice(result: Iterable[dict[str, Any]], where: str) -> str | None:
     """The class an annotation's result chose in the ``label`` control, or None (nothing chosen).
 
@@ -150,7 +187,7 @@ def _choice(result: Iterable[dict[str, Any]], where: str) -> str | None:
             continue
         choices = (item.get("value") or {}).get("choices") or []
         if choices:
-            return str(choices[0])
+            return choices[0]
     if others:
         raise AnnotationError(f"{where}: its annotation chose in {sorted(others)}, not in a control named "
                               f"{FROM_NAME!r}: make the project with raysal's labeling_config.xml")
@@ -159,12 +196,12 @@ def _choice(result: Iterable[dict[str, Any]], where: str) -> str | None:
 
 def _image_id(data: dict[str, Any], where: str) -> int:
     value = data.get("image_id")
-    if value is None or isinstance(value, bool):
+    if value is None:
         raise AnnotationError(f"{where} has no image_id in its data: export the project raysal's tasks.json "
                               "created (its tasks carry image_id)")
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise AnnotationError(f"{where}: image_id {value!r} is not an integer") from None
 
 
@@ -173,10 +210,10 @@ def annotation_rows(export: Any) -> list[tuple[int, str | None]]:
     skipped or cancelled annotation, and for a task with none at all (each counts as unlabelled).
 
     Raises:
-        AnnotationError: not a list of tasks, or a task without an ``image_id``.
+        AnnotationError: not an export of that shape (``check_export``), or a task without an
+            ``image_id``.
     """
-    if not isinstance(export, list) or not all(isinstance(t, dict) for t in export):
-        raise AnnotationError("expected a list of tasks (Label Studio's JSON or JSON-MIN export)")
+    check_export(export)
     rows: list[tuple[int, str | None]] = []
     for n, task in enumerate(export):
         where = f"task {task.get('id', n)}"
@@ -198,7 +235,7 @@ def annotation_rows(export: Any) -> list[tuple[int, str | None]]:
                 value = (value.get("choices") or [None])[0]
             elif isinstance(value, list):
                 value = value[0] if value else None
-            rows.append((_image_id(task, where), None if value in (None, "") else str(value)))
+            rows.append((_image_id(task, where), value or None))
     return rows
 
 

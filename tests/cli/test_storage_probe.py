@@ -65,3 +65,22 @@ def test_a_uri_no_filesystem_reads_exits_2(tmp_path, uri):
     assert code == 2, out[-3000:]
     assert f"--state: {uri}: no filesystem reads {uri.split('://')[0]}:// URIs" in out
     assert not (tmp_path / "ray-session").exists()
+
+
+def test_a_store_that_refuses_the_connection_is_unavailable_at_once_saying_why(monkeypatch):
+    from raysal import storage
+    from raysal.errors import Unavailable
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: a connection is refused
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed.getsockname()[1]}")
+    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+                        "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(name, value)
+    try:
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match=r"--state: s3://raysal-test/run cannot be read: OSError: .*connect"):
+            storage.probe({"--state": "s3://raysal-test/run"}, 20)
+        assert time.monotonic() - started < 20  # the answer, not the wait
+    finally:
+        closed.close()

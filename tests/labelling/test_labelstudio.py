@@ -116,6 +116,20 @@ def test_json_and_json_min_exports_become_annotation_rows():
         labelstudio.annotation_rows({"tasks": []})
 
 
+@pytest.mark.parametrize(("export", "said"), [
+    ([{"id": 7, "data": True}], r"task 7: data: True is not of type 'object', 'null'"),
+    ([{"data": {"image_id": 1}, "annotations": [{"result": [{"value": {"choices": 5}}]}]}],
+     r"task 0: annotations\[0\]\.result\[0\]\.value\.choices: 5 is not of type 'array'"),
+    ([{"data": {"image_id": 1}, "annotations": "cat"}], r"task 0: annotations: 'cat' is not of type"),
+    ([{"image_id": 1, "label": 3}], r"task 0: label: 3 is not valid"),
+    ([{"image_id": 1.5, "label": "cat"}], r"task 0: image_id: 1.5 is not of type"),
+    ([{"data": {"image_id": 1}}, None], "task 1: the task: None is not of type 'object'"),
+])
+def test_an_export_of_another_shape_is_refused_naming_where(export, said):
+    with pytest.raises(labelstudio.AnnotationError, match=said):
+        labelstudio.annotation_rows(export)
+
+
 SELECTED = np.array([10, 11, 12, 13])
 POOL = np.arange(10, 20)
 
