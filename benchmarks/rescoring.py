@@ -36,6 +36,46 @@ def rescore_seconds(cfg: Any, checkpoint: str, embedded: str, out_dir: str) -> f
     return time.perf_counter() - start
 
 
+def write_embedded(folder: str, rows: int, dim: int, files: int = 8) -> None:
+    """Score files as a scoring pass with embeddings writes them (``image_id``, ``uri``, ``label``,
+    ``error``, float16 ``embedding``), ``rows`` of random embeddings in ``files`` files."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i, part in enumerate(np.array_split(np.arange(rows), files)):
+        values = rng.normal(0, 1, (len(part), dim)).astype(np.float16)  # [m, d]
+        pq.write_table(pa.table({
+            "image_id": pa.array(part, pa.int64()), "uri": pa.array([f"img{j}" for j in part]),
+            "label": pa.array(np.zeros(len(part))), "error": pa.array([""] * len(part)),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), dim)}),
+            os.path.join(folder, f"part-{i:05d}.parquet"))
+
+
+def bald_row(cfg: Any, checkpoint: str, tmp: str, rows: int, repeats: int) -> Row:
+    """``bald``'s cost: rescoring cached embeddings with select.mc_samples = 20 MC dropout passes
+    of the head, against one pass (smallest_margin), on the same files, end to end."""
+    import dataclasses
+
+    from raysal.model.embeddings import HEAD_FILE, DenseHead
+
+    with open(os.path.join(checkpoint, HEAD_FILE), "rb") as f:
+        dim, classes = DenseHead.from_bytes(f.read()).kernel.shape
+    embedded, out = os.path.join(tmp, "bald-embedded"), os.path.join(tmp, "bald-rescored")
+    write_embedded(embedded, rows, dim)
+    one = dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, criterion="smallest_margin"))
+    passes = dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, criterion="bald", mc_samples=20))
+    rescore_seconds(one, checkpoint, embedded, out)  # warm-up: the tasks' workers
+    t_one = median_reported(partial(rescore_seconds, one, checkpoint, embedded, out), repeats)
+    t_bald = median_reported(partial(rescore_seconds, passes, checkpoint, embedded, out), repeats)
+    return {"group": "rescoring", "name": f"bald, 20 MC dropout passes of the head vs one pass, rescoring {rows:,} "
+                                          "cached embeddings", "unit": "s", "raysal": round(t_bald, 2),
+            "baseline": round(t_one, 2), "ratio": round(t_one / t_bald, 2),
+            "notes": f"{dim} float16 values, {classes} classes, 8 files, end to end (tasks, Parquet in and out); "
+                     "target >= 0.33 (bald at most 3x one pass)"}
+
+
 def run(quick: bool, repeats: int) -> list[Row]:
     """A frozen backbone's later rounds: the pool rescored from its cached embeddings with the head
     alone, against rescoring it in full (decode, backbone, head) as a round without the cache
@@ -55,6 +95,7 @@ def run(quick: bool, repeats: int) -> list[Row]:
         t_head = median_reported(partial(rescore_seconds, cfg, checkpoint, embedded, rescored), repeats)
         same = pq.read_table(rescored, columns=["image_id"]).num_rows == n_images
         cache_mb = sum(os.path.getsize(os.path.join(embedded, f)) for f in os.listdir(embedded)) / 2**20
+        bald = bald_row(cfg, checkpoint, tmp, 10_000 if quick else 100_000, repeats)
     assert same, "rescoring lost rows"
     return [
         {"group": "rescoring", "name": f"InceptionV3 {size}x{size}: head-only rescoring from cached embeddings vs "
@@ -67,4 +108,5 @@ def run(quick: bool, repeats: int) -> list[Row]:
          "ratio": round(t_full / t_embedded, 3),
          "notes": f"what the first round of a frozen backbone pays to make the cache ({cache_mb:.1f} MiB of score "
                   "files with embeddings)"},
+        bald,
     ]

@@ -24,7 +24,7 @@ MODEL_KINDS = ("small_cnn", "hub", "inception_v3", "keras")
 MODEL_USES = ("backbone", "classifier")
 MODEL_OUTPUTS = ("", "logits", "probs")
 PREPROCESS_MODES = ("", "unit", "symmetric", "mean_std")
-CRITERION_NAMES = ("least_confidence", "smallest_margin", "entropy", "random")
+CRITERION_NAMES = ("least_confidence", "smallest_margin", "entropy", "random", "bald")
 # How the budget is chosen from the scores: the registry raysal.selection.strategies.
 STRATEGY_NAMES = ("top_k", "power", "softmax", "class_balanced", "diversity")
 TRAIN_DATA_MODES = ("auto", "memory", "cache")
@@ -101,6 +101,9 @@ class ModelConfig:
     mean: tuple[float, ...] = ()  # preprocess = mean_std: per-channel (R, G, B) mean of pixels / 255
     std: tuple[float, ...] = ()  # preprocess = mean_std: per-channel (R, G, B) std of pixels / 255, each > 0
     dropout: float = 0.2  # before the Dense head (use = backbone)
+    # use = backbone: K Dense heads from different initial weights on the same embedding, each
+    # trained on its own loss; the model outputs their mean, and bald scores their disagreement
+    heads: int = 1
     # kind = keras: load a model whose layers run Python code stored in the file (Lambda layers):
     # that code then runs on the driver and every Ray worker. Only for files whose author you trust.
     trust_code: bool = False
@@ -135,6 +138,9 @@ class ModelConfig:
                        f"is only read when model.preprocess = 'mean_std', got {list(values)}")
         _check(all(s > 0 for s in self.std), "model.std", f"every value must be > 0, got {list(self.std)}")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", f"{self.dropout} is outside [0, 1)")
+        _check(1 <= self.heads <= 32, "model.heads", f"{self.heads} is outside [1, 32]")
+        _check(self.heads == 1 or self.use == "backbone", "model.heads",
+               f"> 1 needs model.use = 'backbone' (new heads on its features), not {self.use!r}; got {self.heads}")
         _check(not self.trust_code or self.kind == "keras", "model.trust_code",
                f"is only read when model.kind = 'keras', not {self.kind!r}")
 
@@ -239,9 +245,13 @@ class SelectConfig:
     # least this, the round's summary says so. 0: never (the kappa is reported either way).
     # Bloodgood & Vijay-Shanker (2009) stop at 0.99.
     stop_kappa: float = 0.0
+    # criterion = "bald": the stochastic passes of the head with dropout on (MC dropout) that
+    # estimate each image's disagreement; they run over the embeddings, not the images.
+    mc_samples: int = 20
 
     def __post_init__(self) -> None:
         _check(self.budget >= 1, "select.budget", f"must be >= 1, got {self.budget}")
+        _check(2 <= self.mc_samples <= 1000, "select.mc_samples", f"must be in [2, 1000], got {self.mc_samples}")
         _check(self.strategy in STRATEGY_NAMES, "select.strategy", f"{self.strategy!r} is not one of {STRATEGY_NAMES}")
         _check(self.beta > 0 and math.isfinite(self.beta), "select.beta", f"must be > 0, got {self.beta}")
         _check(self.candidates >= 1, "select.candidates", f"must be >= 1, got {self.candidates}")
@@ -289,6 +299,13 @@ class Config:
 
     def __post_init__(self) -> None:
         _check(0 <= self.seed < 2**32, "seed", f"must be in [0, 2**32), got {self.seed}")  # numpy's seed range
+        if self.select.criterion == "bald":  # it samples the Dropout + Dense head(s) raysal adds
+            _check(self.model.use == "backbone", "select.criterion",
+                   "'bald' needs model.use = 'backbone' (the Dropout + Dense head it samples with dropout on), "
+                   f"not {self.model.use!r}")
+            _check(self.model.dropout > 0 or self.model.heads > 1, "select.criterion",
+                   "'bald' needs model.dropout > 0 (its passes sample the head's dropout; 0.2 is the default) "
+                   "or model.heads > 1 (it scores the members' disagreement)")
         if self.model.kind == "hub" and self.model.use == "classifier":
             _check(self.train.head_epochs == 0, "train.head_epochs",
                    f"must be 0 when model.kind = 'hub' and model.use = 'classifier' (a hub classifier has no "

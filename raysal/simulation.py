@@ -2,16 +2,24 @@
 
 Every strategy runs the same loop on the same data, with the pool's own labels as the oracle:
 per seed, a seed set of labelled images is drawn from the pool; each round trains a model on
-what is labelled, measures its test accuracy, scores the rest of the pool with a criterion
-(``raysal.selection.criteria``) and selects the next budget with ``raysal.select``, the function a round's
-selection is checked against, with the seed and the round number a real round would use.
+what is labelled, measures its test accuracy and balanced accuracy, scores the rest of the pool
+with a criterion (``raysal.selection.criteria``) and selects the next budget with
+``raysal.select``, the function a round's selection is checked against, with the seed and the
+round number a real round would use.
 
 The fast path (said so in every result): per seed, the round-0 model is trained in-process on
 the seed set; its backbone is then frozen, the pool's and the test split's embeddings are
 computed once (float16), and each round retrains only the head (Dropout + Dense softmax, as
-raysal's) in-process on the cached embeddings, from the same initial weights every round.
-Within a seed, every strategy starts from the same labelled set, backbone and head weights, so
-their round-0 accuracies are equal and the curves differ by what they selected alone.
+raysal's) in-process on the cached embeddings, from the same initial weights every round
+(``raysal.model.heads``). The ``ensemble`` strategy trains K heads from K initial weights
+(``ENSEMBLE_HEADS``; every strategy trains ``model.heads`` when it is > 1), and ``bald`` scores
+their disagreement. Within a seed, every strategy starts from the same labelled set, backbone and
+head weights (the first member's, for an ensemble), so the round-0 accuracies of those that train
+as many heads are equal and their curves differ by what they selected alone.
+
+With ``imbalance`` R > 1 the pool is first subsampled long-tailed (``raysal.data.imbalance``): the
+largest class keeps R times the images of the smallest, the seed sets are drawn from what is
+kept, and the test split stays as it is, so its balanced accuracy says how the rare classes do.
 
 The summary maths (``area_under_curve``, ``labels_to_reach``, ``summarise``) is plain numpy;
 Ray and TensorFlow are imported where the simulation runs, inside its tasks.
@@ -19,7 +27,6 @@ Ray and TensorFlow are imported where the simulation runs, inside its tasks.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -28,14 +35,18 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from raysal.data.imbalance import long_tail_rows
 from raysal.errors import ConfigError, Refused
+from raysal.report.metrics import balanced_accuracy
 
 if TYPE_CHECKING:
     from raysal.config import Config
-    from raysal.model.embeddings import DenseHead
 
 FAST_PATH = ("round-0 model trained in-process on the seed set; backbone frozen; head retrained in-process each "
              "round on cached float16 embeddings")
+
+
+ENSEMBLE_HEADS = 5  # the ensemble strategy's members, when model.heads is 1
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,11 @@ class Strategy:
 
     criterion: str  # raysal.selection.criteria name
     strategy: str = "top_k"  # select.strategy; its beta and candidates are the config's (select.*)
+    ensemble: bool = False  # train ENSEMBLE_HEADS heads (model.heads when > 1); bald scores their disagreement
+
+    def heads(self, cfg: "Config") -> int:
+        """The head members it trains each round: ``model.heads``, or its own ensemble's."""
+        return cfg.model.heads if cfg.model.heads > 1 or not self.ensemble else ENSEMBLE_HEADS
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -55,6 +71,8 @@ STRATEGIES: dict[str, Strategy] = {
     "softmax": Strategy("smallest_margin", "softmax"),
     "class_balanced": Strategy("smallest_margin", "class_balanced"),
     "diversity": Strategy("smallest_margin", "diversity"),
+    "bald": Strategy("bald"),  # select.mc_samples MC dropout passes of the head (model.dropout)
+    "ensemble": Strategy("bald", ensemble=True),  # the members' disagreement (Beluch et al., CVPR 2018)
 }
 
 
@@ -74,6 +92,7 @@ class Settings:
     round0_epochs: int = 30  # the round-0 model, whole model trained on the seed set
     head_steps: int = 300  # full-batch Adam steps, from the same initial head weights every round
     head_learning_rate: float = 3e-3  # Adam
+    imbalance: float = 1.0  # largest over smallest class of the pool, subsampled long-tailed; 1: the pool as it is
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.strategies if s not in STRATEGIES]
@@ -86,6 +105,9 @@ class Settings:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.rounds < 0:
             raise ConfigError(f"rounds: must be >= 0, got {self.rounds}")
+        if not math.isfinite(self.imbalance) or self.imbalance < 1:
+            raise ConfigError(f"imbalance: --imbalance {self.imbalance} must be a finite number >= 1 "
+                              "(1: the pool as it is)")
         if not 0 < self.head_learning_rate < 1:
             raise ConfigError(f"head_learning_rate: {self.head_learning_rate} is outside (0, 1)")
         if self.target is not None and not 0 < self.target <= 1:
@@ -210,124 +232,96 @@ def seed_set(n: int, size: int, seed: int) -> NDArray[np.intp]:
     return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
 
 
-@functools.cache  # once per worker process: TensorFlow's threads are set before its first op
-def _tensorflow() -> tuple[Any, Any]:
-    """TensorFlow and Keras 2 in a task: one thread each way (a task holds one CPU), deterministic ops."""
-    from raysal.model import keras_env
-
-    keras_env.use_legacy_keras()
-    import tensorflow as tf
-    import tf_keras as keras
-
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    tf.config.experimental.enable_op_determinism()
-    # Each head trains in a tf.function of its own (its dropout draws start from the seed):
-    # TensorFlow's warning that functions are retraced says what is meant here.
-    tf.get_logger().setLevel("ERROR")
-    return tf, keras
-
-
-def _head(keras: Any, dim: int, n_classes: int, dropout: float) -> Any:
-    features = keras.Input((dim,), name="embedding")
-    x = keras.layers.Dropout(dropout)(features)
-    return keras.Model(features, keras.layers.Dense(n_classes, activation="softmax", name="head")(x))
-
-
 def round_zero(cfg: "Config", settings: Settings, pool: Split, test: Split,
                seed: int) -> tuple[dict[str, Any], float]:
     """One seed's start: the seed set, the round-0 model trained on it (the config's
     ``train.batch_size`` and ``train.finetune_learning_rate``), the pool's and test split's
     embeddings from its frozen backbone (float16, as scoring stores them), and the head's initial
-    weights; and the round-0 model's test accuracy."""
-    tf, keras = _tensorflow()
-    from raysal.model import models
+    weights, as many as the settings' strategies train members (``Strategy.heads``); and the
+    round-0 model's test accuracy."""
+    from raysal.model import heads, models
     from raysal.model.embeddings import to_float16
 
+    _, keras = heads.tensorflow()
     n_classes = len(cfg.data.classes)
     seed_rows = seed_set(len(pool.image_ids), settings.seed_size, seed)
     keras.utils.set_random_seed(seed)
     model = models.build_model(cfg.model, n_classes)
     models.set_backbone_trainable(model, True)
-    model.compile(optimizer=keras.optimizers.Adam(cfg.train.finetune_learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(pool.images[seed_rows], pool.labels[seed_rows], batch_size=cfg.train.batch_size,
-              epochs=settings.round0_epochs, shuffle=True, verbose=0)
-    model_accuracy = float(model.evaluate(test.images, test.labels, batch_size=256, verbose=0)[1])
+    fit_model, loss, accuracy = models.training_view(model)  # model.heads > 1: each member its own loss
+    fit_model.compile(optimizer=keras.optimizers.Adam(cfg.train.finetune_learning_rate), loss=loss,
+                      metrics=[accuracy])
+    fit_model.fit(pool.images[seed_rows], pool.labels[seed_rows], batch_size=cfg.train.batch_size,
+                  epochs=settings.round0_epochs, shuffle=True, verbose=0)
+    model_accuracy = float(fit_model.evaluate(test.images, test.labels, batch_size=256, verbose=0)[1])
     embed = models.embedding_model(model)
     pool_embeddings = to_float16(embed.predict(pool.images, batch_size=256, verbose=0))  # [n, d]
     test_embeddings = to_float16(embed.predict(test.images, batch_size=256, verbose=0))  # [m, d]
-    keras.utils.set_random_seed(seed)
-    head = _head(keras, pool_embeddings.shape[1], n_classes, cfg.model.dropout)
+    members = max(STRATEGIES[name].heads(cfg) for name in settings.strategies)
     return {"seed_rows": seed_rows, "pool_embeddings": pool_embeddings, "test_embeddings": test_embeddings,
-            "head_weights": head.get_weights()}, model_accuracy
-
-
-def train_head(features: NDArray[np.float32], labels: NDArray[np.int64], initial: list[NDArray],
-               settings: Settings, dropout: float, seed: int) -> DenseHead:
-    """The head trained on ``features`` from ``initial`` weights: full-batch Adam, a fixed number
-    of steps, so a round's head depends on its labelled set alone, not on batch order. Returned
-    as the numpy head that rescoring applies (``embeddings.DenseHead``)."""
-    from raysal.model.embeddings import DenseHead
-
-    tf, keras = _tensorflow()
-    keras.utils.set_random_seed(seed)  # the dropout masks
-    head = _head(keras, features.shape[1], initial[-1].shape[0], dropout)
-    head.set_weights(initial)
-    optimizer = keras.optimizers.Adam(settings.head_learning_rate)
-    x = tf.constant(features)  # [n, d]
-    y = tf.constant(labels)  # [n]
-    loss_fn = keras.losses.SparseCategoricalCrossentropy()
-
-    @tf.function
-    def fit() -> None:
-        for _ in tf.range(settings.head_steps):
-            with tf.GradientTape() as tape:
-                loss = loss_fn(y, head(x, training=True))
-            gradients = tape.gradient(loss, head.trainable_variables)
-            optimizer.apply_gradients(zip(gradients, head.trainable_variables, strict=True))
-
-    fit()
-    return DenseHead(*head.get_layer("head").get_weights())
+            "head_weights": heads.initial_weights(pool_embeddings.shape[1], n_classes, cfg.model.dropout, members,
+                                                  seed)}, model_accuracy
 
 
 def run_strategy(cfg: "Config", settings: Settings, pool: Split, test: Split, start: dict[str, Any], seed: int,
                  name: str) -> dict[str, Any]:
     """One (seed, strategy): every round trains the head, tests it, scores the unlabelled pool and
-    selects the next budget with ``raysal.select``; returns the accuracy per round."""
+    selects the next budget with ``raysal.select``; returns the accuracy and balanced accuracy
+    per round."""
     import pandas as pd
 
     from raysal.api import select
     from raysal.model.embeddings import EMBEDDING
-    from raysal.selection.criteria import get_criterion
+    from raysal.model.heads import train_heads
+    from raysal.model.sampling import bald_sampler
+    from raysal.selection.criteria import SAMPLED, get_criterion
 
     started = time.perf_counter()
     spec = STRATEGIES[name]
+    initial = start["head_weights"][:spec.heads(cfg)]  # the first: one head's, whatever the others train
     criterion = get_criterion(spec.criterion, seed)
     n_classes = len(cfg.data.classes)
     pool_embeddings = start["pool_embeddings"].astype(np.float32)  # [n, d], once: every round reads it
     test_embeddings = start["test_embeddings"].astype(np.float32)  # [m, d]
     labelled = np.zeros(len(pool.image_ids), bool)  # [n]
     labelled[start["seed_rows"]] = True
-    accuracy, counts = [], []
+    accuracy, balanced, counts = [], [], []
     for round_number in range(settings.rounds + 1):
-        head = train_head(pool_embeddings[labelled], pool.labels[labelled], start["head_weights"], settings,
-                          cfg.model.dropout, seed)
-        accuracy.append(float((head.probs(test_embeddings).argmax(axis=1) == test.labels).mean()))
+        head = train_heads(pool_embeddings[labelled], pool.labels[labelled], initial, settings.head_steps,
+                           settings.head_learning_rate, cfg.model.dropout, seed)
+        predicted = head.probs(test_embeddings).argmax(axis=1)  # [m]
+        accuracy.append(float((predicted == test.labels).mean()))
+        balanced.append(balanced_accuracy(predicted, test.labels))
         counts.append(int(labelled.sum()))
         if round_number == settings.rounds:
             break
         rows = np.flatnonzero(~labelled)  # the unlabelled pool, scored as a round rescores it
         probs = head.probs(pool_embeddings[rows])  # [u, c]
-        scores = pd.DataFrame({"image_id": pool.image_ids[rows], "score": criterion(probs, pool.image_ids[rows]),
+        scored = probs if spec.criterion not in SAMPLED else bald_sampler(  # bald: [T or K, u, c], as a round's
+            head, cfg.model.dropout, cfg.select.mc_samples, seed, round_number + 1)(pool_embeddings[rows])
+        scores = pd.DataFrame({"image_id": pool.image_ids[rows], "score": criterion(scored, pool.image_ids[rows]),
                                "predicted": probs.argmax(axis=1), "row": rows})
         if spec.strategy == "diversity":
             scores[EMBEDDING] = list(start["pool_embeddings"][rows])  # float16, as the score files hold them
         chosen = select(scores, settings.budget, strategy=spec.strategy, beta=cfg.select.beta, seed=seed,
                         round_number=round_number + 1, n_classes=n_classes, candidates=cfg.select.candidates)
         labelled[chosen["row"].to_numpy()] = True  # the oracle: the pool's own labels
-    return {"seed": seed, "strategy": name, "labelled": counts, "accuracy": accuracy,
+    return {"seed": seed, "strategy": name, "labelled": counts, "accuracy": accuracy, "balanced_accuracy": balanced,
             "seconds": time.perf_counter() - started}
+
+
+def long_tailed(cfg: "Config", settings: Settings, pool: Split) -> Split:
+    """The pool subsampled long-tailed for ``settings.imbalance`` (``raysal.data.imbalance``, the
+    classes ordered by the config's ``seed``), or as it is for 1; refused (``Refused``) when what
+    is kept is too small for the seed set and the rounds' budgets."""
+    if settings.imbalance == 1:
+        return pool
+    rows = long_tail_rows(pool.labels, len(cfg.data.classes), settings.imbalance, cfg.seed)
+    wanted = settings.seed_size + settings.rounds * settings.budget
+    if wanted > len(rows):
+        raise Refused(f"--imbalance {settings.imbalance:g} keeps {len(rows)} of the pool's {len(pool.labels)} images, "
+                      f"fewer than --seed-size + --rounds x --budget = {wanted} to label")
+    return Split(pool.image_ids[rows], pool.images[rows], pool.labels[rows])
 
 
 def check_pool_size(cfg: "Config", root: str, settings: Settings) -> None:
@@ -357,9 +351,17 @@ def simulate(cfg: "Config", root: str, settings: Settings,
     import ray
 
     from raysal.model import keras_env
+    from raysal.selection.criteria import SAMPLED
 
+    sampled = [name for name in settings.strategies
+               if STRATEGIES[name].criterion in SAMPLED and STRATEGIES[name].heads(cfg) == 1]
+    if sampled and not cfg.model.dropout > 0:
+        raise ConfigError(f"strategies: {sampled} sample the head's dropout, and model.dropout is "
+                          f"{cfg.model.dropout}: set it > 0 (0.2 is the default)")
     started = time.perf_counter()
     pool, test = load_split(cfg, "pool", root), load_split(cfg, "test", root)
+    available = len(pool.image_ids)
+    pool = long_tailed(cfg, settings, pool)
     loaded = time.perf_counter() - started
     options = {"num_cpus": 1, "runtime_env": {"env_vars": keras_env.worker_env()}}
     pool_ref, test_ref = ray.put(pool), ray.put(test)
@@ -382,58 +384,22 @@ def simulate(cfg: "Config", root: str, settings: Settings,
     uneven = sorted({key for key, result in results.items() if result["labelled"] != labelled})
     if uneven:
         raise RuntimeError(f"the runs labelled different numbers of images: {uneven} against {labelled}")
-    accuracy = {name: [results[seed, name]["accuracy"] for seed in seeds] for name in settings.strategies}
-    summary = summarise(labelled, accuracy, settings.target, baseline="random")
-    for name in settings.strategies:
-        summary["strategies"][name].update(asdict(STRATEGIES[name]))
+    curves = {figure: {name: [results[seed, name][figure] for seed in seeds] for name in settings.strategies}
+              for figure in ("accuracy", "balanced_accuracy")}  # figure -> strategy -> [seeds][r]
+    summary = summarise(labelled, curves["accuracy"], settings.target, baseline="random")
+    balanced = summarise(labelled, curves["balanced_accuracy"], settings.target, baseline="random")
+    for name in settings.strategies:  # balanced_accuracy: the accuracy's fields, of the balanced accuracy
+        summary["strategies"][name].update(criterion=STRATEGIES[name].criterion, strategy=STRATEGIES[name].strategy,
+                                           balanced_accuracy=balanced["strategies"][name])
     return {
         "config": cfg.name, "fast_path": FAST_PATH, "settings": asdict(settings), "seeds": seeds,
         "select": {"beta": cfg.select.beta, "candidates": cfg.select.candidates},
-        "pool_images": int(len(pool.image_ids)), "test_images": int(len(test.image_ids)),
-        "labelled": labelled, "round0_model_accuracy": model_accuracy,
-        **summary,
+        "pool_images": int(len(pool.image_ids)), "pool_images_available": available,
+        "pool_per_class": dict(zip(cfg.data.classes, np.bincount(pool.labels, minlength=len(cfg.data.classes)).tolist(),
+                                   strict=True)),
+        "test_images": int(len(test.image_ids)), "labelled": labelled, "round0_model_accuracy": model_accuracy,
+        **summary, "balanced_accuracy_target": balanced["target"],
         "seconds": {"total": round(time.perf_counter() - started, 1), "load": round(loaded, 1),
                     "task_seconds": round(math.fsum(r["seconds"] for r in results.values()), 1)},
     }
 
-
-# --- what a user reads ------------------------------------------------------------------------
-
-
-def _mean_std(spread: Mapping[str, float], digits: int = 3) -> str:
-    return f"{spread['mean']:.{digits}f} ± {spread['std']:.{digits}f}"
-
-
-def format_table(result: Mapping[str, Any]) -> str:
-    """The summary as a markdown table: final accuracy and AUC (mean ± std over seeds), labels to
-    reach the target on the mean curve, and labels saved against the baseline there."""
-    target, baseline = result["target"], result["baseline"]
-    lines = [f"| strategy | final accuracy | AUC | labels to reach {target:.3f} | labels saved vs {baseline} |",
-             "|---|---|---|---|---|"]
-    for name, entry in result["strategies"].items():
-        needed = entry["labels_to_target"]
-        saved, fraction = entry["labels_saved"], entry["labels_saved_fraction"]
-        lines.append(f"| {name} | {_mean_std(entry['final_accuracy'])} | {_mean_std(entry['auc'])} | "
-                     f"{'not reached' if needed is None else f'{needed:.0f}'} | "
-                     f"{'-' if saved is None else f'{saved:.0f} ({fraction:.0%})'} |")
-    return "\n".join(lines)
-
-
-def write_results(result: Mapping[str, Any], out: str) -> tuple[str, str]:
-    """``simulation.json`` and ``simulation.png`` in the folder ``out`` (a path or URI), each
-    written whole; returns their paths."""
-    import json
-
-    from raysal import storage
-    from raysal.report import plots
-
-    s = result["settings"]
-    title = f"{result['config']}: {s['seeds']} seeds, seed set {s['seed_size']}, {s['budget']} per round"
-    paths = storage.join(out, "simulation.json"), storage.join(out, "simulation.png")
-    contents = (json.dumps(result, indent=1).encode(),
-                plots.simulation_png(result["labelled"], result["strategies"], title))
-    fs, folder = storage.resolve(out)
-    fs.create_dir(folder, recursive=True)
-    for path, data in zip(paths, contents, strict=True):
-        storage.write_whole(*storage.resolve(path), data)
-    return paths

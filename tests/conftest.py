@@ -64,6 +64,21 @@ def tiny_checkpoint(tmp_path_factory) -> str:
     return directory
 
 
+@pytest.fixture(scope="session")
+def tiny_ensemble_checkpoint(tmp_path_factory) -> str:
+    """``tiny_checkpoint``'s model with three heads (``model.heads = 3``), random init."""
+    import tf_keras as keras
+
+    from raysal.config import ModelConfig
+    from raysal.model import models
+
+    keras.utils.set_random_seed(2)
+    cfg = ModelConfig(kind="small_cnn", input_size=16, heads=3)
+    directory = str(tmp_path_factory.mktemp("tiny_ensemble"))
+    models.save_checkpoint(models.build_model(cfg, num_classes=3), directory, cfg, ["a", "b", "c"])
+    return directory
+
+
 @pytest.fixture()
 def image_folder(tmp_path) -> tuple[str, dict[str, str]]:
     """Class subfolders with good images in many modes and a set of broken files.

@@ -171,7 +171,7 @@ BAD_OVERRIDES = [
     pytest.param({"budget": 5}, r"^budget: unknown key", id="unknown-top-level-key"),
     pytest.param({"select.budgte": 5},
                  r"^select\.budgte: unknown key; SelectConfig has \['beta', 'budget', 'candidates', 'criterion', "
-                 r"'stop_kappa', 'strategy'\]",
+                 r"'mc_samples', 'stop_kappa', 'strategy'\]",
                  id="unknown-nested-key"),
     pytest.param({"data.pool.row": "1:2"}, r"^data\.pool\.row: unknown key", id="unknown-deeply-nested-key"),
     pytest.param({"select.budget": 0}, r"^select\.budget: must be >= 1, got 0", id="budget-zero"),
@@ -213,6 +213,18 @@ BAD_OVERRIDES = [
                  id="actors-inverted"),
     pytest.param({"train.head_epochs": 0, "train.finetune_epochs": 0}, r"^train: head_epochs \+ finetune_epochs",
                  id="no-epochs"),
+    pytest.param({"select.mc_samples": 1}, r"^select\.mc_samples: must be in \[2, 1000\], got 1", id="mc-samples-one"),
+    pytest.param({"select.criterion": "bald", "model.dropout": 0.0},
+                 r"^select\.criterion: 'bald' needs model\.dropout > 0 .* or model\.heads > 1",
+                 id="bald-without-dropout"),
+    pytest.param({"select.criterion": "bald", "model.kind": "keras", "model.path": "m.keras",
+                  "model.use": "classifier"}, r"^select\.criterion: 'bald' needs model\.use = 'backbone'",
+                 id="bald-on-a-classifier"),
+    pytest.param({"model.heads": 0}, r"^model\.heads: 0 is outside \[1, 32\]", id="no-heads"),
+    pytest.param({"model.heads": 33}, r"^model\.heads: 33 is outside \[1, 32\]", id="too-many-heads"),
+    pytest.param({"model.heads": 2, "model.kind": "keras", "model.path": "m.keras", "model.use": "classifier"},
+                 r"^model\.heads: > 1 needs model\.use = 'backbone' \(new heads on its features\), not 'classifier'",
+                 id="heads-on-a-classifier"),
     pytest.param({"train.finetune_learning_rate": 1.0}, r"^train\.finetune_learning_rate: 1\.0 is outside \(0, 1\)",
                  id="learning-rate-one"),
 ]
@@ -222,6 +234,12 @@ BAD_OVERRIDES = [
 def test_bad_config_is_refused_naming_the_field(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config("demo", overrides)
+
+
+def test_bald_samples_an_ensembles_members_without_dropout() -> None:
+    cfg = load_config("demo", {"select.criterion": "bald", "model.dropout": 0.0, "model.heads": 3})
+    assert (cfg.model.heads, cfg.model.dropout) == (3, 0.0)
+    assert load_config("demo").model.heads == 1  # one head unless asked: the model as before
 
 
 @pytest.mark.parametrize(

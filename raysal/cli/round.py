@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", default=None,
                         help="the run's state: a folder or a pyarrow.fs URI (default: .raysal/<config name>)")
     parser.add_argument("--budget", type=int, help="images to select this round (select.budget)")
-    parser.add_argument("--criterion", help="least_confidence | smallest_margin | entropy | random")
+    parser.add_argument("--criterion", help="least_confidence | smallest_margin | entropy | bald | random")
     parser.add_argument("--strategy", help="top_k | power | softmax | class_balanced | diversity: how the budget "
                                            "is chosen from the scores (select.strategy; select.beta sets the "
                                            "sharpness, select.candidates the diversity candidates)")

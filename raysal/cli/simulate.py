@@ -19,6 +19,7 @@ DESCRIPTION = """Simulated learning curves: how many labels active learning save
 
     raysal simulate                                   # the demo: 4 strategies, 5 seeds, 8 rounds
     raysal simulate --budget 90 --out runs/sim-large  # larger batches
+    raysal simulate --imbalance 10 --strategies random,margin,class_balanced  # a long-tailed pool
 
 The pool's own labels are the oracle. Per seed, a round-0 model is trained on a random seed set;
 its backbone is then frozen and each round retrains only the head on cached embeddings (the fast
@@ -26,7 +27,7 @@ path, said so in the results). Writes simulation.json, simulation.png and the en
 simulation.log to --out."""
 EPILOG = exit_codes({EXIT_OK: "done", EXIT_FAILED: "the simulation failed (the log has the traceback)",
                      EXIT_CONFIG: "bad arguments or config (an unknown strategy, more images to label than the pool "
-                                  "has, ...); nothing was run",
+                                  "has, or than --imbalance keeps of it, ...); nothing was run",
                      EXIT_MISSING: "data or model missing (the message says how to provide it)"})
 log = logging.getLogger("raysal")
 
@@ -49,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--round0-epochs", type=int, default=d.round0_epochs, help="round-0 model epochs on the seed set")
     p.add_argument("--head-steps", type=int, default=d.head_steps, help="full-batch Adam steps per head training")
     p.add_argument("--head-learning-rate", type=float, default=d.head_learning_rate)
+    p.add_argument("--imbalance", type=float, default=d.imbalance, metavar="R",
+                   help="subsample the pool long-tailed, the largest class R times the smallest (the test split "
+                        "stays as it is; default 1: the pool as it is)")
     p.add_argument("--out", default="simulation", help="folder for simulation.json, simulation.png, simulation.log")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (ignored on a cluster)")
     p.add_argument("-v", "--verbose", action="store_true", help="show Ray's and TensorFlow's output too")
@@ -63,7 +67,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "raysal simulate") -> in
 def run(args: argparse.Namespace, prog: str) -> int:
     from raysal import config as config_lib
     from raysal import simulation, storage
-    from raysal.report import console
+    from raysal.report import console, simulation_report
     from raysal.run import preflight
 
     try:
@@ -72,7 +76,8 @@ def run(args: argparse.Namespace, prog: str) -> int:
         settings = simulation.Settings(
             strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()), seeds=args.seeds,
             rounds=args.rounds, seed_size=args.seed_size, budget=args.budget, target=args.target,
-            round0_epochs=args.round0_epochs, head_steps=args.head_steps, head_learning_rate=args.head_learning_rate)
+            round0_epochs=args.round0_epochs, head_steps=args.head_steps, head_learning_rate=args.head_learning_rate,
+            imbalance=args.imbalance)
     except ConfigError as exc:  # the config's, or the simulation's settings
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -82,21 +87,23 @@ def run(args: argparse.Namespace, prog: str) -> int:
         return code
 
     def progress(result: dict, done: int, total: int, seconds: float) -> None:
-        log.info("%d/%d seed %d %s: accuracy %.3f -> %.3f (%.1f s; %.0f s elapsed)", done, total, result["seed"],
-                 result["strategy"], result["accuracy"][0], result["accuracy"][-1], result["seconds"], seconds)
+        log.info("%d/%d seed %d %s: accuracy %.3f -> %.3f, balanced accuracy %.3f -> %.3f (%.1f s; %.0f s elapsed)",
+                 done, total, result["seed"], result["strategy"], result["accuracy"][0], result["accuracy"][-1],
+                 result["balanced_accuracy"][0], result["balanced_accuracy"][-1], result["seconds"], seconds)
 
     with console.captured_output(args.verbose) as (_, log_path):
-        log.info("simulation of %s: %s; %d seeds, %d rounds, seed set %d, %d per round; full log %s", cfg.name,
+        log.info("simulation of %s: %s; %d seeds, %d rounds, seed set %d, %d per round%s; full log %s", cfg.name,
                  ", ".join(settings.strategies), settings.seeds, settings.rounds, settings.seed_size,
-                 settings.budget, log_path)
+                 settings.budget, "" if settings.imbalance == 1 else f", pool imbalance {settings.imbalance:g}",
+                 log_path)
         code, message = _run(args, cfg, state_root, root, settings, progress)
         log_path = console.keep_log(log_path, storage.join(args.out, "simulation.log"))
     if code != EXIT_OK:
         print(f"{message}\n  log: {log_path}", file=sys.stderr)
         return code
     result, paths = message
-    print(f"{simulation.FAST_PATH}.\n")
-    print(simulation.format_table(result))
+    print(f"{simulation.FAST_PATH}.\n{simulation_report.pool_line(result)}.\n")
+    print(simulation_report.format_table(result))
     print(f"\n{result['seconds']['total']:.0f} s; wrote {paths[0]}, {paths[1]}; log {log_path}")
     return EXIT_OK
 
@@ -110,6 +117,7 @@ def _run(args: argparse.Namespace, cfg: Config, state_root: str, root: str, sett
 
     from raysal import simulation
     from raysal.errors import Refused, SourceError, Unavailable
+    from raysal.report import simulation_report
     from raysal.run import preflight
     from raysal.run.cluster import init_ray
 
@@ -124,7 +132,9 @@ def _run(args: argparse.Namespace, cfg: Config, state_root: str, root: str, sett
             return refusal_code(exc), f"error: {exc}"
         try:
             result = simulation.simulate(cfg, root, settings, progress)
-            return EXIT_OK, (result, simulation.write_results(result, args.out))
+            return EXIT_OK, (result, simulation_report.write_results(result, args.out))
+        except (Refused, ConfigError) as exc:  # the pool kept by --imbalance too small: refused before any task
+            return refusal_code(exc), f"error: {exc}"
         except Exception as exc:  # noqa: BLE001  (the traceback goes to the log; the console gets one line)
             traceback.print_exc()
             return EXIT_FAILED, f"error: the simulation failed: {failure_line(exc)}"

@@ -28,6 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=run)
 
 
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _figures(record: dict[str, Any], key: str) -> str:
+    """``before -> after`` of the record's ``key``_before and ``key``_after."""
+    return f"{_figure(record.get(key + '_before'))} -> {_figure(record.get(key + '_after'))}"
+
+
 def print_status(report: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(report, indent=2))
@@ -39,9 +48,10 @@ def print_status(report: dict[str, Any], as_json: bool) -> None:
         print(f"  leased by pid {lease['pid']} on {lease['host']} since {time.ctime(lease['acquired_at'])} ({state})")
     for r in report["rounds"]:
         line = f"  round {r['round']}: {r['state']}, selected {r.get('selected')}"
-        if r["state"] == "done":
-            line += (f", test accuracy {r['test_accuracy_before']:.4f} -> {r['test_accuracy_after']:.4f}, "
-                     f"on the selection before retraining {r['selection_accuracy_before']:.4f}")
+        if r["state"] == "done":  # a round recorded before the balanced figures were measured has n/a there
+            line += (f", test accuracy {_figures(r, 'test_accuracy')}, balanced accuracy "
+                     f"{_figures(r, 'test_balanced_accuracy')}, macro-F1 {_figures(r, 'test_macro_f1')}, "
+                     f"on the selection before retraining {_figure(r.get('selection_accuracy_before'))}")
         if r.get("kappa") is not None:  # known once the round has selected, before its labels
             line += f", kappa {r['kappa']:.4f}" + (" (stop labelling)" if r.get("stop_labelling") else "")
         print(line)

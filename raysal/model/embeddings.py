@@ -32,7 +32,7 @@ from raysal import storage
 from raysal.errors import ModelRefused
 
 EMBEDDING = "embedding"  # the score files' column
-HEAD_FILE = "head.npz"  # in a checkpoint: its head's kernel and bias (``models.save_checkpoint``)
+HEAD_FILE = "head.npz"  # in a checkpoint: its head's kernel and bias, K members' stacked (``models.save_checkpoint``)
 CONFIG_FILE = "model.json"  # a checkpoint's config, classes and backbone digest (``models.save_checkpoint``)
 DIGEST = "backbone_digest"  # its field
 FILE_DIGESTS = "sha256"  # its field: the sha256 of each file published beside it, checked on loading
@@ -86,10 +86,28 @@ def to_float16(values: NDArray[np.floating]) -> NDArray[np.float16]:
 
 @dataclass(frozen=True)
 class DenseHead:
-    """A model's head as numpy: its output is ``softmax(x @ kernel + bias)``."""
+    """A model's head as numpy: one Dense softmax layer, or an ensemble of K of them on the same
+    embedding (``model.heads``), whose output is the mean of its members' probabilities.
 
-    kernel: NDArray[np.float32]  # [d, c]
-    bias: NDArray[np.float32]  # [c]
+    Arrays of one member are ``kernel [d, c]`` and ``bias [c]``; of K members, ``[K, d, c]`` and ``[K, c]``.
+    """
+
+    kernel: NDArray[np.float32]  # [d, c] or [K, d, c]
+    bias: NDArray[np.float32]  # [c] or [K, c]
+
+    def __post_init__(self) -> None:
+        if self.kernel.ndim not in (2, 3) or self.kernel.shape[:-2] + self.kernel.shape[-1:] != self.bias.shape:
+            raise ValueError(f"a head's kernel [d, c] or [K, d, c] and bias [c] or [K, c] do not fit: "
+                             f"{self.kernel.shape} and {self.bias.shape}")
+
+    @property
+    def num_members(self) -> int:
+        """K: 1 for one Dense layer."""
+        return 1 if self.kernel.ndim == 2 else self.kernel.shape[0]
+
+    @property
+    def num_classes(self) -> int:
+        return self.bias.shape[-1]
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
@@ -101,10 +119,21 @@ class DenseHead:
         with np.load(io.BytesIO(data)) as arrays:
             return cls(arrays["kernel"], arrays["bias"])
 
+    def members(self, embeddings: NDArray[np.floating]) -> NDArray[np.float32]:
+        """Each member's class probabilities ``[K, n, c]`` for embeddings ``[n, d]``: what ``bald``
+        scores the disagreement of. The K kernels are one ``[d, K * c]`` matrix: one product."""
+        kernel = self.kernel.reshape(-1, *self.kernel.shape[-2:])  # [K, d, c]
+        k, d, c = kernel.shape
+        stacked = kernel.transpose(1, 0, 2).reshape(d, k * c)  # [d, K * c]
+        logits = np.asarray(embeddings, np.float32) @ stacked + self.bias.reshape(k * c)  # [n, K * c]
+        return softmax(logits.reshape(-1, k, c), axis=2).astype(np.float32).transpose(1, 0, 2)  # [K, n, c]
+
     def probs(self, embeddings: NDArray[np.floating]) -> NDArray[np.float32]:
-        """Class probabilities ``[n, c]`` for embeddings ``[n, d]``."""
-        logits = np.asarray(embeddings, np.float32) @ self.kernel + self.bias  # [n, c]
-        return softmax(logits, axis=1).astype(np.float32)  # [n, c]
+        """Class probabilities ``[n, c]`` for embeddings ``[n, d]``: the members' mean."""
+        if self.num_members == 1:
+            logits = np.asarray(embeddings, np.float32) @ self.kernel + self.bias  # [n, c]
+            return softmax(logits, axis=1).astype(np.float32)  # [n, c]
+        return self.members(embeddings).mean(axis=0)  # [n, c]
 
 
 def column_matrix(column: pa.ChunkedArray | pa.Array) -> NDArray:

@@ -37,6 +37,8 @@ from raysal.model import safety
 from raysal.model.embeddings import CONFIG_FILE, DIGEST, FILE_DIGESTS, HEAD_FILE, DenseHead, check_files, sha256_file
 
 BACKBONE = "backbone"
+HEAD = "head"  # the Dense head's layer; head_0 .. head_{K-1} those of K members (model.heads)
+ENSEMBLE = "ensemble"  # the Average layer of K members' probabilities, the model's output
 WEIGHTS_FILE = "weights.h5"
 HUB_CACHE_ENV = "TFHUB_CACHE_DIR"
 
@@ -202,7 +204,8 @@ def _backbone(cfg: ModelConfig) -> keras.layers.Layer:
 
 def build_model(cfg: ModelConfig, num_classes: int) -> keras.Model:
     """A model whose output is class probabilities ``[n, num_classes]``, with the backbone frozen
-    (head phase): backbone + Dropout + Dense softmax head, or a pretrained classifier as it is
+    (head phase): backbone + Dropout + Dense softmax head, or with ``model.heads`` = K > 1, K of
+    them averaged (train it through ``training_view``), or a pretrained classifier as it is
     (``model.use = "classifier"``; Softmax added when it outputs logits).
 
     Raises:
@@ -218,10 +221,14 @@ def build_model(cfg: ModelConfig, num_classes: int) -> keras.Model:
         backbone, head, outputs = _backbone(cfg), [], cfg.outputs or "logits"
     backbone.trainable = False
     x = backbone(x, training=False)  # BatchNorm stays in inference mode even when fine-tuned
-    if cfg.use == "backbone":
+    if cfg.use == "backbone" and cfg.heads == 1:
         x = keras.layers.Dropout(cfg.dropout)(x)
-        return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax", name="head")(x),
+        return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax", name=HEAD)(x),
                            name=f"raysal_{cfg.kind}")
+    if cfg.use == "backbone":  # K members, each its own dropout; their initial weights are successive draws
+        members = [keras.layers.Dense(num_classes, activation="softmax", name=f"{HEAD}_{k}")(
+            keras.layers.Dropout(cfg.dropout, name=f"dropout_{k}")(x)) for k in range(cfg.heads)]
+        return keras.Model(inputs, keras.layers.Average(name=ENSEMBLE)(members), name=f"raysal_{cfg.kind}")
     for layer in head:
         x = layer(x)
     found = x.shape[-1]
@@ -239,6 +246,39 @@ def build_model(cfg: ModelConfig, num_classes: int) -> keras.Model:
 
 def set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
     model.get_layer(BACKBONE).trainable = trainable
+
+
+def members(model: keras.Model) -> list[keras.layers.Dense]:
+    """The Dense heads whose probabilities ``model`` averages (its ``ENSEMBLE`` layer), in order;
+    [] when it has no such layer."""
+    average = next((layer for layer in model.layers if layer.name == ENSEMBLE), None)
+    if not isinstance(average, keras.layers.Average):
+        return []
+    dense = {id(layer.output): layer for layer in model.layers if isinstance(layer, keras.layers.Dense)}
+    found = [dense.get(id(tensor)) for tensor in average.input]
+    return [] if None in found else found
+
+
+def training_view(model: keras.Model) -> tuple[keras.Model, Any, Any]:
+    """(model to fit, loss, accuracy metric) for ``compile``. One head: the model itself. K members:
+    a view of the same layers whose output is the members' probabilities ``[n, K, c]``, its loss
+    the mean of each member's own cross-entropy, so each member learns as if alone (a loss on
+    their average would co-adapt them: the ensemble would disagree less than K models); its
+    accuracy is the average's, what the model outputs."""
+    heads = members(model)
+    if not heads:
+        return model, "sparse_categorical_crossentropy", "accuracy"
+    c = heads[0].units
+    stacked = keras.layers.Concatenate(axis=1)([keras.layers.Reshape((1, c))(head.output) for head in heads])
+
+    def members_loss(labels: tf.Tensor, probs: tf.Tensor) -> tf.Tensor:  # [n] or [n, 1], [n, K, c] -> [n, K]
+        labels = tf.repeat(tf.reshape(labels, [-1, 1]), len(heads), axis=1)  # [n, K]
+        return keras.losses.sparse_categorical_crossentropy(labels, probs)
+
+    def accuracy(labels: tf.Tensor, probs: tf.Tensor) -> tf.Tensor:  # of the members' mean [n, c]
+        return keras.metrics.sparse_categorical_accuracy(tf.reshape(labels, [-1]), tf.reduce_mean(probs, axis=1))
+
+    return keras.Model(model.inputs, stacked, name=f"{model.name}_members"), members_loss, accuracy
 
 
 def save_checkpoint(model: keras.Model, directory: str, cfg: ModelConfig, classes: Sequence[str]) -> None:
@@ -290,10 +330,20 @@ def embedding_model(model: keras.Model) -> keras.Model:
 def dense_head(model: keras.Model) -> DenseHead | None:
     """The head of ``model`` as a ``DenseHead``: when it is one Dense layer with a bias whose
     output is softmaxed (by its own activation or a Softmax / Activation layer after it), with
-    only Dropout besides; else None (nothing else is applied without TensorFlow)."""
+    only Dropout besides, or K such softmax Dense members averaged (``model.heads``); else None
+    (nothing else is applied without TensorFlow)."""
     layers = model.layers
     after = layers[layers.index(model.get_layer(BACKBONE)) + 1:]
     dense = [layer for layer in after if layer.weights]
+    ensemble = members(model)
+    if ensemble:
+        exact = all(type(layer) is keras.layers.Dense and layer.use_bias and _activation(layer) == "softmax"
+                    for layer in ensemble)
+        others = [layer for layer in after if layer not in ensemble and not isinstance(layer, keras.layers.Dropout)]
+        if not exact or len(dense) != len(ensemble) or [layer.name for layer in others] != [ENSEMBLE]:
+            return None
+        kernel, bias = (np.stack([layer.weights[i].numpy() for layer in ensemble]).astype(np.float32) for i in (0, 1))
+        return DenseHead(kernel, bias)  # [K, d, c], [K, c]
     if len(dense) != 1 or type(dense[0]) is not keras.layers.Dense or not dense[0].use_bias:
         return None
     others = [layer for layer in after if layer is not dense[0] and not isinstance(layer, keras.layers.Dropout)]
@@ -307,10 +357,10 @@ def dense_head(model: keras.Model) -> DenseHead | None:
 
 def backbone_digest(model: keras.Model, cfg: ModelConfig) -> str:
     """A hash of everything that makes the embeddings: the backbone's weights and the model
-    config's input side (kind, size, preprocessing; not the head's dropout, nor whether its code
-    is trusted). Equal digests: equal embeddings, so cached ones can be reused."""
+    config's input side (kind, size, preprocessing; not the head's dropout or number of members,
+    nor whether its code is trusted). Equal digests: equal embeddings, so cached ones can be reused."""
     digest = hashlib.sha256()
-    meta = {k: v for k, v in asdict(cfg).items() if k not in ("dropout", "outputs", "trust_code")}
+    meta = {k: v for k, v in asdict(cfg).items() if k not in ("dropout", "heads", "outputs", "trust_code")}
     digest.update(json.dumps(meta, sort_keys=True).encode())
     for weight in model.get_layer(BACKBONE).weights:
         digest.update(str(tuple(weight.shape)).encode())  # not the name: it numbers layers per process

@@ -4,7 +4,9 @@ Two phases, as in the article: the head with the backbone frozen, then the whole
 fine-tuned at a lower learning rate. Every rank saves the weights (the strategy's collective ops
 need all ranks); rank 0's copy is reported as the Ray Train checkpoint and returned. A small
 training set gets one worker (``workers_for``), which runs without collective ops, and is held in
-each worker's memory for all epochs.
+each worker's memory for all epochs. The K heads of ``model.heads`` train together in each worker,
+on one backbone pass per image, each member on its own cross-entropy (``models.training_view``);
+the accuracy reported is their average's, the model's output.
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
             with storage.local_copy(loop_config["init_uri"]) as init_dir:
                 check_files(init_dir, [models.WEIGHTS_FILE])
                 model.load_weights(os.path.join(init_dir, models.WEIGHTS_FILE))
+        # model.heads > 1: each member fits its own loss through a view of the same layers
+        fit_model, loss, accuracy = models.training_view(model)
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF  # Ray shards
@@ -125,9 +129,8 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
     for phase, trainable, learning_rate, epochs in _phases(train_cfg):
         with strategy.scope():
             models.set_backbone_trainable(model, trainable)
-            model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        model.fit(train_ds, validation_data=val_ds, initial_epoch=done, epochs=done + epochs, verbose=0,
+            fit_model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=[accuracy])
+        fit_model.fit(train_ds, validation_data=val_ds, initial_epoch=done, epochs=done + epochs, verbose=0,
                   callbacks=[ReportEpoch(phase)])
         done += epochs
     # Every rank must save (collective ops); only rank 0's copy becomes the checkpoint.

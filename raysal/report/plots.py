@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import io
-from typing import Any, Sequence
+import math
+from typing import Any, Mapping, Sequence
 
 
-def _figure(width: float, height: float) -> tuple[Any, Any]:
-    """A figure and its axes, rendered off-screen (Agg): no display needed."""
+def _figure(width: float, height: float, columns: int = 1) -> tuple[Any, list[Any]]:
+    """A figure and its axes, side by side, rendered off-screen (Agg): no display needed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(width, height), dpi=100)
+    fig, axes = plt.subplots(1, columns, figsize=(width, height), dpi=100, squeeze=False)
+    return fig, list(axes[0])
 
 
 def _png(fig: Any) -> bytes:
@@ -27,33 +29,50 @@ def _png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def learning_curve_png(labelled: Sequence[int], accuracy: Sequence[float], title: str) -> bytes:
-    """PNG bytes of the curve."""
-    fig, ax = _figure(6, 4)
-    ax.plot(labelled, accuracy, marker="o")
-    for x, y, r in zip(labelled, accuracy, range(len(labelled)), strict=True):
-        ax.annotate(f"r{r}", (x, y), textcoords="offset points", xytext=(4, -12), fontsize=8)
-    ax.set_xlabel("labelled images")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    return _png(fig)
-
-
-def simulation_png(labelled: Sequence[int], curves: dict[str, dict[str, Sequence[float]]], title: str) -> bytes:
-    """PNG bytes of simulated learning curves: per strategy its mean test accuracy over seeds,
-    with a band from the lowest to the highest seed's, against the labelled images.
+def learning_curve_png(labelled: Sequence[int], curves: Mapping[str, Sequence[float | None]], title: str) -> bytes:
+    """PNG bytes of a run's learning curves, each round's point labelled on the first curve.
 
     Args:
-        curves: strategy -> {"mean": [r], "min": [r], "max": [r]}.
+        curves: label -> [r] test figure per point, the first one accuracy; None (a round
+            recorded before that figure was measured) leaves a gap.
     """
-    fig, ax = _figure(7, 4.5)
-    for name, curve in curves.items():
-        (line,) = ax.plot(labelled, curve["mean"], marker="o", markersize=3, label=name)
-        ax.fill_between(labelled, curve["min"], curve["max"], color=line.get_color(), alpha=0.15, linewidth=0)
+    fig, (ax,) = _figure(6, 4)
+    for i, (label, values) in enumerate(curves.items()):
+        ys = [math.nan if v is None else v for v in values]  # [r]
+        ax.plot(labelled, ys, marker="o" if i == 0 else ".", linestyle="-" if i == 0 else "--", label=label)
+        if i == 0:
+            for x, y, r in zip(labelled, ys, range(len(labelled)), strict=True):
+                ax.annotate(f"r{r}", (x, y), textcoords="offset points", xytext=(4, -12), fontsize=8)
     ax.set_xlabel("labelled images")
-    ax.set_ylabel("test accuracy (mean; band: min-max of seeds)")
+    ax.set_ylabel("on the test split")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
+    return _png(fig)
+
+
+def simulation_png(labelled: Sequence[int], curves: Mapping[str, Mapping[str, Any]], title: str) -> bytes:
+    """PNG bytes of simulated learning curves: per strategy its mean test accuracy over seeds,
+    with a band from the lowest to the highest seed's, against the labelled images; and beside
+    it the same of the balanced accuracy, where the curves have it.
+
+    Args:
+        curves: strategy -> {"mean": [r], "min": [r], "max": [r]}, optionally with
+            "balanced_accuracy": the same three of the balanced accuracy.
+    """
+    panels = [("test accuracy", lambda curve: curve)]
+    if all("balanced_accuracy" in curve for curve in curves.values()):
+        panels.append(("test balanced accuracy", lambda curve: curve["balanced_accuracy"]))
+    fig, axes = _figure(5.5 * len(panels) + 1.5, 4.5, len(panels))
+    for ax, (ylabel, pick) in zip(axes, panels, strict=True):
+        for name, curve in curves.items():
+            figure = pick(curve)
+            (line,) = ax.plot(labelled, figure["mean"], marker="o", markersize=3, label=name)
+            ax.fill_between(labelled, figure["min"], figure["max"], color=line.get_color(), alpha=0.15, linewidth=0)
+        ax.set_xlabel("labelled images")
+        ax.set_ylabel(ylabel)
+        ax.set_title("mean over seeds; band: min-max of seeds", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="lower right")
+    fig.suptitle(title)
     return _png(fig)

@@ -25,6 +25,7 @@ from raysal.errors import Incompatible
 from raysal.labelling import labels as labels_lib
 from raysal.labelling import labelstudio
 from raysal.report import progress
+from raysal.report.metrics import ROUND_FIGURES
 from raysal.run import lease as lease_lib
 from raysal.run.context import DONE, WAITING, Round, timed_stage
 from raysal.run.stages import STAGE_FUNCTIONS
@@ -209,6 +210,7 @@ def _finish(r: Round) -> dict[str, Any]:
         "labelled_total": st.stage_done(r.number, "train")["train_size"],  # seed set + every label so far
         "model_before": st.model_key(r.number - 1), "model_after": st.model_key(r.number),
         **{k: evaluate[k] for k in ("test_accuracy_before", "test_accuracy_after", "selection_accuracy_before")},
+        **{k: evaluate.get(k) for k in ROUND_FIGURES},  # None where an older round's stage lacks them
         "test_per_class_after": evaluate.get("test_per_class_after"),
         # the scoring models of this round and the last, on the stop set: r - 2 and r - 1
         **{k: select.get(k) for k in AGREEMENT_FIELDS},

@@ -6,7 +6,7 @@ alone (plain tasks, no image decoded, no backbone run).
 from __future__ import annotations
 
 import posixpath
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -22,9 +22,11 @@ from raysal import storage
 from raysal.config import Config
 from raysal.model import keras_env
 from raysal.model.embeddings import EMBEDDING, HEAD_FILE, DenseHead, check_files, column_matrix
+from raysal.model.sampling import bald_sampler
 from raysal.model.scorer import NON_FINITE, Scorer, score_rows
 from raysal.run import resources
 from raysal.run.cluster import cluster_cpus
+from raysal.selection.criteria import SAMPLED
 from raysal.selection.scan import column_numpy
 from raysal.selection.topk import is_in_sorted
 
@@ -38,9 +40,10 @@ def writes_embeddings(cfg: Config, reusable: bool) -> bool:
 
 
 def score(decoded: ray.data.Dataset, model_dir: str, cfg: Config, board: Any = None,
-          embeddings: bool = False) -> ray.data.Dataset:
+          embeddings: bool = False, round_number: int = 0) -> ray.data.Dataset:
     """Score decoded images with an actor pool; columns ``SCORE_COLUMNS``, and ``embedding``
-    (float16 ``[d]``, NaN where not scored) with ``embeddings``.
+    (float16 ``[d]``, NaN where not scored) with ``embeddings``. ``round_number`` draws the MC
+    dropout masks of ``bald`` (``raysal.model.sampling``; a model of K heads: its members instead).
 
     ``board``: a ``progress.Board`` that the actors tell how many images they scored.
     Waits first, visibly and for at most ``score.resource_timeout_s``, until the cluster has the
@@ -53,7 +56,8 @@ def score(decoded: ray.data.Dataset, model_dir: str, cfg: Config, board: Any = N
         fn_constructor_kwargs={"model_dir": model_dir, "criterion": cfg.select.criterion, "seed": cfg.seed,
                                "batch_size": s.batch_size, "top_probs": s.top_probs, "xla": s.xla,
                                "mixed_precision": s.mixed_precision, "board": board,
-                               "embeddings": embeddings},
+                               "embeddings": embeddings, "mc_samples": cfg.select.mc_samples,
+                               "round_number": round_number},
         batch_size=s.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=s.min_actors, max_size=s.max_actors,
                                            max_concurrent_calls_per_actor=s.calls_per_actor,
@@ -86,7 +90,8 @@ def write_scores(scored: ray.data.Dataset, uri: str, total: int) -> None:
 @ray.remote
 def _rescore_files(fs: pafs.FileSystem, paths: list[str], out_folder: str, first: int,
                    exclude_sorted: NDArray[np.int64], head: DenseHead, criterion: str, seed: int, top: int,
-                   keep_embeddings: bool, board: Any) -> int:
+                   keep_embeddings: bool, board: Any,
+                   sampler: Callable[[NDArray[np.floating]], NDArray[np.float32]] | None = None) -> int:
     """Score files rescored from their embeddings by ``head``: file i of ``paths`` becomes
     ``out_folder/part-{first + i}.parquet``, without the ``exclude_sorted`` ids. Returns the rows written."""
     from raysal.selection.criteria import get_criterion
@@ -102,8 +107,9 @@ def _rescore_files(fs: pafs.FileSystem, paths: list[str], out_folder: str, first
         errors[errors == NON_FINITE] = ""  # the earlier model's output, not the image: the new head may do
         rows = np.flatnonzero(errors == "")
         embeddings = column_matrix(table[EMBEDDING])  # [n, d]
-        probs = head.probs(embeddings[rows]) if rows.size else np.zeros((0, len(head.bias)), np.float32)
-        out = score_rows(probs, rows, ids, errors, score_fn, min(top, len(head.bias)))
+        probs = head.probs(embeddings[rows]) if rows.size else np.zeros((0, head.num_classes), np.float32)
+        samples = sampler(embeddings[rows]) if sampler is not None else None  # bald: [T, m, c] or [K, m, c]
+        out = score_rows(probs, rows, ids, errors, score_fn, min(top, head.num_classes), samples)
         columns = {"image_id": table["image_id"], "uri": table["uri"], "label": table["label"],
                    "score": pa.array(out["score"]), "predicted": pa.array(out["predicted"]),
                    "top_classes": ArrowTensorArray.from_numpy(out["top_classes"]),
@@ -119,14 +125,16 @@ def _rescore_files(fs: pafs.FileSystem, paths: list[str], out_folder: str, first
 
 
 def rescore(embedded: str, out: str, head_uri: str, exclude_ids: NDArray[np.int64], cfg: Config,
-            keep_embeddings: bool = False, board: Any = None, tasks: int | None = None) -> int:
+            keep_embeddings: bool = False, board: Any = None, tasks: int | None = None, round_number: int = 0) -> int:
     """Rescore from embeddings: the score files under ``embedded`` (a folder or URI whose files
     have an ``embedding`` column) rescored by the head at ``head_uri`` (``embeddings.HEAD_FILE``)
     into ``out``, as the scorer would score them with the model whose backbone made the
     embeddings. No image is decoded and no backbone runs: plain numpy in one task per CPU.
-    ``exclude_ids`` are left out; ``keep_embeddings`` copies the column. Returns the rows written.
+    ``exclude_ids`` are left out; ``keep_embeddings`` copies the column; ``round_number`` draws
+    ``bald``'s MC dropout masks, as the scorer does (a head of K members is sampled by its
+    members instead). Returns the rows written.
     """
-    check_files(posixpath.dirname(head_uri), [HEAD_FILE])  # a local path or a URI: "/" either way
+    meta = check_files(posixpath.dirname(head_uri), [HEAD_FILE])  # a local path or a URI: "/" either way
     head = DenseHead.from_bytes(storage.read_bytes(head_uri))
     fs, path = storage.resolve(embedded)
     files = sorted(pads.dataset(path, filesystem=fs, format="parquet").files)
@@ -134,7 +142,10 @@ def rescore(embedded: str, out: str, head_uri: str, exclude_ids: NDArray[np.int6
     out_fs.create_dir(out_path, recursive=True)
     exclude = ray.put(np.unique(np.asarray(exclude_ids, dtype=np.int64)))
     head_ref = ray.put(head)
+    rate = (meta.get("model") or {}).get("dropout", cfg.model.dropout)  # the checkpoint's, as the scorer's
+    sampler = bald_sampler(head, rate, cfg.select.mc_samples, cfg.seed, round_number) \
+        if cfg.select.criterion in SAMPLED else None
     runs = np.array_split(np.arange(len(files)), min(len(files), max(1, tasks or cluster_cpus()))) if files else []
     return sum(ray.get([_rescore_files.remote(fs, [files[i] for i in run], out_path, int(run[0]), exclude, head_ref,
                                               cfg.select.criterion, cfg.seed, cfg.score.top_probs, keep_embeddings,
-                                              board) for run in runs if len(run)]))
+                                              board, sampler) for run in runs if len(run)]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from raysal.report.metrics import ROUND_FIGURES
 from raysal.report.plots import learning_curve_png
 from raysal.run import lease as lease_lib
 from raysal.run.context import DONE, WAITING
@@ -18,19 +19,25 @@ def history(state: RunState) -> list[dict[str, Any]]:
     for number in state.rounds():
         record = state.round_record(number)
         if record:
-            out.append({k: record[k] for k in ("round", "selected", "labelled_total", "test_accuracy_before",
-                                               "test_accuracy_after", "selection_accuracy_before")})
+            out.append({**{k: record[k] for k in ("round", "selected", "labelled_total", "test_accuracy_before",
+                                                  "test_accuracy_after", "selection_accuracy_before")},
+                        **{k: record.get(k) for k in ROUND_FIGURES}})  # None for a round recorded before them
     return out
 
 
+CURVES = {"accuracy": "accuracy", "balanced accuracy": "balanced_accuracy", "macro-F1": "macro_f1"}  # label: figure
+
+
 def redraw(state: RunState, name: str) -> None:
-    """Rewrite ``history.json`` and the learning curve from the rounds done."""
+    """Rewrite ``history.json`` and the learning curve (test accuracy, balanced accuracy and
+    macro-F1) from the rounds done."""
     rows = history(state)
     state.write_json(HISTORY_FILE, rows)
     if rows:
         xs = [rows[0]["labelled_total"] - rows[0]["selected"]] + [h["labelled_total"] for h in rows]
-        ys = [rows[0]["test_accuracy_before"]] + [h["test_accuracy_after"] for h in rows]
-        state.write_bytes(LEARNING_CURVE_FILE, learning_curve_png(xs, ys, f"raysal: {name}"))
+        curves = {label: [rows[0][f"test_{figure}_before"]] + [h[f"test_{figure}_after"] for h in rows]
+                  for label, figure in CURVES.items()}
+        state.write_bytes(LEARNING_CURVE_FILE, learning_curve_png(xs, curves, f"raysal: {name}"))
 
 
 def round_state(state: RunState, number: int) -> str:
@@ -83,6 +90,9 @@ def format_outcome(outcome: Any, log_path: str | None = None) -> str:
         f"  test accuracy: {fmt(rec['test_accuracy_before'])} before retraining, "
         f"{fmt(rec['test_accuracy_after'])} after; on the selected images before retraining "
         f"{fmt(rec['selection_accuracy_before'])}",
+        f"  test balanced accuracy: {fmt(rec.get('test_balanced_accuracy_before'))} before, "
+        f"{fmt(rec.get('test_balanced_accuracy_after'))} after; macro-F1: {fmt(rec.get('test_macro_f1_before'))} "
+        f"before, {fmt(rec.get('test_macro_f1_after'))} after",
     ]
     if per_class:
         lines.append("  test accuracy per class: " + ", ".join(

@@ -5,10 +5,15 @@ direction: a higher score means a more informative (more uncertain) image. The u
 criteria ignore ``image_ids``; the random baseline uses them so that its scores depend on the
 image and the seed only, never on batch order or on which worker scored the image.
 
+``bald`` is the one criterion of another kind (``SAMPLED``): it takes T samples of each image's
+class probabilities, ``[T, n, c]`` (MC dropout passes, ``raysal.model.sampling``), not ``[n, c]``.
+
 Pure numpy: this module never imports ``ray`` or ``tensorflow``.
 
 References: Settles, "Active Learning Literature Survey" (2009), section 3.1; the criteria of
-``seed-article.md`` (least confidence, smallest margin, entropy).
+``seed-article.md`` (least confidence, smallest margin, entropy); Houlsby, Huszár, Ghahramani &
+Lengyel, "Bayesian Active Learning for Classification and Preference Learning" (2011) and Gal,
+Islam & Ghahramani (ICML 2017) for BALD.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import xlogy
 
-from raysal.config import STRATEGY_NAMES
+from raysal.config import CRITERION_NAMES, STRATEGY_NAMES
 from raysal.hashing import as_uint64, mix64, open_unit_interval, stream, unit_interval
 
 Criterion = Callable[[NDArray[np.floating], NDArray[np.int64]], NDArray[np.float64]]
@@ -54,6 +59,23 @@ def entropy(probs: NDArray[np.floating], image_ids: NDArray[np.int64]) -> NDArra
     return -xlogy(probs, probs).sum(axis=1)  # [n]
 
 
+def bald(samples: NDArray[np.floating], image_ids: NDArray[np.int64]) -> NDArray[np.float64]:
+    """BALD, the mutual information between the prediction and the model's weights, in nats:
+    the entropy of the mean prediction minus the mean entropy of the T sampled predictions,
+    ``H[mean_t p_t] - mean_t H[p_t]``. High where the samples are each confident but disagree;
+    0 where they agree. ``samples``: ``[T, n, c]``."""
+    samples = np.asarray(samples, dtype=np.float64)
+    if samples.ndim != 3:
+        raise ValueError(f"bald takes samples of shape [T, n, c], got {samples.shape}")
+    _as_probs(samples[0], image_ids)
+    # Image-major, so that each image's sums run in the same order in any batch: its score is
+    # the same whichever worker scored it, with whichever other images.
+    samples = np.ascontiguousarray(samples.transpose(1, 0, 2))  # [n, T, c]
+    mean = samples.mean(axis=1)  # [n, c]
+    expected_entropy = -xlogy(samples, samples).sum(axis=2).mean(axis=1)  # [n]
+    return np.maximum(-xlogy(mean, mean).sum(axis=1) - expected_entropy, 0.0)  # [n]; >= 0 up to rounding
+
+
 @dataclass(frozen=True)
 class RandomBaseline:
     """Uniform scores in [0, 1) that depend only on (seed, image_id): the baseline to beat."""
@@ -70,7 +92,10 @@ CRITERIA: dict[str, Criterion] = {
     "smallest_margin": smallest_margin,
     "entropy": entropy,
     "random": RandomBaseline(seed=0),
+    "bald": bald,
 }
+SAMPLED = frozenset({"bald"})  # criteria of T samples [T, n, c] rather than of probabilities [n, c]
+assert tuple(CRITERIA) == CRITERION_NAMES  # the config validates against the same names
 
 
 def get_criterion(name: str, seed: int = 0) -> Criterion:

@@ -177,6 +177,46 @@ def test_scoring_writes_embeddings_and_rescoring_them_gives_the_same_scores(ray_
                                   probs.argmax(axis=1))
 
 
+
+@pytest.mark.timeout(240)
+def test_bald_scores_images_and_their_cached_embeddings_alike(ray_session, tiny_checkpoint, tmp_path):
+    """bald through the scorer is the MC dropout passes of the head over each image's stored
+    (float16) embedding; rescoring those embeddings gives the same scores, and another round
+    draws other masks. The predicted class stays the model's own, without dropout."""
+    import ray
+
+    from raysal.model.sampling import DropoutSampler
+    from raysal.selection.criteria import bald
+
+    rng = np.random.default_rng(3)
+    n = 80
+    images = rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
+    ds = ray.data.from_items([{"image_id": i, "uri": f"u{i}", "label": float(i % 3), "image": images[i],
+                               "error": "" if i % 29 else "corrupt"} for i in range(n)], override_num_blocks=3)
+    cfg = load_config("demo", {"select.criterion": "bald", "select.mc_samples": 8, "score.batch_size": 16,
+                               "model.input_size": 16, "data.classes": ["a", "b", "c"]})
+    full = str(tmp_path / "full")
+    scoring.write_scores(scoring.score(ds, tiny_checkpoint, cfg, embeddings=True, round_number=3), full, n)
+    scored = pq.read_table(full).to_pandas().sort_values("image_id").reset_index(drop=True)
+    ok = scored["error"].to_numpy() == ""
+    assert (~ok).sum() == 3 and scored.loc[~ok, "score"].isna().all()
+    matrix = np.stack(scored["embedding"].to_numpy())[ok]  # [m, d] float16
+    head = embeddings.DenseHead.from_bytes(open(f"{tiny_checkpoint}/{embeddings.HEAD_FILE}", "rb").read())
+    samples = DropoutSampler(head, 0.2, 8, cfg.seed, 3)(matrix)  # [8, m, 3]
+    expected = bald(samples, scored.loc[ok, "image_id"].to_numpy())
+    np.testing.assert_allclose(scored.loc[ok, "score"], expected, rtol=1e-5, atol=1e-8)  # float32 products
+    assert expected.min() > 0 and len(np.unique(expected)) == ok.sum()  # dropout on: the passes disagree
+    np.testing.assert_array_equal(scored.loc[ok, "predicted"], head.probs(matrix).argmax(axis=1))
+
+    for round_number, same in ((3, True), (4, False)):
+        out = str(tmp_path / f"rescored-{round_number}")
+        assert scoring.rescore(full, out, f"{tiny_checkpoint}/{embeddings.HEAD_FILE}", np.zeros(0, np.int64), cfg,
+                               tasks=2, round_number=round_number) == n
+        rescored = pq.read_table(out).to_pandas().sort_values("image_id").reset_index(drop=True)
+        close = np.allclose(rescored.loc[ok, "score"], scored.loc[ok, "score"], rtol=1e-5, atol=1e-8)
+        assert close == same, round_number
+        assert rescored.loc[~ok, "score"].isna().all()
+
 def _round_config(state_dir, **select) -> tuple:
     stored = json.loads((state_dir / "rounds" / "0001" / "config.json").read_text())
     cfg = config_from_dict(stored)
@@ -248,6 +288,20 @@ def test_a_round_rescores_from_the_embeddings_its_backbone_made_and_not_after_it
     assert rescored["image_id"].tolist() == direct["image_id"].tolist()
     np.testing.assert_allclose(rescored["score"], direct["score"], atol=5e-3)
     assert (rescored["predicted"].to_numpy() == direct["predicted"].to_numpy()).mean() > 0.98
+
+    # bald: round 2 rescores with the head's MC dropout passes, masks drawn for round 2
+    from raysal.model.sampling import DropoutSampler
+    from raysal.selection.criteria import bald
+
+    (state_dir / "rounds" / "0002" / "stages" / "score.json").unlink()
+    bald_cfg = dataclasses.replace(cfg, select=dataclasses.replace(cfg.select, criterion="bald", mc_samples=6))
+    assert score_stage.stage_score(context.Round(state, bald_cfg, 2, {}), None) == rounds.DONE
+    by_bald = pq.read_table(state_dir / "rounds" / "0002" / "scores").to_pandas().sort_values("image_id")
+    head = embeddings.DenseHead.from_bytes(state.read_bytes(f"{state.model_key(1)}/{embeddings.HEAD_FILE}"))
+    stored = np.stack(cached.loc[by_bald["image_id"], "embedding"].to_numpy())  # [n, d] float16
+    expected = bald(DropoutSampler(head, cfg.model.dropout, 6, cfg.seed, 2)(stored), by_bald["image_id"].to_numpy())
+    np.testing.assert_allclose(by_bald["score"], expected, rtol=1e-5, atol=1e-8)  # float32 products, other blocks
+    assert by_bald["image_id"].tolist() == direct["image_id"].tolist() and expected.max() > 0.01
 
     _publish_model(state, 1, change_backbone=True)  # fine-tuned: another backbone
     changed = embedding_cache.read_checkpoint_digest(state, state.model_key(1))

@@ -203,7 +203,7 @@ def test_small_cnn_checkpoint_round_trip(tmp_path):
 
     assert meta == {"model": {"kind": "small_cnn", "input_size": 16, "handle": "", "path": "", "use": "backbone",
                               "outputs": "", "weights": "", "preprocess": "", "mean": [], "std": [],
-                              "dropout": 0.3, "trust_code": False}, "classes": CLASSES,
+                              "dropout": 0.3, "heads": 1, "trust_code": False}, "classes": CLASSES,
                     "backbone_digest": models.backbone_digest(model, cfg),
                     "sha256": {name: hashlib.sha256((tmp_path / "ckpt" / name).read_bytes()).hexdigest()
                                for name in (models.WEIGHTS_FILE, "head.npz")}}

@@ -115,17 +115,20 @@ def test_keras_classifier_file_head_then_finetune(ray_session, tmp_path):
 
 @pytest.mark.timeout(300)
 def test_keras_saved_model_as_backbone_stays_frozen_in_the_head_phase(ray_session, tmp_path):
-    """A SavedModel folder's classifier as a backbone under a new head; head phase only. Ray
-    Train only: scoring a Keras model through Ray is the Keras classifier's test."""
+    """A SavedModel folder's classifier as a backbone under three new heads (``model.heads``),
+    each trained on its own loss through Ray Train; head phase only. Ray Train only: scoring a
+    Keras model through Ray is the Keras classifier's test."""
     path = str(tmp_path / "net_savedmodel")
     save_keras_classifier(path, "softmax")
-    cfg = _config(head_epochs=1, finetune_epochs=0, kind="keras", path=path, use="backbone")
+    cfg = _config(head_epochs=1, finetune_epochs=0, kind="keras", path=path, use="backbone", heads=3)
     initial = _initial_checkpoint(cfg, str(tmp_path / "init"))
 
     trained = _train(cfg, tmp_path, "keras-backbone", init_uri=str(tmp_path / "init"))
 
     assert _same(_weights(trained, models.BACKBONE), _weights(initial, models.BACKBONE))
-    assert not _same(_weights(trained, "head"), _weights(initial, "head"))
+    for k in range(3):
+        assert not _same(_weights(trained, f"head_{k}"), _weights(initial, f"head_{k}"))
+    assert models.dense_head(trained).kernel.shape[0] == 3
     np.testing.assert_allclose(models.predict_probs(trained, _images(4, seed=3)[0]).sum(axis=1), 1.0, rtol=1e-5)
 
 

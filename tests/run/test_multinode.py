@@ -201,6 +201,7 @@ def test_bootstrap_and_two_rounds_on_two_nodes_with_the_state_on_s3(two_nodes, s
     assert len(cached) == 1 and f"{root}/train/decoded-0002" in cached[0], [t[-2000:] for t in texts]
     assert state.stage_done(2, "train")["train_size"] == 380  # every image once, counted as written
     assert not state.exists("train/decoded-0002")  # the cache is removed
-    assert set(Path("/tmp").glob("raysal-*")) == before  # the driver's downloads were removed
+    # the driver's downloads were removed (what other processes remove meanwhile is theirs)
+    assert not set(Path("/tmp").glob("raysal-*")) - before
     workers = two_nodes.python(_LEFT_IN_TMP)  # and the worker node's (models read by actors and train workers)
     assert workers.returncode == 0 and workers.stdout.strip().splitlines()[-1] == "[]", workers.stderr[-2000:]

@@ -71,6 +71,8 @@ def test_the_console_shows_raysal_lines_only_and_the_log_has_the_rest(reference_
     assert any(re.search(r"raysal scoring: \d+/897 images \(\d+%\), \d+ images/s", line) for line in lines), lines
     assert any(re.search(r"raysal train: finetune epoch 2/2: loss \d\.\d{4}, accuracy", line) for line in lines)
     assert any(line.startswith("  test accuracy per class: 0 ") for line in summary), summary
+    assert any(re.fullmatch(r"  test balanced accuracy: 0\.\d{4} before, 0\.\d{4} after; macro-F1: 0\.\d{4} "
+                            r"before, 0\.\d{4} after", line) for line in summary), summary
     (named,) = [line.split(":", 1)[1].strip() for line in summary if line.startswith("  log:")]
     log = Path(named)
     assert log.parent == reference_round / "logs" and log.is_file()  # the waiting state's own log is there too
@@ -95,6 +97,7 @@ def test_training_stores_the_test_accuracy_that_scoring_the_test_split_gives(ray
         stored = state / "models" / f"{model:04d}" / "test_metrics.json"
         by_training = json.loads(stored.read_text())
         stored.unlink()
+        assert 0 < by_training["balanced_accuracy"] <= 1 and 0 < by_training["macro_f1"] <= 1, by_training
         assert by_training["count"] == 200 and evaluate_stage.test_accuracy(r, model) == by_training, model
 
 
@@ -272,6 +275,17 @@ def test_human_labels_are_validated_then_applied(ray_session, waiting_state, tmp
     report = status(state, capsys)
     assert [(r["round"], r["state"], r["labelled_total"]) for r in report["rounds"]] == [(1, "done", 340)]
     assert 0 <= report["rounds"][0]["selection_accuracy_before"] <= 1 and report["leased_by"] is None
+    from raysal.report.metrics import ROUND_FIGURES
+    from raysal.run.state import RunState
+
+    evaluated = RunState(str(state)).stage_done(1, "evaluate")
+    for key in ROUND_FIGURES:  # the evaluate stage's marker holds them, and the round's record takes them
+        assert 0 < evaluated[key] <= 1 and report["rounds"][0][key] == evaluated[key], key
+    assert round_job.main(["--state", str(state), "--status"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("  round 1: done"))
+    assert (f"balanced accuracy {evaluated['test_balanced_accuracy_before']:.4f} -> "
+            f"{evaluated['test_balanced_accuracy_after']:.4f}, macro-F1 {evaluated['test_macro_f1_before']:.4f} -> "
+            f"{evaluated['test_macro_f1_after']:.4f}") in line, line
     assert (state / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (state / "models" / "0001" / "test_metrics.json").exists()
 

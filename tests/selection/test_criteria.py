@@ -10,7 +10,9 @@ import pytest
 from raysal.config import CRITERION_NAMES
 from raysal.selection.criteria import (
     CRITERIA,
+    SAMPLED,
     RandomBaseline,
+    bald,
     entropy,
     get_criterion,
     least_confidence,
@@ -18,6 +20,7 @@ from raysal.selection.criteria import (
 )
 
 UNCERTAINTY = ["least_confidence", "smallest_margin", "entropy"]
+OF_PROBS = sorted(set(CRITERIA) - SAMPLED)  # criteria of probabilities [n, c]; bald's contract is below
 _MASK64 = (1 << 64) - 1
 
 
@@ -128,17 +131,17 @@ def test_planted_uncertain_row_ranks_first(name: str, planted_at: int) -> None:
 
 def test_registry_offers_exactly_the_configurable_criteria() -> None:
     assert sorted(CRITERIA) == sorted(CRITERION_NAMES)
-    assert set(UNCERTAINTY) | {"random"} == set(CRITERIA)
+    assert set(UNCERTAINTY) | {"random"} | {"bald"} == set(CRITERIA) and SAMPLED == {"bald"}
 
 
-@pytest.mark.parametrize("name", sorted(CRITERIA))
+@pytest.mark.parametrize("name", OF_PROBS)
 def test_get_criterion_returns_the_registered_function(name: str) -> None:
     criterion = get_criterion(name)
     probs = np.array([[0.7, 0.2, 0.1], [0.3, 0.3, 0.4]])
     np.testing.assert_array_equal(criterion(probs, np.array([5, 9])), CRITERIA[name](probs, np.array([5, 9])))
 
 
-@pytest.mark.parametrize("name", sorted(CRITERIA))
+@pytest.mark.parametrize("name", OF_PROBS)
 @pytest.mark.parametrize(("n", "c"), [(1, 2), (7, 3), (64, 10)])
 def test_contract_shape_dtype_finite(name: str, n: int, c: int) -> None:
     rng = np.random.default_rng(n * 100 + c)
@@ -149,7 +152,7 @@ def test_contract_shape_dtype_finite(name: str, n: int, c: int) -> None:
     assert np.isfinite(scores).all()
 
 
-@pytest.mark.parametrize("name", sorted(CRITERIA))
+@pytest.mark.parametrize("name", OF_PROBS)
 def test_contract_empty_batch_gives_empty_scores(name: str) -> None:
     scores = get_criterion(name)(np.zeros((0, 3)), np.zeros(0, dtype=np.int64))
     assert scores.shape == (0,)
@@ -164,7 +167,7 @@ def test_uncertainty_uniform_row_scores_above_one_hot_row(name: str, c: int) -> 
     assert uniform_score > one_hot_score + 0.4
 
 
-@pytest.mark.parametrize("name", sorted(CRITERIA))
+@pytest.mark.parametrize("name", OF_PROBS)
 def test_contract_order_independence(name: str) -> None:
     rng = np.random.default_rng(7)
     probs = rng.dirichlet(np.ones(5), size=200)  # [200, 5]
@@ -177,7 +180,7 @@ def test_contract_order_independence(name: str) -> None:
     assert len(np.unique(scores)) > 150  # the scores vary, so a wrong permutation would show
 
 
-@pytest.mark.parametrize("name", sorted(CRITERIA))
+@pytest.mark.parametrize("name", OF_PROBS)
 def test_contract_batch_split_does_not_change_scores(name: str) -> None:
     """A worker scoring half a batch gives each image the same score as one scoring all of it."""
     rng = np.random.default_rng(8)
@@ -194,7 +197,7 @@ _BAD_SHAPES = {"1-d": (4,), "one-class": (4, 1), "3-d": (2, 3, 4)}
     ("name", "shape"),
     [
         pytest.param(name, shape, id=f"{name}-{label}", )
-        for name in sorted(CRITERIA)
+        for name in OF_PROBS
         for label, shape in _BAD_SHAPES.items()
     ],
 )
@@ -255,3 +258,61 @@ def test_random_is_roughly_uniform_on_unit_interval(seed: int) -> None:
     counts, _ = np.histogram(scores, bins=10, range=(0.0, 1.0))
     np.testing.assert_allclose(counts / n, 0.1, atol=0.005)
     assert len(np.unique(scores)) == n
+
+
+# --- bald: the mutual information of T sampled predictions -------------------------------------
+
+
+def _reference_bald(samples: np.ndarray) -> np.ndarray:
+    """Houlsby et al. (2011) as baal computes it, written out per image in baal's layout
+    ([n, c, T]): H[mean_t p_t] - mean_t H[p_t], natural log, 0 log 0 = 0."""
+    probs = np.moveaxis(np.asarray(samples, np.float64), 0, -1)  # [n, c, T]
+    out = []
+    for image in probs:  # [c, T]
+        mean = image.mean(axis=1)  # [c]
+        entropy_of_mean = -sum(p * math.log(p) for p in mean if p > 0)
+        mean_entropy = sum(-sum(p * math.log(p) for p in image[:, t] if p > 0) for t in range(image.shape[1]))
+        out.append(entropy_of_mean - mean_entropy / image.shape[1])
+    return np.array(out)
+
+
+@pytest.mark.parametrize(("t", "n", "c"), [(2, 1, 2), (20, 50, 3), (7, 30, 10)])
+def test_bald_is_the_mutual_information_of_its_samples(t: int, n: int, c: int) -> None:
+    rng = np.random.default_rng(t * 1000 + n + c)
+    samples = rng.dirichlet(np.full(c, 0.3), size=(t, n)).astype(np.float32)  # [T, n, c]
+    scores = bald(samples, _ids(n))
+    np.testing.assert_allclose(scores, _reference_bald(samples), rtol=0, atol=1e-6)
+    assert scores.shape == (n,) and scores.dtype == np.float64 and (scores >= 0).all()
+    assert scores.min() > 1e-3 and (n == 1 or np.ptp(scores) > 0.05)  # the samples differ, and so do the scores
+
+
+def test_bald_known_answers_all_equal_and_one_hot_samples() -> None:
+    uniform = np.full((5, 1, 4), 0.25)  # every pass unsure, and all agree: nothing to learn about the weights
+    agreeing = np.tile(np.eye(3)[1], (6, 1, 1))  # every pass sure of class 1
+    split = np.stack([np.eye(2)[t % 2][None] for t in range(4)])  # passes sure, but half say 0, half 1
+    spread = np.stack([np.eye(5)[t][None] for t in range(5)])  # each pass sure of another of 5 classes
+    mixed = np.array([[[0.9, 0.1]], [[0.5, 0.5]]])  # T = 2
+    assert bald(uniform, _ids(1))[0] == pytest.approx(0.0, abs=1e-12)
+    assert bald(agreeing, _ids(1))[0] == pytest.approx(0.0, abs=1e-12)
+    assert bald(split, _ids(1))[0] == pytest.approx(math.log(2), abs=1e-12)
+    assert bald(spread, _ids(1))[0] == pytest.approx(math.log(5), abs=1e-12)
+    h = lambda *p: -sum(x * math.log(x) for x in p)  # noqa: E731
+    assert bald(mixed, _ids(1))[0] == pytest.approx(h(0.7, 0.3) - (h(0.9, 0.1) + h(0.5, 0.5)) / 2, abs=1e-12)
+    for samples in (uniform, agreeing, split, spread, mixed):
+        np.testing.assert_allclose(bald(samples, _ids(1)), _reference_bald(samples), atol=1e-6)
+
+
+def test_bald_contract_order_batch_split_empty_and_shapes() -> None:
+    rng = np.random.default_rng(9)
+    samples = rng.dirichlet(np.ones(4), size=(10, 100))  # [10, 100, 4]
+    ids = np.arange(1000, 1100, dtype=np.int64)
+    whole = get_criterion("bald")(samples, ids)
+    perm = rng.permutation(100)
+    np.testing.assert_array_equal(bald(samples[:, perm], ids[perm]), whole[perm])
+    np.testing.assert_array_equal(np.concatenate([bald(samples[:, :37], ids[:37]), bald(samples[:, 37:], ids[37:])]),
+                                  whole)
+    assert bald(np.zeros((10, 0, 4)), np.zeros(0, np.int64)).shape == (0,)
+    with pytest.raises(ValueError, match=r"samples of shape \[T, n, c\]"):
+        bald(samples[0], ids)  # probabilities [n, c], not samples
+    with pytest.raises(ValueError, match="image_ids must have shape"):
+        bald(samples, ids[:5])

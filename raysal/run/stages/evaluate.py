@@ -1,5 +1,5 @@
-"""The evaluate stage: test accuracy before and after retraining, and the old model's accuracy
-on the images it selected."""
+"""The evaluate stage: test accuracy, balanced accuracy and macro-F1 before and after
+retraining, and the old model's accuracy on the images it selected."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from raysal import faults
 from raysal.data.decode import decode
 from raysal.report import progress
-from raysal.report.metrics import TEST_METRICS_FILE, accuracy_report
+from raysal.report.metrics import BALANCED_FIGURES, TEST_METRICS_FILE, accuracy_report
 from raysal.run import scoring
 from raysal.run.context import DONE, Round
 from raysal.run.stages.label import selection
@@ -45,8 +45,10 @@ def stage_evaluate(r: Round, label_file: str | None) -> str:
     after = test_accuracy(r, r.number)
     metrics = {"test_before": before, "test_after": after, "selection_before": on_selection}
     r.state.write_json(r.files.metrics, metrics)
-    r.state.commit_stage(r.number, "evaluate", {"test_accuracy_before": before["accuracy"],
-                                                "test_accuracy_after": after["accuracy"],
-                                                "test_per_class_after": after["per_class"],
-                                                "selection_accuracy_before": on_selection["accuracy"]})
+    # A model tested before raysal measured the balanced figures keeps its cached report: None there.
+    r.state.commit_stage(r.number, "evaluate", {
+        "test_accuracy_before": before["accuracy"], "test_accuracy_after": after["accuracy"],
+        **{f"test_{figure}_{when}": report.get(figure) for figure in BALANCED_FIGURES
+           for when, report in (("before", before), ("after", after))},
+        "test_per_class_after": after["per_class"], "selection_accuracy_before": on_selection["accuracy"]})
     return DONE

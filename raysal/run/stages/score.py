@@ -50,7 +50,7 @@ def stage_score(r: Round, label_file: str | None) -> str:
         with progress.watch(r.board, "rescoring from embeddings", total) as board:
             written = scoring.rescore(r.state.uri(cached["scores"]), r.state.uri(scores_key),
                                       r.state.uri(model_key, embeddings.HEAD_FILE), excluded, r.cfg,
-                                      scoring.writes_embeddings(r.cfg, reusable=False), board)
+                                      scoring.writes_embeddings(r.cfg, reusable=False), board, round_number=r.number)
         if written != total:  # the cached files lost rows since: never select from a partial pool
             raise StateError(f"round {r.number}: rescoring {r.state.uri(cached['scores'])} gave {written} rows, not "
                              f"the pool's {total}; remove {r.state.uri(embeddings_key(digest))} and run again "
@@ -62,7 +62,8 @@ def stage_score(r: Round, label_file: str | None) -> str:
     keep = scoring.writes_embeddings(r.cfg, reusable=digest is not None)
     with progress.watch(r.board, "scoring", total) as board:
         scoring.write_scores(scoring.score(decode(pool, r.cfg), r.model_uri(r.number - 1), r.cfg,
-                                           board=board, embeddings=keep), r.state.uri(scores_key), total)
+                                           board=board, embeddings=keep, round_number=r.number),
+                             r.state.uri(scores_key), total)
     if keep and digest is not None:
         embedding_cache.record(r.state, digest, scores_key, r.number, r.number - 1, total, len(excluded))
     r.state.commit_stage(r.number, "score", done)

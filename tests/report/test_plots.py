@@ -1,0 +1,26 @@
+"""raysal.report.plots: the figures are PNGs, with a balanced-accuracy panel where there are its curves."""
+
+from __future__ import annotations
+
+import struct
+
+from raysal.report.plots import learning_curve_png, simulation_png
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])  # the IHDR chunk: width, height
+
+
+def test_the_simulation_figure_has_a_balanced_accuracy_panel_when_the_curves_have_it():
+    curve = {"mean": [0.5, 0.7], "min": [0.4, 0.6], "max": [0.6, 0.8]}
+    alone = simulation_png([10, 20], {"random": curve, "margin": curve}, "t")
+    both = simulation_png([10, 20], {"random": {**curve, "balanced_accuracy": curve},
+                                     "margin": {**curve, "balanced_accuracy": curve}}, "t")
+    assert png_size(alone) == (700, 450) and png_size(both) == (1250, 450)
+
+
+def test_a_learning_curve_draws_the_gaps_of_rounds_without_a_figure():
+    png = learning_curve_png([300, 340, 380], {"accuracy": [0.8, 0.85, 0.9], "balanced accuracy": [None, None, 0.88]},
+                             "raysal: demo")
+    assert png_size(png) == (600, 400)
