@@ -5,7 +5,7 @@
   nothing is imported, so neither Ray nor TensorFlow loads.
 - ``reference/config.md`` is written by hand; where it says ``<!-- config-fields -->`` the hook puts a table per
   TOML table: every field of every config dataclass, its type, its default (``dataclasses.fields``) and the comment
-  beside it in ``raysal/config.py`` (``ast`` + ``tokenize``). A leaf field without a comment fails the build.
+  beside it in ``raysal/config/schema.py`` (``ast`` + ``tokenize``). A leaf field without a comment fails the build.
 
 The two whole pages are virtual files (``File.generated``): nothing generated is ever written into ``docs/``.
 Only the stdlib, ``raysal.errors`` and ``raysal.config`` (both pure stdlib) are imported.

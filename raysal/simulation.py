@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from raysal.config import SEED_STRATEGIES
 from raysal.data.imbalance import long_tail_rows
 from raysal.errors import ConfigError, Refused
 from raysal.report.metrics import balanced_accuracy
@@ -93,6 +94,7 @@ class Settings:
     head_steps: int = 300  # full-batch Adam steps, from the same initial head weights every round
     head_learning_rate: float = 3e-3  # Adam
     imbalance: float = 1.0  # largest over smallest class of the pool, subsampled long-tailed; 1: the pool as it is
+    seed_strategy: str = "random"  # the seed set: random, or typical (TypiClust, as a cold start's round 0 picks)
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.strategies if s not in STRATEGIES]
@@ -105,6 +107,8 @@ class Settings:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.rounds < 0:
             raise ConfigError(f"rounds: must be >= 0, got {self.rounds}")
+        if self.seed_strategy not in SEED_STRATEGIES:
+            raise ConfigError(f"seed_strategy: {self.seed_strategy!r} is not one of {', '.join(SEED_STRATEGIES)}")
         if not math.isfinite(self.imbalance) or self.imbalance < 1:
             raise ConfigError(f"imbalance: --imbalance {self.imbalance} must be a finite number >= 1 "
                               "(1: the pool as it is)")
@@ -232,6 +236,23 @@ def seed_set(n: int, size: int, seed: int) -> NDArray[np.intp]:
     return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
 
 
+def typical_seed_set(cfg: "Config", pool: Split, size: int, seed: int) -> NDArray[np.intp]:
+    """Indices of a typical seed set, sorted: what a cold start's round 0 selects
+    (``raysal.run.coldstart``): TypiClust over the pool's features after PCA, the features being
+    the untrained model's backbone embeddings when it is pretrained, else the pixels downsampled."""
+    from raysal.model import models
+    from raysal.model.features import PIXEL_SIDE
+    from raysal.selection import typical
+
+    if cfg.model.pretrained:
+        embed = models.embedding_model(models.build_model(cfg.model, len(cfg.data.classes)))
+        features = embed.predict(pool.images, batch_size=256, verbose=0)
+    else:
+        features = typical.pixel_features(pool.images, PIXEL_SIDE)
+    pca = typical.Pca.fit(*typical.moments(features))
+    return np.sort(typical.typical_indices(pca.project(features), size, seed, image_ids=pool.image_ids))
+
+
 def round_zero(cfg: "Config", settings: Settings, pool: Split, test: Split,
                seed: int) -> tuple[dict[str, Any], float]:
     """One seed's start: the seed set, the round-0 model trained on it (the config's
@@ -244,8 +265,9 @@ def round_zero(cfg: "Config", settings: Settings, pool: Split, test: Split,
 
     _, keras = heads.tensorflow()
     n_classes = len(cfg.data.classes)
-    seed_rows = seed_set(len(pool.image_ids), settings.seed_size, seed)
-    keras.utils.set_random_seed(seed)
+    seed_rows = typical_seed_set(cfg, pool, settings.seed_size, seed) if settings.seed_strategy == "typical" \
+        else seed_set(len(pool.image_ids), settings.seed_size, seed)
+    keras.utils.set_random_seed(seed)  # the round-0 model's init: the same whichever seed set
     model = models.build_model(cfg.model, n_classes)
     models.set_backbone_trainable(model, True)
     fit_model, loss, accuracy = models.training_view(model)  # model.heads > 1: each member its own loss

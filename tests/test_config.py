@@ -171,7 +171,7 @@ BAD_OVERRIDES = [
     pytest.param({"budget": 5}, r"^budget: unknown key", id="unknown-top-level-key"),
     pytest.param({"select.budgte": 5},
                  r"^select\.budgte: unknown key; SelectConfig has \['beta', 'budget', 'candidates', 'criterion', "
-                 r"'mc_samples', 'stop_kappa', 'strategy'\]",
+                 r"'mc_samples', 'seed_budget', 'seed_strategy', 'stop_kappa', 'strategy'\]",
                  id="unknown-nested-key"),
     pytest.param({"data.pool.row": "1:2"}, r"^data\.pool\.row: unknown key", id="unknown-deeply-nested-key"),
     pytest.param({"select.budget": 0}, r"^select\.budget: must be >= 1, got 0", id="budget-zero"),

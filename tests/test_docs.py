@@ -22,7 +22,7 @@ from raysal.config import Config
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUILD_TIMEOUT_S = 240  # a build takes a few seconds; a loaded CI machine gets room
 README_MAX_LINES = 300
-INTERNAL_FIELDS = {"where"}  # set by the config loader for its messages; not a TOML key (config._build)
+INTERNAL_FIELDS = {"where"}  # set by the config loader for its messages; not a TOML key (config.loading.build)
 
 
 def build(project: Path, site: Path) -> subprocess.CompletedProcess[str]:

@@ -53,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--imbalance", type=float, default=d.imbalance, metavar="R",
                    help="subsample the pool long-tailed, the largest class R times the smallest (the test split "
                         "stays as it is; default 1: the pool as it is)")
+    p.add_argument("--seed-strategy", default=d.seed_strategy, choices=("random", "typical"),
+                   help="the seed set: drawn at random, or typical (TypiClust over the pool's features, as a cold "
+                        "start's round 0 selects)")
     p.add_argument("--out", default="simulation", help="folder for simulation.json, simulation.png, simulation.log")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (ignored on a cluster)")
     p.add_argument("-v", "--verbose", action="store_true", help="show Ray's and TensorFlow's output too")
@@ -77,10 +80,15 @@ def run(args: argparse.Namespace, prog: str) -> int:
             strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()), seeds=args.seeds,
             rounds=args.rounds, seed_size=args.seed_size, budget=args.budget, target=args.target,
             round0_epochs=args.round0_epochs, head_steps=args.head_steps, head_learning_rate=args.head_learning_rate,
-            imbalance=args.imbalance)
+            imbalance=args.imbalance, seed_strategy=args.seed_strategy)
     except ConfigError as exc:  # the config's, or the simulation's settings
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    if cfg.data.cold_start:
+        print(f"error: {args.config}: a cold start's seed set, val and test are chosen by its round 0; a simulation "
+              "needs a labelled pool and test split (the oracle). Simulate on a labelled config, with "
+              "--seed-strategy typical to see what a cold start's seed set gives", file=sys.stderr)
+        return EXIT_CONFIG
     state_root = storage.absolute(args.state or f".raysal/{cfg.name}")
     root = preflight.data_root(cfg, state_root)
     if (code := refused(lambda: preflight.check(cfg, state_root))) is not None:  # as for a round, before Ray
@@ -102,7 +110,7 @@ def run(args: argparse.Namespace, prog: str) -> int:
         print(f"{message}\n  log: {log_path}", file=sys.stderr)
         return code
     result, paths = message
-    print(f"{simulation.FAST_PATH}.\n{simulation_report.pool_line(result)}.\n")
+    print(f"{simulation.FAST_PATH}.\n{simulation_report.pool_line(result)}.\n{simulation_report.round0_line(result)}.\n")
     print(simulation_report.format_table(result))
     print(f"\n{result['seconds']['total']:.0f} s; wrote {paths[0]}, {paths[1]}; log {log_path}")
     return EXIT_OK

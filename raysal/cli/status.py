@@ -48,7 +48,12 @@ def print_status(report: dict[str, Any], as_json: bool) -> None:
         print(f"  leased by pid {lease['pid']} on {lease['host']} since {time.ctime(lease['acquired_at'])} ({state})")
     for r in report["rounds"]:
         line = f"  round {r['round']}: {r['state']}, selected {r.get('selected')}"
-        if r["state"] == "done":  # a round recorded before the balanced figures were measured has n/a there
+        if r.get("cold_start"):
+            split = r.get("split") or {}
+            line += (f" by {r.get('seed_strategy')} (cold start), {r.get('labelled')} labelled: "
+                     f"{split.get('labelled')} "
+                     f"seed set, {split.get('val')} val, {split.get('test')} test")
+        elif r["state"] == "done":  # a round recorded before the balanced figures were measured has n/a there
             line += (f", test accuracy {_figures(r, 'test_accuracy')}, balanced accuracy "
                      f"{_figures(r, 'test_balanced_accuracy')}, macro-F1 {_figures(r, 'test_macro_f1')}, "
                      f"on the selection before retraining {_figure(r.get('selection_accuracy_before'))}")

@@ -3,6 +3,7 @@
     raysal prepare images --out run                          # images/<class>/*.jpg
     raysal prepare labels.csv --pool unlabelled --out run    # people label a separate pool
     raysal prepare images --out run --model hub --handle /models/inception_v3
+    raysal prepare --pool unlabelled --classes cat,dog --out run   # a cold start: no labels yet
 
 The labelled images (a folder with one subfolder per class, or a CSV/Parquet manifest with
 ``uri,label`` and an optional ``image_id``; relative uris are relative to the manifest's folder)
@@ -20,15 +21,17 @@ ids are hashed in the namespace "labelled" (``LABELLED_IDS``): the labelled fold
 may then both hold cat/0001.jpg, two images with two ids. The pool's ids are as they always
 were; only the seed, val and test images of a human run get other ids than a run prepared
 before this rule gave them (no selection or label of a round names those).
+
+With no labelled images (a cold start: --pool and --classes alone) the run's seed set, val and
+test are of kind "seed": its round 0 selects select.seed_budget typical images of the pool for
+people to label, and splits their labels by class as above (``raysal.run.coldstart``).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import operator
 import os
-import shlex
 import tomllib
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
@@ -121,7 +124,7 @@ def check_disjoint(labelled: Listing, pool: Listing) -> None:
 class PrepareConfig:
     """What ``raysal prepare`` is asked to do; every default in one place."""
 
-    labelled: str  # a folder with a subfolder per class, or a CSV/Parquet manifest (uri,label[,image_id])
+    labelled: str  # a folder with a subfolder per class, or a CSV/Parquet manifest (uri,label[,image_id]); "": none
     out: str = "run"  # a local folder for the manifests and config.toml
     pool: str = ""  # a separate unlabelled pool (folder or manifest); "" = the rest of the labelled images
     labelled_size: Size | None = None  # None: SEED_SHARE beside an oracle pool; beside --pool, the rest
@@ -136,8 +139,12 @@ class PrepareConfig:
     input_size: int | None = None  # None: 32 for small_cnn, 299 (the article's) for hub, inception_v3; keras: needed
     budget: int | None = None  # None: a tenth of the pool, 1 to 500
     force: bool = False  # overwrite an existing config.toml in ``out``
+    classes: tuple[str, ...] = ()  # a cold start (no labelled images): the class names people choose from
+    seed_budget: int | None = None  # a cold start: images round 0 selects; None: the budget, at least 3 per class
 
     def __post_init__(self) -> None:
+        if not self.labelled:
+            self._check_cold_start()
         if self.model not in MODELS:
             raise BadInput(f"--model: {self.model!r} is not one of {', '.join(MODELS)}")
         for option, value, model in (("--handle", self.handle, "hub"), ("--weights", self.weights, "inception_v3"),
@@ -152,6 +159,10 @@ class PrepareConfig:
         if self.model == "keras" and self.input_size is None:
             raise BadInput("--input-size: --model keras needs the side of the square images your model takes "
                            "(e.g. 224)")
+        if self.labelled and self.classes:
+            raise BadInput("--classes: only for a cold start (no IMAGES); the labelled images name their classes")
+        if self.labelled and self.seed_budget is not None:
+            raise BadInput("--seed-budget: only for a cold start (no IMAGES), whose round 0 selects the seed set")
         if self.pool and self.labelled_size is not None:
             raise BadInput("--labelled: beside --pool the seed set is every labelled image not in val or test; "
                            "size --val and --test instead")
@@ -160,6 +171,30 @@ class PrepareConfig:
         if storage.is_uri(self.out):
             raise BadInput(f"--out: {self.out} is a URI; the run's files are written to a local folder (its "
                            "manifests may point at s3:// images, and --state may be on S3)")
+
+    def _check_cold_start(self) -> None:
+        if not self.pool:
+            raise BadInput("IMAGES: give labelled images, or for a cold start with none, --pool FOLDER and "
+                           "--classes a,b,c")
+        if len(self.classes) < 2:
+            raise BadInput(f"--classes: a cold start needs the names of at least 2 classes (--classes cat,dog), got "
+                           f"{list(self.classes)}")
+        for name in self.classes:
+            if not name or name != name.strip() or "," in name:
+                raise BadInput(f"--classes: {name!r} is not a class name (no empty names, commas or outer spaces)")
+        if len(set(self.classes)) < len(self.classes):
+            raise BadInput(f"--classes: {sorted({c for c in self.classes if self.classes.count(c) > 1})} given twice")
+        if self.labelled_size is not None or self.val_size != PrepareConfig.val_size \
+                or self.test_size != PrepareConfig.test_size:
+            raise BadInput("--labelled, --val, --test: a cold start splits round 0's labels itself (a fifth test, a "
+                           "tenth val, the rest the seed set)")
+        if self.seed_budget is not None and self.seed_budget < 3 * len(self.classes):
+            raise BadInput(f"--seed-budget: at least 3 images per class ({3 * len(self.classes)} for "
+                           f"{len(self.classes)}), one each for the seed set, val and test; got {self.seed_budget}")
+
+    @property
+    def cold_start(self) -> bool:
+        return not self.labelled
 
     @property
     def rest(self) -> str:
@@ -195,16 +230,23 @@ def model_table(cfg: PrepareConfig) -> dict[str, Any]:
 
 def config_table(cfg: PrepareConfig, classes: Sequence[str], root: str, budget: int) -> dict[str, Any]:
     """The run's config as a nested dict, for ``config.config_from_dict`` and the TOML file."""
+    seeded = {split: {"kind": "seed"} for split in SPLITS if split != "pool"} if cfg.cold_start else {}
     return {
         "name": os.path.basename(os.path.normpath(cfg.out)) or "run",
         "seed": cfg.seed,
         "data": {"classes": list(classes), "root": root,
-                 **{split: {"kind": "manifest", "path": f"{split}.parquet"} for split in SPLITS}},
+                 **{split: seeded.get(split, {"kind": "manifest", "path": f"{split}.parquet"}) for split in SPLITS}},
         "model": model_table(cfg),
         "train": dict(PRETRAINED if cfg.pretrained else FROM_SCRATCH),
-        "select": {"budget": budget, "criterion": "least_confidence"},
+        "select": {"budget": budget, "criterion": "least_confidence",
+                   **({"seed_budget": seed_budget(cfg, budget), "seed_strategy": "typical"} if cfg.cold_start else {})},
         "label": {"mode": "human" if cfg.pool else "oracle"},
     }
+
+
+def seed_budget(cfg: PrepareConfig, budget: int) -> int:
+    """A cold start's round 0 selects --seed-budget, else a round's budget, at least 3 per class."""
+    return cfg.seed_budget if cfg.seed_budget is not None else max(budget, 3 * len(cfg.classes))
 
 
 def _toml_value(value: Any) -> str:
@@ -265,6 +307,8 @@ def plan_run(cfg: PrepareConfig) -> Plan:
         MissingInput: an input that does not exist or cannot be read.
         BadInput: anything that must not become a run, with the file or option and examples.
     """
+    if cfg.cold_start:
+        return _plan_cold_start(cfg)
     labelled = read_images(cfg.labelled, labelled=True, id_namespace=LABELLED_IDS if cfg.pool else "")
     pool = read_images(cfg.pool, labelled=False) if cfg.pool else None
     if pool is not None:
@@ -291,12 +335,39 @@ def plan_run(cfg: PrepareConfig) -> Plan:
     header = (f"# Written by raysal prepare from {cfg.labelled}{f' and the pool {cfg.pool}' if cfg.pool else ''}, "
               f"split with seed {cfg.seed}.\n")
     text = header + to_toml(table, described)
+    _check_config(text)
+    return Plan(cfg, tuple(classes.tolist()), counts, pool_size, manifests, table, text,
+                labelled.notes + (pool.notes if pool is not None else ()))
+
+
+def _check_config(text: str) -> None:
     try:
         config_from_dict(tomllib.loads(text))  # the file as written is what a round will load
     except ConfigError as exc:
         raise BadInput(f"the config it would write is refused: {exc}") from None
-    return Plan(cfg, tuple(classes.tolist()), counts, pool_size, manifests, table, text,
-                labelled.notes + (pool.notes if pool is not None else ()))
+
+
+def _plan_cold_start(cfg: PrepareConfig) -> Plan:
+    """A run with a pool and no labels: the pool's manifest, and a config whose seed set, val and
+    test round 0 chooses."""
+    pool = read_images(cfg.pool, labelled=False)
+    k = len(cfg.classes)
+    budget = cfg.budget or default_budget(len(pool))
+    table = config_table(cfg, cfg.classes, storage.absolute(cfg.out), budget)
+    seeds = table["select"]["seed_budget"]
+    if seeds > len(pool):
+        raise BadInput(f"--seed-budget: round 0 would select {seeds} images, more than the pool's {len(pool)}"
+                       + ("" if cfg.seed_budget is not None else f" (at least 3 of each of {k} classes)"))
+    described = {f"data.{s}": "a cold start: the images round 0 selects and people label, split by class"
+                 for s in SPLITS if s != "pool"}
+    described["data.pool"] = f"{len(pool)} images of {pool.source}, labelled by people"
+    described["select"] = "round 0 selects seed_budget typical images before any model exists"
+    header = f"# Written by raysal prepare for a cold start on the pool {cfg.pool}: no labelled images yet.\n"
+    text = header + to_toml(table, described)
+    _check_config(text)
+    zeros = np.zeros(k, np.int64)
+    return Plan(cfg, cfg.classes, {split: zeros for split in SPLITS}, len(pool),
+                {"pool": _manifest(pool, None, with_labels=False)}, table, text, pool.notes)
 
 
 def write_run(plan: Plan) -> None:
@@ -321,52 +392,3 @@ def prepare(cfg: PrepareConfig) -> Plan:
     plan = plan_run(cfg)
     write_run(plan)
     return plan
-
-
-# --- the console -----------------------------------------------------------------------------
-
-def round_command(plan: Plan, prog: str) -> str:
-    """The command that runs the first round, as the user would type it in the same folder."""
-    runner = "raysal round" if prog.startswith("raysal") else "python jobs/round.py"
-    state = os.path.join(plan.cfg.out, "state")
-    return f"{runner} --config {shlex.quote(plan.config_path)} --state {shlex.quote(state)}"
-
-
-def format_summary(plan: Plan, prog: str) -> str:
-    """What the user reads: images per split and class, the model, and the next command."""
-    cfg, k = plan.cfg, len(plan.classes)
-    human = bool(cfg.pool)
-    shown = list(range(min(k, SUMMARY_CLASSES)))
-    width = max(len("class"), *(len(plan.classes[c]) for c in shown))
-
-    def row(name: str, values: Sequence[str]) -> str:
-        return f"  {name:<{width}}" + "".join(f"  {v:>8}" for v in values)
-
-    def cells(pick: Any) -> list[str]:
-        return [str(int(pick(plan.counts[s]))) for s in SPLITS if s != "pool"] + \
-               (["-"] if human else [str(int(pick(plan.counts["pool"])))])
-
-    n_labelled = sum(int(plan.counts[s].sum()) for s in SPLITS)
-    lines = [f"{n_labelled} labelled images of {k} classes in {cfg.labelled}, split by class with seed {cfg.seed}:",
-             row("class", SPLITS)]
-    lines += [row(plan.classes[c], cells(operator.itemgetter(c))) for c in shown]
-    if k > len(shown):
-        lines.append(f"  ... and {k - len(shown)} more classes")
-    lines.append(row("all", cells(np.sum)[:3] + [str(plan.pool_size)]))
-    if human:
-        lines.append(f"pool: {plan.pool_size} unlabelled images of {cfg.pool}, labelled by people "
-                     "(label.mode = \"human\"): a round stops after selecting and writes rounds/000r/to_label.csv "
-                     "in its state; once labelled, run it again with --import-labels FILE")
-    else:
-        lines.append("pool: the rest of the labelled images; a round takes their labels from the data "
-                     "(label.mode = \"oracle\")")
-    model, train = plan.config["model"], plan.config["train"]
-    size = f" at {model['input_size']}x{model['input_size']}" if "input_size" in model else ""
-    how = (f"the head trained {train['head_epochs']} epochs, then the whole model {train['finetune_epochs']}"
-           if cfg.pretrained else f"trained from scratch, {train['finetune_epochs']} epochs")
-    lines.append(f"model: {cfg.model}{size}, {how}; {plan.config['select']['budget']} images selected per round "
-                 "(--budget)")
-    lines += [f"note: {note}" for note in plan.notes]
-    written = [os.path.join(cfg.out, f"{s}.parquet") for s in SPLITS] + [plan.config_path]
-    lines += [f"wrote {', '.join(written)}", "", "Run the first round:", f"  {round_command(plan, prog)}"]
-    return "\n".join(lines)

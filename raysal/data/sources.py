@@ -148,6 +148,10 @@ def ensure_digits(folder: str) -> str:
 def source_table(cfg: SourceConfig, classes: Sequence[str], root: str) -> pa.Table | None:
     """The source as an Arrow table read on the driver, or None for a source read by Ray: a whole
     manifest (not opened here), or a slice of a packed one (checked against its rows here)."""
+    if cfg.kind == "seed":
+        raise SourceError(f"{cfg.where}: a cold start's seed split is chosen and labelled by its round 0 and read "
+                          "from the run's state by a round (raysal.run.coldstart), not on its own: give a labelled "
+                          "source here instead")
     if cfg.kind == "manifest":
         return manifest_source(cfg, classes, root)[0] if cfg.rows else None
     if cfg.kind == "tfds":

@@ -43,11 +43,21 @@ def pool_line(result: Mapping[str, Any]) -> str:
             f"per class ({kept})")
 
 
+def round0_line(result: Mapping[str, Any]) -> str:
+    """The round-0 models' test accuracy over the seeds, and how their seed sets were chosen."""
+    s, accuracy = result["settings"], result["round0_model_accuracy"]
+    return (f"round-0 model (seed set of {s['seed_size']}, {s.get('seed_strategy', 'random')}): test accuracy "
+            f"{sum(accuracy) / len(accuracy):.3f} mean over {len(accuracy)} seeds "
+            f"({', '.join(f'{a:.3f}' for a in accuracy)})")
+
+
 def write_results(result: Mapping[str, Any], out: str) -> tuple[str, str]:
     """``simulation.json`` and ``simulation.png`` in the folder ``out`` (a path or URI), each
     written whole; returns their paths."""
     s = result["settings"]
     title = f"{result['config']}: {s['seeds']} seeds, seed set {s['seed_size']}, {s['budget']} per round"
+    if s.get("seed_strategy", "random") != "random":
+        title += f", {s['seed_strategy']} seed set"
     if s.get("imbalance", 1) != 1:
         title += f", pool imbalance {s['imbalance']:g}"
     paths = storage.join(out, "simulation.json"), storage.join(out, "simulation.png")

@@ -50,7 +50,12 @@ class Round:
 
     def sized_source(self, source: SourceConfig) -> tuple[ray.data.Dataset, int]:
         """The source and its size. Blocks of a few model batches: the pool streams through
-        decoding and scoring in pieces."""
+        decoding and scoring in pieces. A cold start's ``seed`` split is read from the pool."""
+        if source.kind == "seed":
+            from raysal.run.coldstart import seed_source  # it builds on this module
+
+            return seed_source(self.state, self.cfg, source.where.removeprefix("data."), self.data_root,
+                               BATCHES_PER_BLOCK * self.cfg.score.batch_size)
         return sources.read_source_with_size(source, self.cfg.data.classes, self.data_root,
                                              block_rows=BATCHES_PER_BLOCK * self.cfg.score.batch_size)
 

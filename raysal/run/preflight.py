@@ -23,7 +23,8 @@ from raysal.errors import Refused, Unavailable  # noqa: F401  (raised here; impo
 
 
 def _sources(cfg: Config) -> tuple[SourceConfig, ...]:
-    return cfg.data.labelled, cfg.data.val, cfg.data.test, cfg.data.pool
+    """The sources a round reads, but a cold start's seed splits: those are pool images."""
+    return tuple(s for s in (cfg.data.labelled, cfg.data.val, cfg.data.test, cfg.data.pool) if s.kind != "seed")
 
 
 def data_root(cfg: Config, state_root: str) -> str:
@@ -85,7 +86,7 @@ def check_split_classes(cfg: Config, root: str) -> None:
     """Raise ``Refused`` when the seed set holds a single class, or a split lacks a class that
     another split has: the model (from such a seed set) or the accuracy (on such a test split)
     would say nothing about that class, and a round would report it without a word."""
-    splits = (cfg.data.labelled, cfg.data.val, cfg.data.test)
+    splits = tuple(s for s in (cfg.data.labelled, cfg.data.val, cfg.data.test) if s.kind != "seed")  # round 0's
     present = {s.where: found for s in splits if (found := _split_classes(s, cfg.data.classes, root)) is not None}
     order = {name: i for i, name in enumerate(cfg.data.classes)}
     problems = []

@@ -26,6 +26,7 @@ from raysal.labelling import labels as labels_lib
 from raysal.labelling import labelstudio
 from raysal.report import progress
 from raysal.report.metrics import ROUND_FIGURES
+from raysal.run import coldstart
 from raysal.run import lease as lease_lib
 from raysal.run.context import DONE, WAITING, Round, timed_stage
 from raysal.run.stages import STAGE_FUNCTIONS
@@ -150,7 +151,7 @@ def _run_held(state: RunState, cfg: Config, label_file: str | None, seconds: dic
               board: Any) -> RoundOutcome:
     if check_compatible(state, cfg):  # again, now that no other round can write run.json
         state.write_json(RUN_FILE, _identity(cfg))
-    number = current_round(state)
+    number = 0 if coldstart.pending(state, cfg) else current_round(state)
     for left in state.sweep(number):
         log.info("round %d: removed %s, written by a round that did not commit it", number, state.uri(left))
     if label_file is not None:
@@ -162,6 +163,24 @@ def _run_held(state: RunState, cfg: Config, label_file: str | None, seconds: dic
         cfg = config_from_dict(stored)  # a resumed round finishes with the config it started with
         log.info("round %d: resuming at stage %s", number, state.next_stage(number))
     r = Round(state, cfg, number, seconds, board)
+    if number == coldstart.ROUND:  # a cold start: no model yet; round 1 follows once round 0's labels are split
+        if coldstart.run_round_zero(r, label_file) == WAITING:
+            return _waiting(r)
+        done_first = coldstart.summary(state.round_record(number))  # said again with round 1's outcome
+        log.info("%s", done_first)
+        label_file, number, seconds = None, number + 1, {}  # the labels were round 0's
+        state.write_json(state.files(number).config, cfg.to_dict())
+        r = Round(state, cfg, number, seconds, board)
+        outcome = _run_stages(r, label_file)
+        outcome.message = "\n".join(filter(None, [done_first, outcome.message]))
+        return outcome
+    return _run_stages(r, label_file)
+
+
+def _run_stages(r: Round, label_file: str | None) -> RoundOutcome:
+    """Round ``r``, from its first stage not committed (after the round-0 model, trained first
+    if there is none), to its record or to a wait for labels."""
+    state, cfg, number, seconds, board = r.state, r.cfg, r.number, r.seconds, r.board
     if state.latest_model() is None or (state.stage_done(number, "train") is None and (
             cfg.label.mode == "oracle" or label_file is not None or state.stage_done(number, "label"))):
         _import_in_background("raysal.model.train")
@@ -171,19 +190,24 @@ def _run_held(state: RunState, cfg: Config, label_file: str | None, seconds: dic
             status = STAGE_FUNCTIONS[stage](r, label_file)
         faults.point(f"{stage}:ended")
         if status == WAITING:
-            return RoundOutcome(number, WAITING, stage_seconds=seconds, message=(
-                f"round {number} is waiting for labels: label the images in {state.uri(r.files.to_label)}"
-                + (f", or in Label Studio: raysal labelstudio push --state {state.root} --url URL (or import "
-                   f"{state.uri(r.files.file(labelstudio.TASKS_FILE))} into a project made with the "
-                   "labeling_config.xml "
-                   "beside it)" if state.exists(r.files.file(labelstudio.TASKS_FILE)) else "")
-                + "; then run again with --import-labels FILE (CSV or Parquet with image_id,label, or Label "
-                "Studio's JSON, JSON-MIN or CSV export)"
-                + "".join(f"\n{line}" for line in agreement_lines({**state.stage_done(number, "select"),
-                                                                  "round": number}))))
+            return _waiting(r)
     record = _finish(r)
     redraw(state, cfg.name)
     return RoundOutcome(number, DONE, record=record, stage_seconds=seconds)
+
+
+def _waiting(r: Round) -> RoundOutcome:
+    """The outcome of a round that waits for people's labels, saying where its tasks are."""
+    state, number = r.state, r.number
+    return RoundOutcome(number, WAITING, stage_seconds=r.seconds, message=(
+        f"round {number}{' (cold start)' if number == coldstart.ROUND else ''} is waiting for labels: label the "
+        f"images in {state.uri(r.files.to_label)}"
+        + (f", or in Label Studio: raysal labelstudio push --state {state.root} --url URL (or import "
+           f"{state.uri(r.files.file(labelstudio.TASKS_FILE))} into a project made with the labeling_config.xml "
+           "beside it)" if state.exists(r.files.file(labelstudio.TASKS_FILE)) else "")
+        + "; then run again with --import-labels FILE (CSV or Parquet with image_id,label, or Label "
+        "Studio's JSON, JSON-MIN or CSV export)"
+        + "".join(f"\n{line}" for line in agreement_lines({**state.stage_done(number, "select"), "round": number}))))
 
 
 def _import_in_background(module: str) -> None:

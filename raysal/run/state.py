@@ -66,7 +66,8 @@ MODELS_DIR = "models"
 # Which stage writes each of a round's outputs (into its generation's folder).
 OUTPUTS = {"scores": "score", "selection.parquet": "select", "skipped.parquet": "select",
            "stop_set.parquet": "select", "to_label.csv": "select", labelstudio.TASKS_FILE: "select",
-           labelstudio.CONFIG_FILE: "select", "labels.parquet": "label", "metrics.json": "evaluate"}
+           labelstudio.CONFIG_FILE: "select", "labels.parquet": "label", "metrics.json": "evaluate",
+           "seed_split.parquet": "train"}  # a cold start's round 0 (raysal.run.coldstart)
 _GENERATION_DIR = re.compile(r"^g(\d{8})$")
 _IN_GENERATION = re.compile(r"^rounds/\d+/g(\d{8})/")
 
@@ -104,6 +105,7 @@ class RoundFiles:
     to_label = _file("to_label.csv")  # written last by a select stage whose round waits for human labels
     labels = _file("labels.parquet")
     metrics = _file("metrics.json")
+    seed_split = _file("seed_split.parquet")  # round 0 of a cold start: its labels' split (image_id, label, split)
     record = _file("round.json")  # written last: the round is done
 
     def stage(self, stage: str) -> str:
@@ -255,8 +257,9 @@ class RunState(Store):
         return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
 
     def labels(self, up_to: int) -> pa.Table:
-        """``image_id, label`` of every pool image labelled in rounds 1..up_to."""
-        tables = [t for n in self.rounds() if n <= up_to
+        """``image_id, label`` of every pool image labelled in rounds 1..up_to (a cold start's
+        round 0 labels its seed set, val and test: ``seed_split``, not this)."""
+        tables = [t for n in self.rounds() if 1 <= n <= up_to
                   for t in [self.read_table(self.files(n).labels)] if t is not None]
         schema = pa.schema([("image_id", pa.int64()), ("label", pa.int64())])
         return pa.concat_tables([t.select(["image_id", "label"]).cast(schema) for t in tables]) if tables \

@@ -18,7 +18,7 @@ def history(state: RunState) -> list[dict[str, Any]]:
     out = []
     for number in state.rounds():
         record = state.round_record(number)
-        if record:
+        if record and not record.get("cold_start"):  # a cold start's round 0 trains no model: no figures
             out.append({**{k: record[k] for k in ("round", "selected", "labelled_total", "test_accuracy_before",
                                                   "test_accuracy_after", "selection_accuracy_before")},
                         **{k: record.get(k) for k in ROUND_FIGURES}})  # None for a round recorded before them
@@ -81,10 +81,11 @@ def format_outcome(outcome: Any, log_path: str | None = None) -> str:
     if outcome.status == WAITING:
         return outcome.message + (f"\n  log: {log_path}" if log_path else "")
     rec = outcome.record
+    before = [outcome.message] if outcome.message else []  # round 0 of a cold start, done in the same run
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     stages = ", ".join(f"{name} {sec:.0f} s" for name, sec in outcome.stage_seconds.items())
     per_class = rec.get("test_per_class_after") or {}
-    lines = [
+    lines = before + [
         f"round {rec['round']}: selected {rec['selected']} of {rec['pool_size']} pool images "
         f"({rec['skipped']} skipped) by {rec['criterion']}{_strategy(rec)}, {rec['labelled_total']} labelled in all",
         f"  test accuracy: {fmt(rec['test_accuracy_before'])} before retraining, "

@@ -202,6 +202,31 @@ def test_the_ensemble_strategy_selects_by_the_disagreement_of_heads_each_trained
 
 
 @pytest.mark.timeout(120)
+def test_a_typical_seed_set_is_the_typiclust_pick_of_the_pools_pixels() -> None:
+    from sklearn.datasets import load_digits
+
+    from raysal.selection import typical
+    from raysal.simulation import seed_set, typical_seed_set
+
+    digits = load_digits()
+    images = np.repeat((digits.images[:600] * 15).astype(np.uint8)[..., None], 3, axis=-1)  # [600, 8, 8, 3]
+    pool = Split(np.arange(600, dtype=np.int64) * 3 + 1, images, digits.target[:600].astype(np.int64))
+    rows = typical_seed_set(load_config("demo"), pool, 20, seed=4)
+    features = typical.pixel_features(images)
+    projected = typical.Pca.fit(*typical.moments(features)).project(features)
+    assert rows.tolist() == sorted(typical.typical_indices(projected, 20, 4, image_ids=pool.image_ids).tolist())
+    assert len(set(rows.tolist())) == 20 and rows.tolist() != seed_set(600, 20, 4).tolist()
+    assert len(set(pool.labels[rows].tolist())) >= 9  # the ten digits' modes, nearly all of them
+
+
+def test_a_cold_start_config_is_refused_with_2(tmp_path, capsys) -> None:
+    seeded = [item for split in ("labelled", "val", "test") for item in ("--set", f'data.{split}={{kind="seed"}}')]
+    assert simulate_cli.main([*seeded, "--set", "select.seed_budget=30", "--state", str(tmp_path / "state"),
+                              "--out", str(tmp_path / "sim")]) == 2
+    assert "a cold start's seed set, val and test are chosen by its round 0" in capsys.readouterr().err
+    assert not (tmp_path / "sim").exists()
+
+
 def test_more_images_to_label_than_the_pool_has_is_refused_before_anything_runs(tmp_path) -> None:
     proc = subprocess.run([sys.executable, str(REPO / "jobs" / "simulate.py"), "--state", str(tmp_path / "state"),
                            "--rounds", "8", "--budget", "200", "--num-cpus", "2", "--out", str(tmp_path / "sim")],
@@ -220,7 +245,7 @@ def test_simulate_job_on_the_demo(tmp_path) -> None:
     args = ["--state", str(tmp_path / "state"), "--strategies", "random,diversity,bald,ensemble", "--seeds", str(seeds),
             "--rounds", str(rounds), "--seed-size", str(seed_size), "--budget", str(budget), "--round0-epochs", "4",
             "--head-steps", "60", "--set", 'data.test.rows="500:700"', "--num-cpus", "2", "--imbalance", "10",
-            "--out", str(out_dir)]
+            "--seed-strategy", "typical", "--out", str(out_dir)]
     proc = subprocess.run([sys.executable, str(REPO / "jobs" / "simulate.py"), *args], capture_output=True,
                           text=True, cwd=tmp_path, timeout=230)
     console = proc.stdout + proc.stderr
@@ -239,7 +264,11 @@ def test_simulate_job_on_the_demo(tmp_path) -> None:
     per_class = list(result["pool_per_class"].values())  # the largest 10 times the smallest, rounded
     assert max(per_class) == 82 and min(per_class) == 8
     assert result["settings"]["strategies"] == ["random", "diversity", "bald", "ensemble"]
-    assert result["settings"]["imbalance"] == 10
+    assert result["settings"]["imbalance"] == 10 and result["settings"]["seed_strategy"] == "typical"
+    accuracy0 = result["round0_model_accuracy"]
+    assert len(accuracy0) == seeds and all(0 < a <= 1 for a in accuracy0)
+    assert (f"round-0 model (seed set of {seed_size}, typical): test accuracy {sum(accuracy0) / seeds:.3f} mean over "
+            f"{seeds} seeds") in console
     strategies = result["strategies"]
     assert list(strategies) == ["random", "diversity", "bald", "ensemble"]
     assert strategies["ensemble"].keys() == strategies["bald"].keys()  # the fields every strategy has

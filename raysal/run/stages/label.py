@@ -73,14 +73,15 @@ def write_tasks(r: Round, chosen: pa.Table) -> None:
     """The tasks for people: Label Studio's (``labelstudio.TASKS_FILE``, its labeling config),
     then ``to_label.csv``."""
     found = r.state.read_table(r.files.scores, columns=["image_id", "top_probs"],
-                               filters=pc.field("image_id").isin(chosen["image_id"]))
+                               filters=pc.field("image_id").isin(chosen["image_id"])) if r.number else None
     top = dict(zip(found["image_id"].to_pylist(), column_matrix(found["top_probs"])[:, 0].tolist(), strict=True)
-               ) if found.num_rows else {}
+               ) if found is not None and found.num_rows else {}  # round 0 of a cold start: no model, none
     chosen = chosen.append_column("probability", pa.array([top.get(i) for i in chosen["image_id"].to_pylist()],
                                                           pa.float64()))
     label = r.cfg.label
     try:
-        tasks = labelstudio.tasks(chosen, r.cfg.data.classes, f"raysal {r.state.model_key(r.number - 1)}",
+        version = f"raysal {r.state.model_key(r.number - 1)}" if r.number else "raysal cold start (no model)"
+        tasks = labelstudio.tasks(chosen, r.cfg.data.classes, version,
                                   label.files_root)
     except ValueError as exc:  # an image Label Studio cannot show: the CSV still serves
         log.warning("round %d: no Label Studio tasks written: %s", r.number, exc)

@@ -1,25 +1,20 @@
-"""Run configuration: frozen dataclasses loaded from TOML plus overrides, validated up front.
-
-Every field's default is visible in its class with the reason beside it. Validation happens in
-``__post_init__`` and while loading, before any Ray or TensorFlow work, and every message names
-the field (``select.budget``) and the bad value. Pure stdlib: no ``ray``, no ``tensorflow``.
+"""The run configuration's fields: frozen dataclasses, every default visible with the reason
+beside it, each checked in ``__post_init__`` with a message that names the field
+(``select.budget``) and the bad value. ``raysal.config.loading`` reads them from TOML.
+Pure stdlib: no ``ray``, no ``tensorflow``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import tomllib
-import typing
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any, Mapping
 
 from raysal.errors import ConfigError  # noqa: F401  (raised here; importable from here too)
 
-SOURCE_KINDS = ("manifest", "folder", "tfds", "digits")
+SOURCE_KINDS = ("manifest", "folder", "tfds", "digits", "seed")
+SEED_STRATEGIES = ("typical", "random")  # a cold start's round 0: raysal.run.coldstart
 MODEL_KINDS = ("small_cnn", "hub", "inception_v3", "keras")
 MODEL_USES = ("backbone", "classifier")
 MODEL_OUTPUTS = ("", "logits", "probs")
@@ -39,7 +34,9 @@ def _check(ok: bool, where: str, message: str) -> None:
 class SourceConfig:
     """Where a split's images come from. All kinds yield (image_id, uri or bytes, label)."""
 
-    kind: str = "manifest"  # manifest | folder | tfds | digits (the offline demo set)
+    # manifest | folder | tfds | digits (the offline demo set) | seed (a cold start: the images
+    # round 0 selected from the pool and people labelled, split by class; no path)
+    kind: str = "manifest"
     path: str = ""  # manifest file, image folder or digits folder; relative to data.root
     rows: str = ""  # "start:stop" slice of the source's rows in its stable order; "" = all
     tfds_name: str = ""  # kind = tfds: dataset name, e.g. "tf_flowers"
@@ -53,6 +50,9 @@ class SourceConfig:
         if self.kind == "tfds":
             _check(bool(self.tfds_name), f"{w}.tfds_name", "is required when kind = 'tfds'")
             _check(bool(self.tfds_split), f"{w}.tfds_split", "is required when kind = 'tfds'")
+        elif self.kind == "seed":
+            _check(not self.path and not self.rows, f"{w}.path" if self.path else f"{w}.rows",
+                   "is not read when kind = 'seed' (round 0 of a cold start chooses the images)")
         else:
             _check(bool(self.path), f"{w}.path", f"is required when kind = {self.kind!r}")
         if self.rows:
@@ -85,6 +85,16 @@ class DataConfig:
         _check(len(self.classes) >= 2, "data.classes", f"needs at least 2 classes, got {list(self.classes)}")
         dupes = sorted({c for c in self.classes if self.classes.count(c) > 1})
         _check(not dupes, "data.classes", f"duplicate class names {dupes}")
+        _check(self.pool.kind != "seed", "data.pool.kind", "'seed' names a split of the labels round 0 of a cold "
+               "start imports, not a pool: give the pool's images")
+        seeded = [s.where for s in (self.labelled, self.val, self.test) if s.kind == "seed"]
+        _check(len(seeded) in (0, 3), "data", f"{', '.join(seeded)} of kind 'seed' needs data.labelled, data.val and "
+               "data.test all of kind 'seed' (a cold start splits the labels of round 0 into the three)")
+
+    @property
+    def cold_start(self) -> bool:
+        """Whether the run starts with no labels: round 0 selects a seed set (``raysal.run.coldstart``)."""
+        return self.labelled.kind == "seed"
 
 
 @dataclass(frozen=True)
@@ -144,11 +154,19 @@ class ModelConfig:
         _check(not self.trust_code or self.kind == "keras", "model.trust_code",
                f"is only read when model.kind = 'keras', not {self.kind!r}")
 
+    @property
+    def pretrained(self) -> bool:
+        """Whether the backbone comes with weights (a hub handle, your Keras model, InceptionV3's
+        weights file), so that its features mean something before any training."""
+        return self.kind in ("hub", "keras") or (self.kind == "inception_v3" and bool(self.weights))
+
     @classmethod
     def from_dict(cls, table: Mapping[str, Any]) -> ModelConfig:
         """Rebuild from ``asdict`` output or a checkpoint's JSON (lists back to tuples), validated
         like a ``[model]`` table; fields the table lacks (an older checkpoint) take their defaults."""
-        return _build(cls, table, "model")
+        from raysal.config.loading import build  # the loader reads the schema: imported when called
+
+        return build(cls, table, "model")
 
 
 @dataclass(frozen=True)
@@ -248,9 +266,18 @@ class SelectConfig:
     # criterion = "bald": the stochastic passes of the head with dropout on (MC dropout) that
     # estimate each image's disagreement; they run over the embeddings, not the images.
     mc_samples: int = 20
+    # A cold start (data.labelled, val and test of kind "seed"): the images round 0 selects for
+    # people to label before any model exists, split by class into the seed set, val and test.
+    seed_budget: int = 0
+    # typical: TypiClust (Hacohen et al. 2022), the most typical image of each of seed_budget
+    # clusters of the pool's features; random: a seeded sample of the pool.
+    seed_strategy: str = "typical"
 
     def __post_init__(self) -> None:
         _check(self.budget >= 1, "select.budget", f"must be >= 1, got {self.budget}")
+        _check(self.seed_budget >= 0, "select.seed_budget", f"must be >= 0, got {self.seed_budget}")
+        _check(self.seed_strategy in SEED_STRATEGIES, "select.seed_strategy",
+               f"{self.seed_strategy!r} is not one of {SEED_STRATEGIES}")
         _check(2 <= self.mc_samples <= 1000, "select.mc_samples", f"must be in [2, 1000], got {self.mc_samples}")
         _check(self.strategy in STRATEGY_NAMES, "select.strategy", f"{self.strategy!r} is not one of {STRATEGY_NAMES}")
         _check(self.beta > 0 and math.isfinite(self.beta), "select.beta", f"must be > 0, got {self.beta}")
@@ -299,6 +326,15 @@ class Config:
 
     def __post_init__(self) -> None:
         _check(0 <= self.seed < 2**32, "seed", f"must be in [0, 2**32), got {self.seed}")  # numpy's seed range
+        if self.data.cold_start:  # every class at least once in each of the seed set, val and test
+            least = 3 * len(self.data.classes)
+            _check(self.select.seed_budget >= least, "select.seed_budget",
+                   f"a cold start (data.labelled of kind 'seed') needs at least 3 images per class, {least} for "
+                   f"{len(self.data.classes)} classes, got {self.select.seed_budget}")
+        else:
+            _check(self.select.seed_budget == 0, "select.seed_budget",
+                   f"is only read for a cold start (data.labelled, val and test of kind 'seed'), got "
+                   f"{self.select.seed_budget}; set it to 0 or leave it out")
         if self.select.criterion == "bald":  # it samples the Dropout + Dense head(s) raysal adds
             _check(self.model.use == "backbone", "select.criterion",
                    "'bald' needs model.use = 'backbone' (the Dropout + Dense head it samples with dropout on), "
@@ -322,127 +358,3 @@ class Config:
             return value
 
         return strip(dataclasses.asdict(self))
-
-
-def _absolute(path: str, cwd: str | None) -> str:
-    if not path or "://" in path or os.path.isabs(os.path.expanduser(path)):
-        return path
-    return os.path.abspath(os.path.join(cwd or os.getcwd(), os.path.expanduser(path)))
-
-
-def absolute_paths(cfg: Config, cwd: str | None = None) -> Config:
-    """``cfg`` with a relative local ``data.root``, ``model.path``, ``model.weights`` and ``model.handle`` made
-    absolute against ``cwd`` (default: the working directory), so no path that a worker reads
-    depends on where the driver started. Source paths are relative to ``data.root``; URIs are
-    left as they are."""
-    data = dataclasses.replace(cfg.data, root=_absolute(cfg.data.root, cwd))
-    # A handle without "://" is a local SavedModel folder; a URL (through the hub cache) stays as it is.
-    model = dataclasses.replace(cfg.model, path=_absolute(cfg.model.path, cwd), handle=_absolute(cfg.model.handle, cwd),
-                                weights=_absolute(cfg.model.weights, cwd))
-    return dataclasses.replace(cfg, data=data, model=model)
-
-
-def preset_names() -> list[str]:
-    return sorted(p.name.removesuffix(".toml") for p in resources.files("raysal.presets").iterdir()
-                  if p.name.endswith(".toml"))
-
-
-def _read_toml(name_or_path: str) -> dict[str, Any]:
-    path = Path(name_or_path)
-    if name_or_path in preset_names():
-        text = resources.files("raysal.presets").joinpath(f"{name_or_path}.toml").read_text()
-    elif path.suffix == ".toml" and path.is_file():
-        text = path.read_text()
-    else:
-        raise ConfigError(f"config: {name_or_path!r} is neither a preset ({', '.join(preset_names())}) "
-                          "nor an existing .toml file")
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config: {name_or_path!r} is not valid TOML: {exc}") from None
-
-
-def parse_override(assignment: str) -> tuple[str, Any]:
-    """'select.budget=100' -> ('select.budget', 100); a value that is not TOML stays a string."""
-    key, sep, raw = assignment.partition("=")
-    _check(bool(sep) and bool(key.strip()), "--set", f"{assignment!r} is not of the form key=value")
-    try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw.strip()
-    return key.strip(), value
-
-
-def _apply_override(table: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = table
-    for part in parents:
-        node = node.setdefault(part, {})
-        _check(isinstance(node, dict), dotted, f"{part!r} is not a table")
-    node[leaf] = value
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        _check(isinstance(value, dict), where, f"must be a table, got {value!r}")
-        return _build(hint, value, where)
-    if typing.get_origin(hint) is tuple and typing.get_args(hint)[0] is float:
-        _check(isinstance(value, (list, tuple)) and all(_is_number(v) for v in value), where,
-               f"must be a list of finite numbers, got {value!r}")
-        return tuple(float(v) for v in value)
-    if typing.get_origin(hint) is tuple:
-        _check(isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value), where,
-               f"must be a list of strings, got {value!r}")
-        return tuple(value)
-    if hint is bool:
-        _check(isinstance(value, bool), where, f"must be true or false, got {value!r}")
-        return value
-    if hint is float:
-        _check(_is_number(value), where, f"must be a finite number, got {value!r}")
-        return float(value)
-    if hint is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), where, f"must be an integer, got {value!r}")
-        return value
-    if hint is str:
-        _check(isinstance(value, str), where, f"must be a string, got {value!r}")
-        return value
-    raise TypeError(f"{where}: unsupported field type {hint!r}")  # a bug in this module, not in the config
-
-
-def _build(cls: type, table: Mapping[str, Any], where: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.name != "where"}
-    unknown = sorted(set(table) - names)
-    prefix = f"{where}." if where else ""
-    _check(not unknown, f"{prefix}{unknown[0]}" if unknown else where,
-           f"unknown key; {cls.__name__} has {sorted(names)}")
-    required = [f.name for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    missing = [name for name in required if name not in table]
-    _check(not missing, f"{prefix}{missing[0]}" if missing else where, "is required but missing")
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in table.items()}
-    if "where" in {f.name for f in dataclasses.fields(cls)}:
-        kwargs["where"] = where
-    return cls(**kwargs)
-
-
-def config_from_dict(table: Mapping[str, Any]) -> Config:
-    """Build and validate a Config from a nested dict (a parsed TOML file)."""
-    return _build(Config, table, "")
-
-
-def load_config(name_or_path: str = "demo", overrides: Mapping[str, Any] | None = None) -> Config:
-    """Load a preset name or a TOML file, apply dotted-key overrides, validate.
-
-    Args:
-        name_or_path: a preset (``demo``, ``flowers``) or a path to a ``.toml`` file.
-        overrides: e.g. ``{"select.budget": 100}``; unknown keys are refused like file keys.
-    """
-    table = _read_toml(name_or_path)
-    for dotted, value in (overrides or {}).items():
-        _apply_override(table, dotted, value)
-    return config_from_dict(table)
