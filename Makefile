@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint docs bench clean
+.PHONY: run test install lint docs bench clean browser
 
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,15 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python jobs/round.py --config demo
 
+# The report's browser test drives Debian's Chromium through its ChromeDriver: installed when missing
+# (as root, or through sudo).
+APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ $(APT) update -q && $(APT) install -y -q --no-install-recommends chromium chromium-driver; }
+
 # Lint, then the docs (a broken link fails), then the suite.
-test: $(STAMP) lint docs
+test: $(STAMP) browser lint docs
 	$(BIN)/python -m pytest -q --durations=25 tests
 
 lint: $(STAMP)

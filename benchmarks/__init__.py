@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 # Importing the submodule ``round`` binds it as this package's name ``round``, over the builtin:
 # no round() in this file (report.make_report rounds).
-from benchmarks import decode, memory, rescoring, round, scale, scoring, topk, trainset
+from benchmarks import decode, htmlreport, memory, rescoring, round, scale, scoring, topk, trainset
 from benchmarks.common import Row
 from benchmarks.report import make_report, markdown_table, write_report
 
@@ -41,6 +41,7 @@ GROUPS: dict[str, Callable[[bool, int], list[Row]]] = {
     "scale": scale.run,
     "trainset": trainset.run,
     "rescoring": rescoring.run,
+    "htmlreport": htmlreport.run,
 }
 # Groups that run without the bench's own Ray: round and trainset each start one in a child
 # process, as a real job would; decode needs no Ray (nor TensorFlow).

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+
+from _servers import free_port, venv_command
 
 REPO = Path(__file__).resolve().parents[1]
 VERSION = "1.23.2"
@@ -23,23 +23,7 @@ EMAIL, PASSWORD = "annotator@example.com", "raysal-test-1"
 
 def install() -> Path:
     """The ``label-studio`` command of a virtualenv holding Label Studio ``VERSION``; made once."""
-    marker = LABEL_STUDIO_VENV / f".installed-{VERSION}"
-    command = LABEL_STUDIO_VENV / "bin" / "label-studio"
-    if not marker.exists():
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(LABEL_STUDIO_VENV)], check=True)
-        pip = [str(LABEL_STUDIO_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet",
-               "--disable-pip-version-check"]
-        result = subprocess.run([*pip, f"label-studio=={VERSION}"], capture_output=True, text=True)
-        if result.returncode:
-            raise RuntimeError(f"pip install label-studio=={VERSION} failed:\n{result.stderr[-3000:]}")
-        marker.touch()
-    return command
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return venv_command(LABEL_STUDIO_VENV, f"label-studio=={VERSION}", "label-studio")
 
 
 @dataclass
@@ -63,7 +47,7 @@ def start(data_dir: Path, files_root: str, timeout_s: float = 240) -> Server:
     """Label Studio on a free loopback port, its data (sqlite) in ``data_dir``, serving local files
     below ``files_root``; returns once it answers and a user with a token exists."""
     command = install()
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = data_dir / "label-studio.log"
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,8 @@ from PIL import Image
 
 import raysal.model.keras_env  # noqa: F401  (before anything imports TensorFlow)
 
+from _servers import free_port
+
 RAY_CPUS = 2
 BUCKET = "raysal-test"  # the bucket s3_env creates; test modules that use it name it too
 
@@ -112,16 +114,10 @@ def image_folder(tmp_path) -> tuple[str, dict[str, str]]:
     return str(tmp_path / "images"), {rel: outcome for rel, (_, outcome) in files.items()}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_env() -> dict[str, str]:
     """Start moto's S3 server; the environment that points pyarrow, boto3 and Ray workers at it."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60

@@ -47,7 +47,7 @@ def test_bench_job_lists_its_groups_and_refuses_an_unknown_one() -> None:
     job = [sys.executable, str(REPO / "jobs" / "bench.py")]
     helped = subprocess.run([*job, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert helped.returncode == 0, helped.stderr
-    assert "{scoring,decode,topk,memory,round,scale,trainset,rescoring}" in helped.stdout
+    assert "{scoring,decode,topk,memory,round,scale,trainset,rescoring,htmlreport}" in helped.stdout
     refused = subprocess.run([*job, "--only", "sorting"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2
     assert "invalid choice: 'sorting'" in refused.stderr

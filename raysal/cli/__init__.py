@@ -1,6 +1,6 @@
 """The ``raysal`` command: one parser, one subcommand per module of this package.
 
-    raysal round | status | prepare | pack | labelstudio | simulate | bench  [OPTIONS]
+    raysal round | status | report | prepare | pack | labelstudio | simulate | bench  [OPTIONS]
 
 Each subcommand module has ``DESCRIPTION``, ``EPILOG`` (its exit codes, from
 ``raysal.errors``), ``add_arguments(parser)`` and ``run(args, prog) -> int``, a thin layer over a
@@ -21,6 +21,7 @@ from raysal.errors import EXIT_CONFIG
 COMMANDS = {  # name: one line of `raysal --help`
     "round": "run (or resume) one active-learning round",
     "status": "print a run's rounds, lease and latest model",
+    "report": "write a run's HTML report: figures, per-class accuracy, selections as thumbnails",
     "prepare": "turn a folder or manifest of labelled images into a ready run",
     "pack": "pack a folder or manifest of images into Parquet shards, for large pools",
     "labelstudio": "push a waiting round's tasks to Label Studio, pull its annotations",

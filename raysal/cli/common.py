@@ -55,6 +55,21 @@ def refused(check: Callable[[], None]) -> int | None:
     return None
 
 
+def state_root(args: argparse.Namespace) -> str | int:
+    """The run's state as an absolute path or URI: ``--state``, else ``.raysal/<name>`` of
+    ``--config``'s run; a bad config prints why and gives its exit code instead."""
+    from raysal import storage
+    from raysal.config import ConfigError, load_config
+
+    if args.state is None:
+        try:
+            args.state = f".raysal/{load_config(args.config).name}"
+        except ConfigError as exc:
+            print(f"error: bad config: {exc}", file=sys.stderr)
+            return exc.exit_code
+    return storage.absolute(args.state)
+
+
 def failure_line(exc: BaseException) -> str:
     """The line that says why: a Ray task's own exception, the last line of a long message."""
     cause = getattr(exc, "cause", None)  # a RayTaskError carries the task's exception

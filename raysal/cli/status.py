@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any, Sequence
 
+from raysal.cli import common
 from raysal.cli.common import exit_codes, parser_for, refused
 from raysal.errors import EXIT_CONFIG, EXIT_OK
 
@@ -60,20 +61,17 @@ def print_status(report: dict[str, Any], as_json: bool) -> None:
         if r.get("kappa") is not None:  # known once the round has selected, before its labels
             line += f", kappa {r['kappa']:.4f}" + (" (stop labelling)" if r.get("stop_labelling") else "")
         print(line)
+    if report.get("report"):
+        print(f"  report: {report['report']}")
 
 
 def run(args: argparse.Namespace, prog: str) -> int:
     from raysal import storage
-    from raysal.config import ConfigError, load_config
     from raysal.run.status import status
 
-    if args.state is None:
-        try:
-            args.state = f".raysal/{load_config(args.config).name}"
-        except ConfigError as exc:
-            print(f"error: bad config: {exc}", file=sys.stderr)
-            return exc.exit_code
-    state_root = storage.absolute(args.state)
+    state_root = common.state_root(args)
+    if isinstance(state_root, int):
+        return state_root
     if (code := refused(lambda: storage.probe({"--state": state_root}))) is not None:
         return code
     print_status(status(state_root), args.json)

@@ -32,6 +32,7 @@ from raysal.config.schema import (
     ScoreConfig,
     SelectConfig,
     SourceConfig,
+    TrackConfig,
     TrainConfig,
     row_slice,
 )
@@ -40,5 +41,5 @@ from raysal.errors import ConfigError
 __all__ = ["CRITERION_NAMES", "LABEL_MODES", "MODEL_KINDS", "MODEL_OUTPUTS", "MODEL_USES", "MULTIPLE_LABELS",
            "PREPROCESS_MODES", "SEED_STRATEGIES", "SOURCE_KINDS", "STRATEGY_NAMES", "TRAIN_DATA_MODES", "Config",
            "ConfigError", "DataConfig", "LabelConfig", "ModelConfig", "ScoreConfig", "SelectConfig", "SourceConfig",
-           "TrainConfig", "absolute_paths", "config_from_dict", "load_config", "parse_override", "preset_names",
-           "row_slice"]
+           "TrackConfig", "TrainConfig", "absolute_paths", "config_from_dict", "load_config", "parse_override",
+           "preset_names", "row_slice"]

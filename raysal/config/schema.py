@@ -314,6 +314,18 @@ class LabelConfig:
 
 
 @dataclass(frozen=True)
+class TrackConfig:
+    mlflow: bool = False  # log each round to the MLflow server in MLFLOW_TRACKING_URI (pip install 'raysal[mlflow]')
+    mlflow_uri: str = ""  # log each round to this MLflow server (http:// or https://); set, it implies mlflow
+    timeout_s: float = 10.0  # each request to the server waits at most this long, with no retry
+
+    def __post_init__(self) -> None:
+        _check(not self.mlflow_uri or self.mlflow_uri.startswith(("http://", "https://")), "track.mlflow_uri",
+               f"must be an http:// or https:// address of an MLflow tracking server, got {self.mlflow_uri!r}")
+        _check(0 < self.timeout_s <= 300, "track.timeout_s", f"must be in (0, 300] seconds, got {self.timeout_s}")
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig  # required: there is no sensible default data set outside the presets
     name: str = "custom"  # shown in summaries and stored with each round
@@ -323,6 +335,7 @@ class Config:
     score: ScoreConfig = field(default_factory=ScoreConfig)  # [score]: the actor pool and decode tasks
     select: SelectConfig = field(default_factory=SelectConfig)  # [select]: criterion, strategy, budget
     label: LabelConfig = field(default_factory=LabelConfig)  # [label]: oracle or human labels
+    track: TrackConfig = field(default_factory=TrackConfig)  # [track]: each round in an experiment tracker
 
     def __post_init__(self) -> None:
         _check(0 <= self.seed < 2**32, "seed", f"must be in [0, 2**32), got {self.seed}")  # numpy's seed range

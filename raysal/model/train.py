@@ -104,6 +104,7 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
     board = loop_config["board"]
     train_ds, val_ds = shard("train", shuffle=True), shard("val", shuffle=False)  # re-iterated each epoch
     metrics: dict[str, Any] = {}
+    history: list[dict[str, Any]] = []  # every epoch's figures, reported with the last (a tracker's history)
 
     class ReportEpoch(keras.callbacks.Callback):
         def __init__(self, phase: str) -> None:
@@ -113,6 +114,7 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             metrics.clear()
             metrics.update({k: float(v) for k, v in (logs or {}).items()}, epoch=epoch + 1, phase=self.phase)
+            history.append(dict(metrics))
             if rank0:  # one line per epoch, shown by the driver
                 line = (f"{loop_config['label']}: {self.phase} epoch {epoch + 1}/{total}: loss "
                         f"{metrics.get('loss', 0):.4f}, accuracy {metrics.get('accuracy', 0):.4f}, "
@@ -122,8 +124,8 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
                 else:  # not print(): Ray Train patches it to log each line twice
                     sys.stdout.write(f"raysal {line}\n")
                     sys.stdout.flush()
-            # Only the last epoch is reported to Ray Train, with the checkpoint: raysal needs no
-            # history there, and each report is a round trip to the controller.
+            # Only the last epoch is reported to Ray Train, with the checkpoint and the history of
+            # them all: each report is a round trip to the controller.
 
     done = 0
     for phase, trainable, learning_rate, epochs in _phases(train_cfg):
@@ -139,7 +141,7 @@ def _train_loop(loop_config: dict[str, Any]) -> None:
         if rank0 and loop_config["evaluate"]:  # the test split, read whole by rank 0 alone
             _write_test_metrics(model, ray.train.get_dataset_shard("test"), classes, train_cfg.batch_size,
                                 os.path.join(tmp, TEST_METRICS_FILE))
-        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp) if rank0 else None)
+        ray.train.report({**metrics, "epochs": history}, checkpoint=Checkpoint.from_directory(tmp) if rank0 else None)
 
 
 def _arrays(shard: Any) -> tuple[np.ndarray, np.ndarray]:

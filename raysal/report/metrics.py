@@ -59,7 +59,8 @@ def macro_f1(predicted: NDArray[np.integer], labels: NDArray[np.integer]) -> flo
 
 def accuracy_report(predicted: NDArray[np.integer], labels: NDArray[np.integer],
                     classes: Sequence[str]) -> dict[str, object]:
-    """Overall accuracy, balanced accuracy, macro-F1, per-class accuracy (recall) and the count
+    """Overall accuracy, balanced accuracy, macro-F1, per-class accuracy (recall), the confusion
+    matrix (``confusion[true][predicted]``, counts, in the order of ``classes``) and the count
     behind them.
 
     Classes with no example get ``None`` rather than a made-up number, and so do the figures of
@@ -74,6 +75,9 @@ def accuracy_report(predicted: NDArray[np.integer], labels: NDArray[np.integer],
     for index, name in enumerate(classes):
         mask = labels == index
         per_class[name] = float(correct[mask].mean()) if mask.any() else None
+    k = len(classes)
+    known = (labels >= 0) & (labels < k) & (predicted >= 0) & (predicted < k)
+    confusion = np.bincount(labels[known] * k + predicted[known], minlength=k * k).reshape(k, k)  # [k, k]
     return {"accuracy": float(correct.mean()) if len(labels) else None,
             "balanced_accuracy": balanced_accuracy(predicted, labels), "macro_f1": macro_f1(predicted, labels),
-            "count": int(len(labels)), "per_class": per_class}
+            "count": int(len(labels)), "per_class": per_class, "confusion": confusion.tolist()}

@@ -20,6 +20,7 @@ from raysal.config import Config, SourceConfig
 from raysal.data import sources
 from raysal.data.sources import SourceError, prepared_tfds_builder, resolve_path
 from raysal.errors import Refused, Unavailable  # noqa: F401  (raised here; importable from here too)
+from raysal.run import tracking
 
 
 def _sources(cfg: Config) -> tuple[SourceConfig, ...]:
@@ -153,6 +154,7 @@ def check(cfg: Config, state_root: str) -> None:
     """Raise ``Unavailable`` naming the first missing input of the round, ``Refused`` for a model
     that does not fit it; writes nothing. Storage is probed first, each location once, with a
     bounded wait (``storage.probe``)."""
+    tracking.check(cfg)
     storage.probe(storage_roots(cfg, state_root))
     root = data_root(cfg, state_root)
     for source in _sources(cfg):

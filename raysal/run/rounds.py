@@ -21,12 +21,12 @@ import ray
 
 from raysal import faults
 from raysal.config import Config, config_from_dict
-from raysal.errors import Incompatible
+from raysal.errors import Incompatible, LeaseError
 from raysal.labelling import labels as labels_lib
 from raysal.labelling import labelstudio
 from raysal.report import progress
 from raysal.report.metrics import ROUND_FIGURES
-from raysal.run import coldstart
+from raysal.run import coldstart, report, tracking
 from raysal.run import lease as lease_lib
 from raysal.run.context import DONE, WAITING, Round, timed_stage
 from raysal.run.stages import STAGE_FUNCTIONS
@@ -49,6 +49,7 @@ class RoundOutcome:
     record: dict[str, Any] = field(default_factory=dict)  # round.json once done
     stage_seconds: dict[str, float] = field(default_factory=dict)
     message: str = ""
+    report: str | None = None  # the run's HTML report, rewritten as the round ended; None if it could not be
 
 
 RUN_IDENTITY = ("classes", "pool", "model")
@@ -128,7 +129,10 @@ def run_round(cfg: Config, state_root: str, label_file: str | None = None, break
             lease.on_lost = _interrupt_main  # stop a long stage at once, not at its commit
         board = progress.new_board() if show_progress else None
         try:
-            return _run_held(state, cfg, label_file, seconds, board)
+            outcome = _run_held(state, cfg, label_file, seconds, board)
+            outcome.report = _write_report(state)
+            tracking.log_rounds(state, cfg)  # this round once done, and any a server that was down missed
+            return outcome
         except KeyboardInterrupt:
             if lease.lost is not None:  # our own interruption: the lease was taken over
                 lease.check()  # raises LeaseLost, saying by whom
@@ -138,6 +142,20 @@ def run_round(cfg: Config, state_root: str, label_file: str | None = None, break
             state.guard, state.generation = None, None
             if board is not None:
                 ray.kill(board)
+
+
+def _write_report(state: RunState) -> str | None:
+    """The run's HTML report, rewritten into the state; a report that cannot be made costs the
+    round nothing but a warning (its files are committed already)."""
+    try:
+        return report.write(state)
+    except LeaseError:  # this round lost the run: it stops, as at any other write
+        raise
+    except Exception as exc:  # noqa: BLE001  (the round is committed: a report is never worth failing it)
+        why = next((line for line in str(exc).splitlines() if line.strip()), "")[:300]
+        log.warning("the run's report was not written (%s: %s); `raysal report --state %s` makes it again",
+                    type(exc).__name__, why, state.root)
+        return None
 
 
 def _interrupt_main(reason: str) -> None:

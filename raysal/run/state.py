@@ -59,6 +59,7 @@ RUN_FILE = "run.json"  # what must not change between rounds
 HISTORY_FILE = "history.json"
 LEARNING_CURVE_FILE = "learning_curve.png"
 LOGS_DIR = "logs"
+REPORT_DIR = "report"  # the run's HTML report, rewritten by every round (raysal.run.report)
 TRAIN_DIR = "train"  # Ray Train's run storage, and the decoded training sets cached beside it
 EMBEDDINGS_DIR = "embeddings"
 ROUNDS_DIR = "rounds"

@@ -9,7 +9,7 @@ from raysal.report.metrics import ROUND_FIGURES
 from raysal.report.plots import learning_curve_png
 from raysal.run import lease as lease_lib
 from raysal.run.context import DONE, WAITING
-from raysal.run.state import HISTORY_FILE, LEARNING_CURVE_FILE, RunState
+from raysal.run.state import HISTORY_FILE, LEARNING_CURVE_FILE, REPORT_DIR, RunState
 from raysal.selection.stopping import AGREEMENT_FIELDS, agreement_lines
 from raysal.selection.strategies import get_strategy
 
@@ -69,7 +69,8 @@ def status(state_root: str) -> dict[str, Any]:
     latest = state.latest_model()
     return {"state": state.root, "rounds": rounds, "leased_by": lease_lib.current(state),
             "latest_model": None if latest is None else state.uri(state.model_key(latest)),
-            "history": state.uri(HISTORY_FILE), "learning_curve": state.uri(LEARNING_CURVE_FILE)}
+            "history": state.uri(HISTORY_FILE), "learning_curve": state.uri(LEARNING_CURVE_FILE),
+            "report": state.uri(REPORT_DIR, "index.html") if state.exists(f"{REPORT_DIR}/index.html") else None}
 
 
 def _strategy(record: dict[str, Any]) -> str:
@@ -78,8 +79,10 @@ def _strategy(record: dict[str, Any]) -> str:
 
 def format_outcome(outcome: Any, log_path: str | None = None) -> str:
     """The human summary printed at the end of a round."""
+    report = getattr(outcome, "report", None)
     if outcome.status == WAITING:
-        return outcome.message + (f"\n  log: {log_path}" if log_path else "")
+        return "\n".join([outcome.message, *([f"  report: {report}"] if report else []),
+                          *([f"  log: {log_path}"] if log_path else [])])
     rec = outcome.record
     before = [outcome.message] if outcome.message else []  # round 0 of a cold start, done in the same run
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
@@ -110,6 +113,8 @@ def format_outcome(outcome: Any, log_path: str | None = None) -> str:
     lines += [f"  selection:      {rec['selection']}",
               f"  metrics:        {rec.get('metrics', 'n/a')}",
               f"  learning curve: {rec.get('learning_curve', 'n/a')}"]
+    if report:
+        lines.append(f"  report:         {report}")
     if log_path:
         lines.append(f"  log:            {log_path}")
     return "\n".join(lines)

@@ -125,6 +125,13 @@ class Store:
         infos = self.fs.get_file_info(pafs.FileSelector(self._path(key)))
         return sorted(int(i.base_name) for i in infos if i.type == pafs.FileType.Directory and i.base_name.isdigit())
 
+    def list_names(self, key: str) -> list[str]:
+        """The names of the files directly in folder ``key``, sorted; none for a missing folder."""
+        if not self.exists(key):
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(self._path(key)))
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
+
     # --- the lease's primitive (raysal.run.lease) ---------------------------------------------
     def _create_exclusive(self, key: str, data: bytes) -> bool:
         """Write ``key`` only if it does not exist; False if it does. Atomic on local disks and S3."""

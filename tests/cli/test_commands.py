@@ -15,7 +15,7 @@ from raysal.errors import EXIT_CODES
 
 REPO = Path(__file__).resolve().parents[2]
 RAYSAL = str(Path(sys.executable).parent / "raysal")  # the console script, installed with the project
-SUBCOMMANDS = ["round", "status", "prepare", "pack", "labelstudio", "simulate", "bench"]
+SUBCOMMANDS = ["round", "status", "report", "prepare", "pack", "labelstudio", "simulate", "bench"]
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -69,7 +69,7 @@ def test_the_jobs_scripts_are_the_same_commands():
 def test_raysal_bench_runs_from_the_checkout_and_refuses_elsewhere(tmp_path):
     helped = raysal("bench", "--", "--help")
     assert helped.returncode == 0, helped.stderr
-    assert "--only {scoring,decode,topk,memory,round,scale,trainset,rescoring}" in helped.stdout
+    assert "--only {scoring,decode,topk,memory,round,scale,trainset,rescoring,htmlreport}" in helped.stdout
     assert bench.checkout_root(REPO / "jobs") == REPO
     elsewhere = subprocess.run([sys.executable, "-c", "import sys; from raysal.cli import bench; "
                                 "bench.checkout_root = lambda start=None: None; sys.exit(bench.main(['--quick']))"],

@@ -44,7 +44,7 @@ def test_an_empty_input_has_no_figures():
     assert balanced_accuracy(empty, empty) is None and macro_f1(empty, empty) is None
     assert accuracy_report(empty, empty, CLASSES) == {
         "accuracy": None, "balanced_accuracy": None, "macro_f1": None, "count": 0,
-        "per_class": dict.fromkeys(CLASSES)}
+        "per_class": dict.fromkeys(CLASSES), "confusion": [[0] * len(CLASSES)] * len(CLASSES)}
 
 
 def test_the_report_holds_the_imbalance_aware_figures():
@@ -63,3 +63,15 @@ def test_balanced_accuracy_and_macro_f1_match_sklearn(pairs):
     predicted, labels = (np.array(column) for column in zip(*pairs, strict=True))
     expected = sklearn_figures(predicted, labels)
     assert (balanced_accuracy(predicted, labels), macro_f1(predicted, labels)) == pytest.approx(expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), min_size=1, max_size=40))
+def test_the_confusion_matrix_is_sklearns_over_the_config_classes(pairs):
+    """``confusion[true][predicted]`` over every class of the config, in its order, as the
+    report's heatmap reads it; a class absent from both has its row and column of zeros."""
+    from sklearn.metrics import confusion_matrix
+
+    predicted, labels = (np.array(column) for column in zip(*pairs, strict=True))
+    expected = confusion_matrix(labels, predicted, labels=list(range(len(CLASSES))))
+    assert accuracy_report(predicted, labels, CLASSES)["confusion"] == expected.tolist()

@@ -54,3 +54,13 @@ def test_the_round_summary_shows_the_balanced_figures():
     assert ("  test balanced accuracy: 0.7500 before, 0.8750 after; macro-F1: 0.7000 before, 0.8125 after"
             in outcome(NEW))
     assert "  test balanced accuracy: n/a before, n/a after; macro-F1: n/a before, n/a after" in outcome(OLD)
+
+
+def test_the_round_summary_ends_with_the_reports_path_done_or_waiting():
+    done = rounds.format_outcome(rounds.RoundOutcome(2, rounds.DONE, record=NEW, stage_seconds={"score": 1.0},
+                                                     report="/s/report/index.html"), "/s/logs/x.log").splitlines()
+    assert done[-2:] == ["  report:         /s/report/index.html", "  log:            /s/logs/x.log"]
+    waiting = rounds.format_outcome(rounds.RoundOutcome(3, rounds.WAITING, message="round 3 is waiting for labels",
+                                                        report="/s/report/index.html")).splitlines()
+    assert waiting == ["round 3 is waiting for labels", "  report: /s/report/index.html"]
+    assert "report" not in rounds.format_outcome(rounds.RoundOutcome(2, rounds.DONE, record=NEW))  # none written
