@@ -24,7 +24,7 @@ run: $(STAMP)
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-		{ $(APT) update -q && $(APT) install -y -q --no-install-recommends chromium chromium-driver; }
+		{ $(APT) update -q && $(APT) install -y -q chromium chromium-driver; }
 
 # Lint, then the docs (a broken link fails), then the suite.
 test: $(STAMP) browser lint docs
