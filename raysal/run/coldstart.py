@@ -113,8 +113,8 @@ def stage_seed_select(r: Round, label_file: str | None) -> str:
         ids = np.sort(usable["image_id"].to_numpy())
         chosen = np.random.default_rng(r.cfg.seed).choice(ids, budget, replace=False) if budget else ids[:0]
     else:
-        rows = seeding.usable_features(ray.data.read_parquet(r.state.uri(r.files.scores),
-                                                             columns=["image_id", "error", EMBEDDING]))
+        rows = seeding.usable_features(ray.data.read_parquet(r.state.uri(r.files.scores)).select_columns(
+            ["image_id", "error", EMBEDDING]))  # pushed down into the read
         pca = seeding.pca_fit(rows)
         log.info("round 0 (cold start): features reduced by PCA from %d to %d dimensions", len(pca.mean),
                  len(pca.components))
