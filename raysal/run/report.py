@@ -93,9 +93,8 @@ def _skipped(state: RunState, number: int) -> list[dict[str, Any]]:
 def _figures(state: RunState, cfg: Config, report: html.Report, history: list[dict[str, Any]]) -> None:
     """The learning curve, per-class accuracy, confusion matrix and kappa of ``report``."""
     if history:
-        xs = [history[0]["labelled_total"] - history[0]["selected"]] + [h["labelled_total"] for h in history]
-        curves = {label: [history[0][f"test_{figure}_before"]] + [h[f"test_{figure}_after"] for h in history]
-                  for label, figure in (("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"))}
+        xs, curves = status_lib.curve_points(history, {"accuracy": "accuracy",
+                                                       "balanced accuracy": "balanced_accuracy"})
         report.learning_curve = plots.learning_curve_png(xs, curves, f"raysal: {report.name}")
         records = [state.round_record(h["round"]) for h in history]
         per_class = [r.get("test_per_class_after") or {} for r in records]

@@ -28,16 +28,22 @@ def history(state: RunState) -> list[dict[str, Any]]:
 CURVES = {"accuracy": "accuracy", "balanced accuracy": "balanced_accuracy", "macro-F1": "macro_f1"}  # label: figure
 
 
+def curve_points(rows: list[dict[str, Any]], curves: dict[str, str] = CURVES
+                 ) -> tuple[list[int], dict[str, list[float | None]]]:
+    """The learning curve's points from ``history`` rows: labelled images (the first round's
+    before-figure first), and each of ``curves`` (label: figure) before round 1, then after each round."""
+    xs = [rows[0]["labelled_total"] - rows[0]["selected"]] + [h["labelled_total"] for h in rows]
+    return xs, {label: [rows[0][f"test_{figure}_before"]] + [h[f"test_{figure}_after"] for h in rows]
+                for label, figure in curves.items()}
+
+
 def redraw(state: RunState, name: str) -> None:
     """Rewrite ``history.json`` and the learning curve (test accuracy, balanced accuracy and
     macro-F1) from the rounds done."""
     rows = history(state)
     state.write_json(HISTORY_FILE, rows)
     if rows:
-        xs = [rows[0]["labelled_total"] - rows[0]["selected"]] + [h["labelled_total"] for h in rows]
-        curves = {label: [rows[0][f"test_{figure}_before"]] + [h[f"test_{figure}_after"] for h in rows]
-                  for label, figure in CURVES.items()}
-        state.write_bytes(LEARNING_CURVE_FILE, learning_curve_png(xs, curves, f"raysal: {name}"))
+        state.write_bytes(LEARNING_CURVE_FILE, learning_curve_png(*curve_points(rows), f"raysal: {name}"))
 
 
 def round_state(state: RunState, number: int) -> str:
